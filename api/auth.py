@@ -1,0 +1,54 @@
+"""API-key authentication: Bearer mvn_test_… / mvn_live_…, looked up by hash."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import wraps
+from typing import ParamSpec, TypeVar
+
+from flask import g, request
+from werkzeug.datastructures import WWWAuthenticate
+from werkzeug.exceptions import Unauthorized
+
+from api.deps import current_services
+from ivr.accounts import authenticate
+from ivr.model import Environment
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling the API: an account, in one mode, through one key."""
+
+    account_id: str
+    environment: Environment
+    key_id: str
+
+
+def _unauthorized(message: str) -> Unauthorized:
+    return Unauthorized(message, www_authenticate=WWWAuthenticate("bearer"))
+
+
+def require_api_key(view: Callable[P, R]) -> Callable[P, R]:
+    @wraps(view)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _unauthorized("Not authenticated")
+        with current_services().db.transaction() as tx:
+            key = authenticate(tx, token.strip())
+            if key is None:
+                raise _unauthorized("Invalid or revoked API key")
+            g.caller = Caller(key.account_id, Environment(key.environment), key.id)
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def current_caller() -> Caller:
+    caller: Caller = g.caller
+    return caller

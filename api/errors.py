@@ -1,0 +1,77 @@
+"""The one place that turns exceptions into JSON: 422 `detail` lists, 401, 404, 409, 429, 5xx."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from flask import Flask, Response, jsonify
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException
+
+from ivr.errors import Conflict, InvalidInput, NotFound
+
+log = logging.getLogger(__name__)
+
+
+class RequestValidationError(Exception):
+    """The request body or query failed validation; `errors` are already in the wire shape."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__("request validation failed")
+        self.errors = errors
+
+
+def wire_errors(errors: Iterable[Any], prefix: tuple[str | int, ...]) -> list[dict[str, Any]]:
+    """pydantic errors -> the seeds' ValidationError items (loc, msg, type and nothing else).
+
+    Inputs are left out on purpose: they may carry card data.
+    """
+    return [
+        {"loc": [*prefix, *error["loc"]], "msg": error["msg"], "type": error["type"]}
+        for error in errors
+    ]
+
+
+def _json(status: int, body: dict[str, Any]) -> Response:
+    response = jsonify(body)
+    response.status_code = status
+    return response
+
+
+def init_app(app: Flask) -> None:
+    @app.errorhandler(RequestValidationError)
+    def _request_validation(error: RequestValidationError) -> Response:
+        return _json(422, {"detail": error.errors})
+
+    @app.errorhandler(ValidationError)
+    def _validation(error: ValidationError) -> Response:
+        return _json(422, {"detail": wire_errors(error.errors(), ("body",))})
+
+    @app.errorhandler(InvalidInput)
+    def _invalid(error: InvalidInput) -> Response:
+        return _json(
+            422, {"detail": [{"loc": list(error.loc), "msg": error.message, "type": error.kind}]}
+        )
+
+    @app.errorhandler(NotFound)
+    def _not_found(error: NotFound) -> Response:
+        return _json(404, {"detail": str(error)})
+
+    @app.errorhandler(Conflict)
+    def _conflict(error: Conflict) -> Response:
+        return _json(409, {"detail": str(error)})
+
+    @app.errorhandler(HTTPException)
+    def _http(error: HTTPException) -> Response:
+        response = _json(error.code or 500, {"detail": error.description})
+        for name, value in error.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception) -> Response:
+        log.error("unhandled error: %s", type(error).__name__, exc_info=error)
+        return _json(500, {"detail": "Internal server error"})

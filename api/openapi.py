@@ -1,0 +1,146 @@
+"""The machine-readable contract at /openapi.json, generated from the same pydantic models the views use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, models_json_schema
+from pydantic_core import core_schema
+
+from api import schemas
+
+REF_TEMPLATE = "#/components/schemas/{model}"
+
+
+class _SeedStyleSchema(GenerateJsonSchema):
+    """Like pydantic's, minus `default: null` on optional fields (the seeds leave it out)."""
+
+    def default_schema(self, schema: core_schema.WithDefaultSchema) -> JsonSchemaValue:
+        value = super().default_schema(schema)
+        if value.get("default", ...) is None:
+            value.pop("default")
+        return value
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    operation_id: str
+    summary: str
+    tags: tuple[str, ...]
+    responses: dict[int, type[BaseModel] | str]
+    request: type[BaseModel] | None = None
+    request_content_type: str = "application/json"
+    parameters: tuple[dict[str, Any], ...] = ()
+    api_key: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def path_param(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+AUTH_ERRORS: dict[int, type[BaseModel] | str] = {401: schemas.Detail, 404: schemas.Detail}
+
+OPERATIONS: list[Operation] = [
+    Operation(
+        "post", "/v1/sessions", "create_session_v1_sessions_post", "Create Session",
+        ("Public API (v1)", "Sessions"), request=schemas.SessionCreate,
+        responses={201: schemas.SessionCreateResponse, 409: schemas.Detail,
+                   422: schemas.HTTPValidationError, **AUTH_ERRORS},
+    ),
+    Operation(
+        "get", "/v1/sessions/{session_id}", "get_session_v1_sessions__session_id__get",
+        "Get Session", ("Public API (v1)", "Sessions"), parameters=(path_param("session_id"),),
+        responses={200: schemas.SessionOut, **AUTH_ERRORS},
+    ),
+    Operation(
+        "get", "/v1/sessions", "find_session_v1_sessions_get",
+        "Most recent session for a caller", ("Public API (v1)", "Sessions"),
+        parameters=({"name": "caller", "in": "query", "required": True,
+                     "schema": {"type": "string"}},),
+        responses={200: schemas.SessionOut, 422: schemas.HTTPValidationError, **AUTH_ERRORS},
+    ),
+    Operation(
+        "post", "/v1/sessions/{session_id}/cancel", "cancel_session_v1_sessions__session_id__cancel_post",
+        "Cancel Session", ("Public API (v1)", "Sessions"), parameters=(path_param("session_id"),),
+        responses={204: "Cancelled", 409: schemas.Detail, 422: schemas.HTTPValidationError,
+                   **AUTH_ERRORS},
+    ),
+    Operation(
+        "post", "/v1/widget-sessions", "create_widget_session_v1_widget_sessions_post",
+        "Create a chat payment session", ("Widget Sessions",), request=schemas.CreateWidgetSession,
+        responses={201: schemas.WidgetSessionCreated, 409: schemas.Detail,
+                   422: schemas.HTTPValidationError, **AUTH_ERRORS},
+    ),
+    Operation(
+        "get", "/health", "health_get", "Liveness", ("Operations",), api_key=False,
+        responses={200: schemas.Health},
+    ),
+]
+
+
+def _response(status: int, body: type[BaseModel] | str) -> dict[str, Any]:
+    if isinstance(body, str):
+        return {"description": body}
+    return {
+        "description": "Successful Response" if status < 300 else body.__name__,
+        "content": {"application/json": {"schema": {"$ref": REF_TEMPLATE.format(model=body.__name__)}}},
+    }
+
+
+def build_document(operations: list[Operation]) -> dict[str, Any]:
+    models: set[type[BaseModel]] = set()
+    paths: dict[str, dict[str, Any]] = {}
+    for op in operations:
+        entry: dict[str, Any] = {
+            "tags": list(op.tags),
+            "summary": op.summary,
+            "operationId": op.operation_id,
+            "responses": {str(code): _response(code, body) for code, body in op.responses.items()},
+            **op.extra,
+        }
+        models.update(body for body in op.responses.values() if not isinstance(body, str))
+        if op.parameters:
+            entry["parameters"] = list(op.parameters)
+        if op.request is not None:
+            models.add(op.request)
+            entry["requestBody"] = {
+                "required": True,
+                "content": {
+                    op.request_content_type: {
+                        "schema": {"$ref": REF_TEMPLATE.format(model=op.request.__name__)}
+                    }
+                },
+            }
+        if op.api_key:
+            entry["security"] = [{"API Key": []}]
+        paths.setdefault(op.path, {})[op.method] = entry
+    ordered = sorted(models, key=lambda m: m.__name__)
+    _, definitions = models_json_schema(
+        [(m, "validation") for m in ordered],
+        ref_template=REF_TEMPLATE,
+        schema_generator=_SeedStyleSchema,
+    )
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Paydial API",
+            "description": "Voice payment infrastructure, wire-compatible with the Maven API.",
+            "version": "1.0.0",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": definitions.get("$defs", {}),
+            "securitySchemes": {
+                "API Key": {
+                    "type": "http",
+                    "description": "Enter your API key: mvn_test_xxx or mvn_live_xxx",
+                    "scheme": "bearer",
+                }
+            },
+        },
+    }

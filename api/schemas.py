@@ -1,0 +1,288 @@
+"""Request and response bodies of the merchant API; the two request models mirror the seeds field for field."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Literal
+
+import phonenumbers
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from ivr.model import Gateway, PaymentMode
+
+AMOUNT_PATTERN = r"^(?!^[-+.]*$)[+-]?0*\d*\.?\d*$"
+MAX_AMOUNT = Decimal("1000000.00")
+MAX_MEMORY_CHARS = 20_000
+SIP_URI = re.compile(r"^sips?:[^@\s<>\"]+@[A-Za-z0-9][A-Za-z0-9.\-]*(:\d{1,5})?(;[^\s<>\"?]*)?$")
+LANGUAGES = ("en-US", "es-US")
+
+
+def _parse_amount(value: Any) -> Decimal:
+    """A number or the seed's decimal string, at most 2 places, never negative, never huge."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise PydanticCustomError("amount_type", "Amount must be a number or a decimal string")
+    if isinstance(value, str) and not re.match(AMOUNT_PATTERN, value):
+        raise PydanticCustomError(
+            "string_pattern_mismatch", "String should match pattern '{pattern}'",
+            {"pattern": AMOUNT_PATTERN},
+        )
+    try:
+        amount = Decimal(str(value)) if not isinstance(value, str) else Decimal(value or "x")
+    except InvalidOperation:
+        raise PydanticCustomError("decimal_parsing", "Amount is not a valid decimal") from None
+    if not amount.is_finite():
+        raise PydanticCustomError("finite_number", "Amount must be a finite number")
+    if amount < 0:
+        raise PydanticCustomError(
+            "greater_than_equal", "Input should be greater than or equal to 0", {"ge": 0}
+        )
+    if amount > MAX_AMOUNT:
+        raise PydanticCustomError(
+            "less_than_equal", "Amount must be at most {le}", {"le": str(MAX_AMOUNT)}
+        )
+    cents = amount.quantize(Decimal("0.01"))
+    if amount != cents:
+        raise PydanticCustomError("decimal_max_places", "Amount must have at most 2 decimal places")
+    return cents
+
+
+def e164(value: str) -> str:
+    try:
+        number = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException:
+        raise PydanticCustomError("phone_number", "Value is not a valid E.164 phone number") from None
+    if not phonenumbers.is_valid_number(number):
+        raise PydanticCustomError("phone_number", "Value is not a valid E.164 phone number")
+    formatted = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    if formatted != value:
+        raise PydanticCustomError(
+            "phone_number", "Phone number must be in E.164 format, e.g. {example}",
+            {"example": formatted},
+        )
+    return formatted
+
+
+def _callback(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if value.startswith(("sip:", "sips:")):
+        if not SIP_URI.match(value):
+            raise PydanticCustomError("sip_uri", "Value is not a valid SIP URI (sip:user@host)")
+        return value
+    if value.startswith("+"):
+        return e164(value)
+    raise PydanticCustomError(
+        "callback", "Callback must be an E.164 phone number or a sip:/sips: URI"
+    )
+
+
+def _known_gateway(value: str) -> str:
+    """The widget seed types gateway as a free string; only the four gateways are accepted."""
+    if value not in {g.value for g in Gateway}:
+        raise PydanticCustomError(
+            "enum", "Input should be 'stripe', 'authorizenet', 'braintree' or 'shift4'"
+        )
+    return value
+
+
+Amount = Annotated[
+    Decimal,
+    BeforeValidator(_parse_amount),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "string", "pattern": AMOUNT_PATTERN},
+            ],
+            "title": "Amount",
+            "description": "Amount in dollars (e.g. 150.00; must be > 0 for charge mode)",
+        }
+    ),
+]
+
+
+class BillingAddress(BaseModel):
+    """Cardholder billing address for AVS. Forwarded to the processor's billTo block. Always pass the cardholder's billing address (the one on file with the card issuer), not shipping — AVS only matches against billing."""  # noqa: E501
+
+    street: str = Field(min_length=1, max_length=60, title="Street", description="Street address line 1")
+    city: str = Field(min_length=1, max_length=40, title="City", description="City")
+    state: str = Field(
+        min_length=2, max_length=40, title="State",
+        description="State / region (2-letter code for US)",
+    )
+    zip: str = Field(
+        min_length=3, max_length=20, title="Zip", description="Postal code (5 or 9 digits for US)"
+    )
+    country: str | None = Field(
+        "US", min_length=2, max_length=60, title="Country",
+        description="ISO-3166-1 alpha-2 country code; defaults to US",
+    )
+    first_name: str | None = Field(
+        None, max_length=50, title="First Name",
+        description="Cardholder first name; falls back to value collected during card capture",
+    )
+    last_name: str | None = Field(
+        None, max_length=50, title="Last Name",
+        description="Cardholder last name; falls back to value collected during card capture",
+    )
+
+
+class SessionCreate(BaseModel):
+    """Request to create a payment session."""
+
+    project: str = Field(title="Project", description="Project identifier (UUID or slug)")
+    caller: Annotated[str, AfterValidator(e164)] = Field(
+        title="Caller", description="Phone number in E.164 format"
+    )
+    amount: Amount
+    mode: PaymentMode = Field(description="Payment mode: 'charge' or 'tokenize'")
+    gateway: Gateway = Field(
+        description="Payment gateway: 'stripe', 'authorizenet', 'braintree', or 'shift4'"
+    )
+    description: str | None = Field(
+        None, max_length=500, title="Description", description="Charge description"
+    )
+    callback: Annotated[str | None, AfterValidator(_callback)] = Field(
+        None, max_length=256, title="Callback",
+        description="Callback phone number or SIP URI for transfer-back",
+    )
+    memory: str | None = Field(
+        None, title="Memory", description="Call context passed back on transfer"
+    )
+    billing_address: BillingAddress | None = Field(
+        None, title="Billing Address",
+        description="Cardholder billing address. When provided, forwarded to the processor's billTo block so AVS can return a real match code instead of 'U' (unavailable). Authorize.net only today; ignored for other gateways.",  # noqa: E501
+    )
+    language: Literal["en-US", "es-US"] | None = Field(
+        None, title="Language",
+        description="Prompt language for this call; defaults to the project's language (Paydial addition)",
+    )
+
+    @model_validator(mode="after")
+    def _business_rules(self) -> SessionCreate:
+        if self.mode is PaymentMode.CHARGE and self.amount <= 0:
+            raise PydanticCustomError(
+                "greater_than", "Amount must be greater than 0 for charge mode", {"gt": 0}
+            )
+        if self.memory is not None and len(self.memory) > MAX_MEMORY_CHARS:
+            raise PydanticCustomError(
+                "string_too_long", "Memory should have at most {max_length} characters",
+                {"max_length": MAX_MEMORY_CHARS},
+            )
+        return self
+
+
+class SessionCreateResponse(BaseModel):
+    """Minimal response after creating a session."""
+
+    session_id: str = Field(title="Session Id", description="Session UUID")
+    status: str = Field(title="Status", description="Session status")
+    phone_number: str | None = Field(None, title="Phone Number", description="IVR phone number to call")
+    sip_uri: str | None = Field(None, title="Sip Uri", description="Twilio SIP domain for SIP calls")
+    created_at: datetime = Field(title="Created At", description="Creation timestamp")
+    access_code: str = Field(
+        title="Access Code", description="Six digits the caller can key to reach this session"
+    )
+    expires_at: datetime = Field(title="Expires At", description="When an unused session expires")
+
+
+class CreateWidgetSession(BaseModel):
+    project: str = Field(title="Project", description="Project UUID or slug")
+    amount_cents: int = Field(
+        ge=0, title="Amount Cents",
+        description="Charge amount in cents. For mode='tokenize' may be 0.",
+    )
+    gateway: Annotated[str, AfterValidator(_known_gateway)] = Field(
+        title="Gateway", description="stripe | authorizenet | braintree | shift4"
+    )
+    mode: str = Field("charge", pattern=r"^(charge|tokenize)$", title="Mode")
+    description: str | None = Field(None, title="Description")
+
+    @model_validator(mode="after")
+    def _business_rules(self) -> CreateWidgetSession:
+        if self.mode == PaymentMode.CHARGE and self.amount_cents <= 0:
+            raise PydanticCustomError(
+                "greater_than", "amount_cents must be greater than 0 for charge mode", {"gt": 0}
+            )
+        if self.amount_cents > int(MAX_AMOUNT * 100):
+            raise PydanticCustomError(
+                "less_than_equal", "amount_cents must be at most {le}", {"le": int(MAX_AMOUNT * 100)}
+            )
+        if self.description is not None and len(self.description) > 500:
+            raise PydanticCustomError(
+                "string_too_long", "Description should have at most 500 characters",
+                {"max_length": 500},
+            )
+        return self
+
+
+class WidgetSessionCreated(BaseModel):
+    session_id: str
+    status: str
+    widget_url: str
+    expires_at: datetime
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+
+
+class SessionOut(BaseModel):
+    """The full session, as GET returns it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    session_id: str
+    status: str
+    is_terminal: StrictBool
+    environment: str
+    project: str
+    amount: str
+    currency: str
+    mode: str
+    gateway: str
+    caller: str | None
+    description: str | None
+    callback: str | None
+    memory: str | None
+    billing_address: dict[str, Any] | None
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime
+    completed_at: datetime | None
+    transfer_status: str | None
+    card_brand: str | None
+    card_last4: str | None
+    processor: dict[str, Any] | None
+    error: ErrorInfo | None
+
+
+class ValidationErrorItem(BaseModel):
+    loc: list[str | int] = Field(title="Location")
+    msg: str = Field(title="Message")
+    type: str = Field(title="Error Type")
+
+
+class HTTPValidationError(BaseModel):
+    detail: list[ValidationErrorItem] = Field(title="Detail")
+
+
+class Detail(BaseModel):
+    detail: str
+
+
+class Health(BaseModel):
+    status: Literal["ok"]

@@ -1,0 +1,197 @@
+"""Blueprint: the merchant's sessions API (/v1/sessions, /v1/widget-sessions), API-key auth."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from flask import Blueprint, Response, jsonify
+from pydantic import AfterValidator, BaseModel
+
+from api.auth import current_caller, require_api_key
+from api.deps import current_services
+from api.idempotency import idempotent
+from api.schemas import (
+    CreateWidgetSession,
+    ErrorInfo,
+    SessionCreate,
+    SessionCreateResponse,
+    SessionOut,
+    WidgetSessionCreated,
+    e164,
+)
+from api.validation import parse_body, parse_query
+from ivr.model import Channel, Gateway, PaymentMode, Status, cents_to_decimal_string
+from ivr.sessions import (
+    NewSession,
+    cancel_session,
+    create_session,
+    find_session_for_caller,
+    load_session,
+)
+from ivr.store import PaymentSession, Project
+
+bp = Blueprint("sessions", __name__, url_prefix="/v1")
+
+
+class CallerQuery(BaseModel):
+    caller: Annotated[str, AfterValidator(e164)]
+
+
+def _created(model: BaseModel) -> Response:
+    response = jsonify(model.model_dump(mode="json"))
+    response.status_code = 201
+    return response
+
+
+def session_out(session: PaymentSession, project_slug: str) -> SessionOut:
+    """The session as the API shows it: amounts in dollars, error only when payment failed."""
+    error = None
+    if session.status == Status.PAYMENT_FAILED and session.error_code:
+        error = ErrorInfo(code=session.error_code, message=session.error_message or "")
+    return SessionOut(
+        session_id=session.id,
+        status=session.status,
+        is_terminal=Status(session.status).is_terminal,
+        environment=session.environment,
+        project=project_slug,
+        amount=cents_to_decimal_string(session.amount_cents),
+        currency=session.currency,
+        mode=session.mode,
+        gateway=session.gateway,
+        caller=session.caller,
+        description=session.description,
+        callback=session.callback,
+        memory=session.memory,
+        billing_address=session.billing_address,
+        created_at=session.created_at,
+        updated_at=session.updated_at,
+        expires_at=session.expires_at,
+        completed_at=session.completed_at,
+        transfer_status=session.transfer_status,
+        card_brand=session.card_brand,
+        card_last4=session.card_last4,
+        processor=session.processor,
+        error=error,
+    )
+
+
+def _render(session: PaymentSession, project: Project) -> Response:
+    return jsonify(session_out(session, project.slug).model_dump(mode="json"))
+
+
+@bp.post("/sessions")
+@require_api_key
+@idempotent
+def create_voice_session() -> Response:
+    body = parse_body(SessionCreate)
+    services = current_services()
+    caller = current_caller()
+    with services.db.transaction() as tx:
+        session = create_session(
+            tx,
+            account_id=caller.account_id,
+            environment=caller.environment,
+            now=services.clock(),
+            new=NewSession(
+                project=body.project,
+                amount_cents=int(body.amount * 100),
+                mode=body.mode,
+                gateway=body.gateway,
+                channel=Channel.VOICE,
+                ttl=timedelta(minutes=services.settings.session_ttl_minutes),
+                caller=body.caller,
+                description=body.description,
+                callback=body.callback,
+                memory=body.memory,
+                billing_address=body.billing_address.model_dump()
+                if body.billing_address
+                else None,
+                language=body.language,
+            ),
+        )
+    return _created(
+        SessionCreateResponse(
+            session_id=session.id,
+            status=session.status,
+            phone_number=services.settings.phone_number,
+            sip_uri=f"sip:{session.id}@{services.settings.sip_domain}",
+            created_at=session.created_at,
+            access_code=session.access_code or "",
+            expires_at=session.expires_at,
+        )
+    )
+
+
+@bp.get("/sessions/<session_id>")
+@require_api_key
+def get_session(session_id: str) -> Response:
+    services = current_services()
+    caller = current_caller()
+    with services.db.transaction() as tx:
+        session = load_session(
+            tx, session_id, now=services.clock(),
+            account_id=caller.account_id, environment=caller.environment,
+        )
+        return _render(session, tx.get_one(Project, session.project_id))
+
+
+@bp.get("/sessions")
+@require_api_key
+def find_session() -> Response:
+    query = parse_query(CallerQuery)
+    services = current_services()
+    caller = current_caller()
+    with services.db.transaction() as tx:
+        session = find_session_for_caller(
+            tx, account_id=caller.account_id, environment=caller.environment,
+            caller=query.caller, now=services.clock(),
+        )
+        return _render(session, tx.get_one(Project, session.project_id))
+
+
+@bp.post("/sessions/<session_id>/cancel")
+@require_api_key
+@idempotent
+def cancel(session_id: str) -> Response:
+    services = current_services()
+    caller = current_caller()
+    with services.db.transaction() as tx:
+        cancel_session(
+            tx, session_id, account_id=caller.account_id,
+            environment=caller.environment, now=services.clock(),
+        )
+    return Response(status=204)
+
+
+@bp.post("/widget-sessions")
+@require_api_key
+@idempotent
+def create_widget_session() -> Response:
+    body = parse_body(CreateWidgetSession)
+    services = current_services()
+    caller = current_caller()
+    with services.db.transaction() as tx:
+        session = create_session(
+            tx,
+            account_id=caller.account_id,
+            environment=caller.environment,
+            now=services.clock(),
+            new=NewSession(
+                project=body.project,
+                amount_cents=body.amount_cents,
+                mode=PaymentMode(body.mode),
+                gateway=Gateway(body.gateway),
+                channel=Channel.CHAT,
+                ttl=timedelta(minutes=services.settings.widget_ttl_minutes),
+                description=body.description,
+            ),
+        )
+    return _created(
+        WidgetSessionCreated(
+            session_id=session.id,
+            status=session.status,
+            widget_url=f"{services.settings.public_url.rstrip('/')}/widget/{session.id}",
+            expires_at=session.expires_at,
+        )
+    )

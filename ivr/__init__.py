@@ -1,0 +1,1 @@
+"""The product's core: payment sessions and the phone call."""

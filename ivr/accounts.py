@@ -1,0 +1,155 @@
+"""Accounts, projects and API keys. A key belongs to an account and carries its mode."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import string
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session as Tx
+
+from ivr.errors import Conflict, NotFound
+from ivr.model import Environment
+from ivr.store import Account, ApiKey, Project
+
+KEY_ALPHABET = string.ascii_letters + string.digits
+KEY_RANDOM_LENGTH = 32
+KEY_PREFIX_RANDOM_CHARS = 8  # shown back to identify a key; the other 24 stay secret
+
+
+class WidgetSettings(BaseModel):
+    """How the card frame looks and what it asks for."""
+
+    theme: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+    fields: dict[str, bool] = Field(default_factory=dict)
+    allowed_origins: list[str] = Field(default_factory=list)
+
+
+class ProjectSettings(BaseModel):
+    """Per-project behaviour, stored as JSON on the project row."""
+
+    merchant_name: str | None = None
+    language: str = "en-US"
+    require_zip: bool = False
+    accepted_brands: list[str] = Field(
+        default_factory=lambda: ["visa", "mastercard", "amex", "discover"]
+    )
+    authorize_only: bool = False
+    max_payment_attempts: int = Field(3, ge=1, le=10)
+    webhook_events: list[str] = Field(default_factory=list)
+    widget: WidgetSettings = Field(default_factory=WidgetSettings)
+
+
+def project_settings(project: Project) -> ProjectSettings:
+    return ProjectSettings.model_validate(project.settings or {})
+
+
+def update_project_settings(project: Project, **changes: Any) -> ProjectSettings:
+    """Validate and store changed settings; raises pydantic.ValidationError on bad values."""
+    merged = project_settings(project).model_dump() | changes
+    validated = ProjectSettings.model_validate(merged)
+    project.settings = validated.model_dump(mode="json")
+    return validated
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """A freshly made key: the plaintext exists only here, to be shown once."""
+
+    plaintext: str
+    prefix: str
+    environment: Environment
+
+
+def hash_key(plaintext: str) -> str:
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+def create_project(tx: Tx, slug: str, *, now: datetime, account_name: str | None = None) -> Project:
+    """Create a project; without an account name it gets a new account of its own."""
+    if tx.scalar(select(Project).where(Project.slug == slug)) is not None:
+        raise Conflict(f"project {slug!r} already exists")
+    account = None
+    if account_name is not None:
+        account = tx.scalar(select(Account).where(Account.name == account_name))
+    if account is None:
+        account = Account(name=account_name or slug, created_at=now)
+        tx.add(account)
+        tx.flush()
+    project = Project(
+        account_id=account.id,
+        slug=slug,
+        name=slug,
+        settings=ProjectSettings().model_dump(mode="json"),
+        created_at=now,
+    )
+    tx.add(project)
+    tx.flush()
+    return project
+
+
+def get_project_by_slug(tx: Tx, slug: str) -> Project:
+    project = tx.scalar(select(Project).where(Project.slug == slug))
+    if project is None:
+        raise NotFound(f"no project {slug!r}")
+    return project
+
+
+def find_account_project(tx: Tx, account_id: str, identifier: str) -> Project:
+    """A project of this account by UUID or slug; anything else is NotFound."""
+    clauses = [Project.slug == identifier]
+    try:
+        clauses.append(Project.id == str(uuid.UUID(identifier)))
+    except ValueError:
+        pass
+    project = tx.scalar(select(Project).where(Project.account_id == account_id, or_(*clauses)))
+    if project is None:
+        raise NotFound("Project not found")
+    return project
+
+
+def issue_key(tx: Tx, slug: str, environment: Environment, *, now: datetime) -> IssuedKey:
+    """Make a key for the account owning `slug`; only its hash is stored."""
+    project = get_project_by_slug(tx, slug)
+    random_part = "".join(secrets.choice(KEY_ALPHABET) for _ in range(KEY_RANDOM_LENGTH))
+    plaintext = f"mvn_{environment.value}_{random_part}"
+    prefix = plaintext[: len(f"mvn_{environment.value}_") + KEY_PREFIX_RANDOM_CHARS]
+    tx.add(
+        ApiKey(
+            account_id=project.account_id,
+            prefix=prefix,
+            key_hash=hash_key(plaintext),
+            environment=environment.value,
+            created_at=now,
+        )
+    )
+    tx.flush()
+    return IssuedKey(plaintext=plaintext, prefix=prefix, environment=environment)
+
+
+def revoke_key(tx: Tx, prefix: str, *, now: datetime) -> ApiKey:
+    key = tx.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
+    if key is None:
+        raise NotFound(f"no key with prefix {prefix!r}")
+    if key.revoked_at is None:
+        key.revoked_at = now
+    return key
+
+
+def authenticate(tx: Tx, presented: str) -> ApiKey | None:
+    """The live key matching `presented`, or None. Looks up by hash, then compares in constant time."""
+    if not presented.startswith(("mvn_test_", "mvn_live_")):
+        return None
+    digest = hash_key(presented)
+    key = tx.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
+    if key is None or key.revoked_at is not None:
+        return None
+    return key if hmac.compare_digest(key.key_hash, digest) else None

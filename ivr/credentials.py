@@ -1,0 +1,62 @@
+"""Per-project, per-mode gateway credentials, sealed at rest and never shown again once set."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session as Tx
+
+from ivr.crypto import Sealer
+from ivr.model import Environment, Gateway
+from ivr.store import GatewayCredential, Project
+
+PURPOSE = "gateway-credentials"
+
+
+def set_credentials(
+    tx: Tx,
+    project: Project,
+    gateway: Gateway,
+    environment: Environment,
+    values: Mapping[str, str],
+    *,
+    sealer: Sealer,
+    now: datetime,
+) -> None:
+    sealed = sealer.seal(json.dumps(dict(values)).encode())
+    row = tx.scalar(
+        select(GatewayCredential).where(
+            GatewayCredential.project_id == project.id,
+            GatewayCredential.gateway == gateway.value,
+            GatewayCredential.environment == environment.value,
+        )
+    )
+    if row is None:
+        tx.add(
+            GatewayCredential(
+                project_id=project.id, gateway=gateway.value, environment=environment.value,
+                sealed=sealed, updated_at=now,
+            )
+        )
+    else:
+        row.sealed = sealed
+        row.updated_at = now
+
+
+def load_credentials(
+    tx: Tx, project_id: str, gateway: str, environment: str, *, sealer: Sealer
+) -> dict[str, str] | None:
+    sealed = tx.scalar(
+        select(GatewayCredential.sealed).where(
+            GatewayCredential.project_id == project_id,
+            GatewayCredential.gateway == gateway,
+            GatewayCredential.environment == environment,
+        )
+    )
+    if sealed is None:
+        return None
+    values: dict[str, str] = json.loads(sealer.open(sealed))
+    return values

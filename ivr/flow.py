@@ -1,0 +1,517 @@
+"""The call as a pure state machine: ``(state, event, context) -> Turn``; no Flask, DB or I/O.
+
+A ``Turn`` carries the next ``CallState`` (store it, sealed, with ``ivr.callstate``), the ``Reply``
+to render (``render_twiml(reply.template, **reply.context(), action_url=..., ...)``) and the
+``actions`` the webhook layer must carry out. How ``ivr/webhooks.py`` drives it, per request:
+
+1. A new call. Bound by SIP URI, SIP header or caller ID: ``greet(context)``. Otherwise
+   ``ask_access_code(language)``.
+2. A ``<Gather>`` action: ``event = parse_gather(Digits, FinishedOnKey, step)`` where ``step`` is
+   the ``?step=`` the webhook put in the action URL (``turn.state.step``), so a delivery Twilio
+   repeats after the flow moved on replays the current prompt instead of being read as input.
+   While ``state.session_id`` is None: ``enter_access_code(state, event, lookup, language)``;
+   ``lookup(code)`` returns the session's ``FlowContext`` or None. Then ``advance(state, event,
+   context)``.
+3. The hold ``<Redirect>`` (the result URL): ``PaymentResult(...)`` once the gateway answered,
+   ``PaymentPending()`` before; ``advance(state, event, context)``.
+4. Actions, in order:
+   - ``Bind(session_id)``: the access code matched; bind the call (``collecting``, CallSid).
+   - ``StartPayment(attempt, card)``: claim ``(session, attempt)`` once, hand the card to the
+     gateway job (``CallStates.put_card``), enqueue; the reply is already the hold message.
+   - ``Finish(outcome, reason)``: record the outcome, delete the call state, and render
+     ``dial_number``/``dial_sip`` instead of ``reply.template`` (``goodbye``) when the session
+     has a callback, passing ``reply.say`` along (it already ends with "transferring you back").
+
+Each entry gets ``MAX_TRIES`` tries (silence counts, ``*`` does not), then ``Finish(FAILED,
+"too-many-failed-attempts")``. Card digits live only in ``CallState.card`` until ``StartPayment``
+moves them out; no ``repr`` here shows them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from datetime import date
+from enum import StrEnum
+
+from ivr.cards import (
+    Brand,
+    Reason,
+    check_card_number,
+    check_expiry,
+    check_postal_code,
+    check_security_code,
+    detect_brand,
+    parse_expiry,
+    security_code_length,
+)
+from ivr.model import PaymentMode
+from ivr.prompts import catalog
+from ivr.speech import brand_name, speak_amount, speak_characters, speak_list, spell_number
+
+MAX_TRIES = 3
+MAX_HOLD_POLLS = 40  # with the hold template's pause, about two minutes before giving up waiting
+HOLD_REMINDER_EVERY = 4  # polls between "still working on it" reminders
+ACCESS_CODE_LENGTH = 6
+TOO_MANY_TRIES = "too-many-failed-attempts"  # Twilio <Pay> vocabulary
+PAYMENT_PENDING = "payment-pending"
+
+
+class Step(StrEnum):
+    """Where the call is; a gathering step's value is also its TwiML template's name."""
+
+    ACCESS_CODE = "access_code"
+    CARD_NUMBER = "card_number"
+    EXPIRY = "expiry"
+    SECURITY_CODE = "security_code"
+    POSTAL_CODE = "postal_code"
+    CONFIRM = "confirm"
+    PROCESSING = "processing"
+    DECLINED = "declined"
+    DONE = "done"
+
+
+class Outcome(StrEnum):
+    APPROVED = "approved"  # the gateway approved: record the payment
+    FAILED = "failed"  # entries or attempts exhausted, or the caller gave up: payment-failed
+    UNRESOLVED = "unresolved"  # the gateway never answered while the caller held; leave it to the job
+    UNBOUND = "unbound"  # no session matched the access code; nothing to record
+
+
+@dataclass(frozen=True)
+class Card:
+    """What the caller keyed; partial while entering. Radioactive: never shown by ``repr``."""
+
+    number: str = field(default="", repr=False)
+    expiry: str = field(default="", repr=False)  # MMYY
+    security_code: str = field(default="", repr=False)
+    postal_code: str = field(default="", repr=False)
+
+    def __repr__(self) -> str:
+        return f"Card(brand={self.brand})"
+
+    @property
+    def brand(self) -> Brand | None:
+        return detect_brand(self.number)
+
+    @property
+    def last4(self) -> str:
+        return self.number[-4:]
+
+    @property
+    def exp_month(self) -> int:
+        return self._expiry()[0]
+
+    @property
+    def exp_year(self) -> int:
+        return self._expiry()[1]
+
+    def _expiry(self) -> tuple[int, int]:
+        parsed = parse_expiry(self.expiry)
+        if parsed is None:
+            raise ValueError("card has no valid expiry")
+        return parsed
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, str]) -> Card:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class CallState:
+    """Everything the flow remembers between two webhooks; sealed by ``ivr.callstate``."""
+
+    step: Step
+    session_id: str | None = None
+    tries: int = 0  # failed tries at the current step
+    attempt: int = 0  # payment attempts started
+    polls: int = 0  # hold redirects during the current attempt
+    decline_code: str = ""  # of the last declined attempt
+    card: Card = field(default_factory=Card)
+
+    def to_bytes(self) -> bytes:
+        data = asdict(self)
+        data["card"] = self.card.to_dict()
+        return json.dumps(data).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> CallState:
+        data = json.loads(raw)
+        return cls(
+            step=Step(data["step"]),
+            session_id=data["session_id"],
+            tries=data["tries"],
+            attempt=data["attempt"],
+            polls=data["polls"],
+            decline_code=data["decline_code"],
+            card=Card.from_dict(data["card"]),
+        )
+
+
+@dataclass(frozen=True)
+class FlowContext:
+    """The bound session as the flow sees it; rebuilt by the webhook layer on every request."""
+
+    session_id: str
+    merchant: str
+    amount_cents: int
+    currency: str
+    mode: PaymentMode
+    today: date
+    language: str = "en-US"
+    description: str = ""
+    require_zip: bool = False
+    accepted_brands: frozenset[Brand] = frozenset(Brand)
+    max_attempts: int = 3
+    has_callback: bool = False
+
+
+# Events ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Digits keyed into a ``<Gather>`` (possibly none, when the caller pressed only ``#``)."""
+
+    digits: str = field(repr=False)
+    step: Step | None = None  # the step the Gather belonged to, when the action URL says
+
+
+@dataclass(frozen=True)
+class Silence:
+    step: Step | None = None
+
+
+@dataclass(frozen=True)
+class Star:
+    """The caller pressed ``*``: start the current entry again."""
+
+    step: Step | None = None
+
+
+@dataclass(frozen=True)
+class PaymentPending:
+    """The hold redirect came back before the gateway answered."""
+
+
+@dataclass(frozen=True)
+class PaymentResult:
+    """The gateway answered. ``decline_code`` uses the gateway error tree's codes
+    (``card_declined``, ``insufficient_funds``, ``incorrect_cvc``, ``expired_card``,
+    ``incorrect_zip``, ``processing_error``); unknown codes get a generic sentence."""
+
+    approved: bool
+    confirmation: str = ""
+    decline_code: str = ""
+
+
+GatherEvent = Entry | Silence | Star
+Event = GatherEvent | PaymentPending | PaymentResult
+
+
+def parse_gather(digits: str, finished_on_key: str = "", step: str | None = None) -> GatherEvent:
+    """Twilio's ``Digits``/``FinishedOnKey`` (and our ``?step=``) as a flow event."""
+    expected = Step(step) if step else None
+    if "*" in digits:
+        return Star(step=expected)
+    if not digits and not finished_on_key:
+        return Silence(step=expected)
+    return Entry(digits=digits, step=expected)
+
+
+# Turns ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What to render: a template name and the sentences to say, already in the caller's language."""
+
+    template: str
+    say: tuple[str, ...]
+    language: str
+    voice: str
+    num_digits: int | None = None  # only where it depends on the card (security code)
+
+    def context(self) -> dict[str, object]:
+        """Template variables; the webhook layer adds the URLs."""
+        return {
+            "say": self.say,
+            "language": self.language,
+            "voice": self.voice,
+            "num_digits": self.num_digits,
+        }
+
+
+@dataclass(frozen=True)
+class Bind:
+    session_id: str
+
+
+@dataclass(frozen=True)
+class StartPayment:
+    """Start the gateway call for ``attempt`` (1-based) with ``card``; at most once per attempt."""
+
+    attempt: int
+    card: Card
+
+
+@dataclass(frozen=True)
+class Finish:
+    outcome: Outcome
+    reason: str = ""  # Twilio <Pay> vocabulary or the gateway's decline code
+
+
+Action = Bind | StartPayment | Finish
+
+
+@dataclass(frozen=True)
+class Turn:
+    state: CallState
+    reply: Reply
+    actions: tuple[Action, ...] = ()
+
+    @property
+    def finish(self) -> Finish | None:
+        return next((a for a in self.actions if isinstance(a, Finish)), None)
+
+
+AccessCodeLookup = Callable[[str], FlowContext | None]
+
+
+@dataclass(frozen=True)
+class _EntryRule:
+    """How one keyed entry is checked and stored, and which step follows it."""
+
+    field: str
+    check: Callable[[str, Card, FlowContext], Reason | None]
+    next: Step
+
+
+_ENTRIES: dict[Step, _EntryRule] = {
+    Step.CARD_NUMBER: _EntryRule(
+        "number", lambda d, _card, ctx: check_card_number(d, ctx.accepted_brands), Step.EXPIRY
+    ),
+    Step.EXPIRY: _EntryRule(
+        "expiry", lambda d, _card, ctx: check_expiry(d, ctx.today), Step.SECURITY_CODE
+    ),
+    Step.SECURITY_CODE: _EntryRule(
+        "security_code", lambda d, card, _ctx: check_security_code(d, card.brand), Step.POSTAL_CODE
+    ),
+    Step.POSTAL_CODE: _EntryRule(
+        "postal_code", lambda d, _card, _ctx: check_postal_code(d), Step.CONFIRM
+    ),
+}
+
+# Single-key menus: key -> what it does.
+_CONFIRM_PAY, _REENTER, _END = "pay", "reenter", "end"
+_MENUS: dict[Step, dict[str, str]] = {
+    Step.CONFIRM: {"1": _CONFIRM_PAY, "2": _REENTER},
+    Step.DECLINED: {"1": _REENTER, "2": _END},
+}
+
+_TEMPLATES: dict[Step, str] = {Step.PROCESSING: "hold", Step.DONE: "goodbye"}
+
+
+def _reply(step: Step, lines: list[str], language: str, num_digits: int | None = None) -> Reply:
+    return Reply(
+        template=_TEMPLATES.get(step, step.value),
+        say=tuple(lines),
+        language=language,
+        voice=catalog(language).voice,
+        num_digits=num_digits,
+    )
+
+
+def ask_access_code(language: str) -> Turn:
+    """An unbound call: ask for the session's 6-digit access code."""
+    text = catalog(language)
+    return Turn(
+        CallState(step=Step.ACCESS_CODE),
+        _reply(Step.ACCESS_CODE, [text.say("welcome"), text.say("access_code")], language),
+    )
+
+
+def enter_access_code(
+    state: CallState, event: GatherEvent, lookup: AccessCodeLookup, language: str
+) -> Turn:
+    """Bind by access code; three misses end the call politely."""
+    text = catalog(language)
+    if isinstance(event, Entry) and event.step in (None, Step.ACCESS_CODE):
+        found = lookup(event.digits) if len(event.digits) == ACCESS_CODE_LENGTH else None
+        if found is not None:
+            turn = greet(found)
+            return replace(turn, actions=(Bind(found.session_id), *turn.actions))
+        problem = [text.say("access_code_unknown")]
+    elif isinstance(event, Silence) and event.step in (None, Step.ACCESS_CODE):
+        problem = [text.say("silence")]
+    else:  # `*` or a stale delivery: ask again, costs no try
+        return replace(ask_access_code(language), state=state)
+    tries = state.tries + 1
+    if tries >= MAX_TRIES:
+        lines = [*problem, text.say("access_code_failed"), text.say("goodbye")]
+        return Turn(
+            replace(state, step=Step.DONE, tries=tries),
+            _reply(Step.DONE, lines, language),
+            (Finish(Outcome.UNBOUND, TOO_MANY_TRIES),),
+        )
+    return Turn(
+        replace(state, tries=tries),
+        _reply(Step.ACCESS_CODE, [*problem, text.say("access_code")], language),
+    )
+
+
+def greet(ctx: FlowContext) -> Turn:
+    """A bound call: who is asking for what, then the card number prompt."""
+    text = catalog(ctx.language)
+    amount = speak_amount(ctx.amount_cents, ctx.currency, ctx.language)
+    if ctx.mode is PaymentMode.TOKENIZE:
+        lines = [text.say("greeting_tokenize", merchant=ctx.merchant)]
+    else:
+        lines = [text.say("greeting_charge", merchant=ctx.merchant, amount=amount)]
+    if ctx.description:
+        lines.append(text.say("greeting_description", description=ctx.description))
+    state = CallState(step=Step.CARD_NUMBER, session_id=ctx.session_id)
+    return _ask(state, ctx, lines)
+
+
+def advance(state: CallState, event: Event, ctx: FlowContext) -> Turn:
+    """One webhook's worth of the call, for a call already bound to a session."""
+    if state.step in (Step.ACCESS_CODE, Step.DONE):
+        raise ValueError(f"advance() cannot run at step {state.step}")
+    if isinstance(event, PaymentPending | PaymentResult):
+        if state.step is Step.PROCESSING:
+            return _on_payment(state, event, ctx)
+        return _ask(state, ctx)
+    if state.step is Step.PROCESSING or (event.step is not None and event.step is not state.step):
+        return _ask(state, ctx)  # a repeated or stale delivery: say the current thing again
+    text = catalog(ctx.language)
+    if isinstance(event, Star):
+        rule = _ENTRIES.get(state.step)
+        card = replace(state.card, **{rule.field: ""}) if rule else state.card
+        return _ask(replace(state, card=card), ctx, [text.say("restart")])
+    if isinstance(event, Silence):
+        return _retry(state, ctx, [text.say("silence")])
+    if state.step in _MENUS:
+        return _choose(state, _MENUS[state.step].get(event.digits), ctx)
+    rule = _ENTRIES[state.step]
+    reason = rule.check(event.digits, state.card, ctx)
+    if reason is not None:
+        return _retry(state, ctx, [_reason_sentence(reason, event.digits, state, ctx)])
+    card = replace(state.card, **{rule.field: event.digits})
+    next_step = rule.next
+    if next_step is Step.POSTAL_CODE and not ctx.require_zip:
+        next_step = Step.CONFIRM
+    return _ask(CallState(step=next_step, session_id=state.session_id, attempt=state.attempt,
+                          decline_code=state.decline_code, card=card), ctx)
+
+
+def error_reply(language: str) -> Reply:
+    """The apology for ``error.xml``, when something on our side broke mid-call."""
+    return _reply(Step.DONE, [catalog(language).say("error")], language)
+
+
+def _ask(state: CallState, ctx: FlowContext, before: list[str] | None = None) -> Turn:
+    """The prompt for ``state.step``, after ``before`` (a greeting, or what went wrong)."""
+    text = catalog(ctx.language)
+    lines = list(before or [])
+    num_digits = None
+    match state.step:
+        case Step.SECURITY_CODE:
+            num_digits = security_code_length(state.card.brand)
+            lines.append(text.say("security_code", length=spell_number(num_digits, ctx.language)))
+        case Step.CONFIRM:
+            key = "confirm_tokenize" if ctx.mode is PaymentMode.TOKENIZE else "confirm_charge"
+            brand = state.card.brand
+            lines.append(text.say(
+                key,
+                brand=brand_name(brand) if brand else "",
+                last4=speak_characters(state.card.last4),
+                amount=speak_amount(ctx.amount_cents, ctx.currency, ctx.language),
+            ))
+        case Step.PROCESSING:
+            lines.append(text.say("hold"))
+        case Step.DECLINED:
+            lines.append(text.say("retry_offer"))
+        case _:
+            lines.append(text.say(state.step.value))
+    return Turn(state, _reply(state.step, lines, ctx.language, num_digits))
+
+
+def _retry(state: CallState, ctx: FlowContext, problem: list[str]) -> Turn:
+    """A failed try: say what was wrong and ask again, or give up after ``MAX_TRIES``."""
+    tries = state.tries + 1
+    if tries < MAX_TRIES:
+        return _ask(replace(state, tries=tries), ctx, problem)
+    text = catalog(ctx.language)
+    reason = state.decline_code if state.step is Step.DECLINED else TOO_MANY_TRIES
+    return _finish(state, ctx, Finish(Outcome.FAILED, reason),
+                   [*problem, text.say("too_many_tries")])
+
+
+def _choose(state: CallState, choice: str | None, ctx: FlowContext) -> Turn:
+    text = catalog(ctx.language)
+    if choice is None:
+        return _retry(state, ctx, [text.say("invalid_choice")])
+    if choice == _REENTER:
+        return _ask(CallState(step=Step.CARD_NUMBER, session_id=state.session_id,
+                              attempt=state.attempt, decline_code=state.decline_code), ctx)
+    if choice == _END:
+        return _finish(state, ctx, Finish(Outcome.FAILED, state.decline_code), [])
+    attempt = state.attempt + 1
+    processing = CallState(step=Step.PROCESSING, session_id=state.session_id, attempt=attempt,
+                           decline_code=state.decline_code)
+    turn = _ask(processing, ctx)
+    return replace(turn, actions=(StartPayment(attempt, state.card),))
+
+
+def _on_payment(state: CallState, event: PaymentPending | PaymentResult, ctx: FlowContext) -> Turn:
+    text = catalog(ctx.language)
+    if isinstance(event, PaymentPending):
+        polls = state.polls + 1
+        if polls >= MAX_HOLD_POLLS:
+            return _finish(state, ctx, Finish(Outcome.UNRESOLVED, PAYMENT_PENDING),
+                           [text.say("unresolved")])
+        lines = [text.say("hold_again")] if polls % HOLD_REMINDER_EVERY == 0 else []
+        return Turn(replace(state, polls=polls), _reply(Step.PROCESSING, lines, ctx.language))
+    if event.approved:
+        key = "approved_tokenize" if ctx.mode is PaymentMode.TOKENIZE else "approved_charge"
+        lines = [text.say(key)]
+        if event.confirmation:
+            lines.append(text.say("confirmation_number",
+                                  number=speak_characters(event.confirmation)))
+        return _finish(state, ctx, Finish(Outcome.APPROVED), lines)
+    decline_key = f"decline_{event.decline_code}"
+    if decline_key not in text.prompts:
+        decline_key = "decline_generic"
+    lines = [text.say("declined"), text.say(decline_key)]
+    if state.attempt >= ctx.max_attempts:
+        return _finish(state, ctx, Finish(Outcome.FAILED, event.decline_code),
+                       [*lines, text.say("no_attempts_left")])
+    declined = CallState(step=Step.DECLINED, session_id=state.session_id, attempt=state.attempt,
+                         decline_code=event.decline_code)
+    return _ask(declined, ctx, lines)
+
+
+def _finish(state: CallState, ctx: FlowContext, finish: Finish, lines: list[str]) -> Turn:
+    """End the flow: the card is dropped and the caller hears how the call continues."""
+    text = catalog(ctx.language)
+    closing = text.say("transfer") if ctx.has_callback else text.say("goodbye")
+    done = CallState(step=Step.DONE, session_id=state.session_id, attempt=state.attempt,
+                     decline_code=state.decline_code)
+    return Turn(done, _reply(Step.DONE, [*lines, closing], ctx.language), (finish,))
+
+
+def _reason_sentence(reason: Reason, digits: str, state: CallState, ctx: FlowContext) -> str:
+    """The catalog's sentence for a refused entry, with the facts that make it specific."""
+    brand = detect_brand(digits) if state.step is Step.CARD_NUMBER else state.card.brand
+    accepted = [brand_name(b) for b in Brand if b in ctx.accepted_brands]
+    return catalog(ctx.language).say(
+        f"reason_{reason}",
+        brand=brand_name(brand) if brand else "",
+        accepted=speak_list(accepted, ctx.language),
+        length=spell_number(security_code_length(brand), ctx.language),
+    )

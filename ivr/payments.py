@@ -1,0 +1,271 @@
+"""One payment attempt: a durable record first, then the gateway, then the result, exactly once.
+
+The attempt row (keyed by session and attempt number) is committed before the gateway is called,
+and its idempotency key is what the gateway sees, so a repeated request for the same attempt never
+moves money twice: it returns the recorded outcome, or Conflict while the first is still running.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session as Tx
+
+from gateways import build_gateway
+from gateways.base import (
+    Card,
+    CardDeclined,
+    GatewayConfigurationError,
+    GatewayError,
+    GatewayOutcomeUnknown,
+    PaymentRequest,
+    PaymentResult,
+)
+from gateways.base import BillingAddress as GatewayBillingAddress
+from ivr.accounts import project_settings
+from ivr.credentials import PURPOSE as CREDENTIALS_PURPOSE
+from ivr.credentials import load_credentials
+from ivr.errors import Conflict
+from ivr.model import Gateway, PaymentMode, Status
+from ivr.services import Services
+from ivr.sessions import load_session, transition
+from ivr.store import PaymentAttempt, PaymentSession, Project
+
+PENDING, SUCCEEDED, DECLINED, FAILED, UNKNOWN = "pending", "succeeded", "declined", "failed", "unknown"
+
+PLAIN_MESSAGES = {
+    "card_declined": "The card was declined.",
+    "insufficient_funds": "The card has insufficient funds.",
+    "incorrect_cvc": "The security code is incorrect.",
+    "expired_card": "The card has expired.",
+    "incorrect_zip": "The billing ZIP code does not match.",
+    "invalid_number": "The card number is invalid.",
+    "processing_error": "The payment could not be processed.",
+    "gateway_unavailable": "The payment processor could not be reached.",
+    "gateway_configuration": "The payment processor is not configured correctly.",
+    "outcome_unknown": "The payment processor did not confirm the payment; it is being checked.",
+}
+
+
+@dataclass(frozen=True)
+class PaymentOutcome:
+    """What a channel needs to tell the payer after one attempt."""
+
+    status: Status
+    approved: bool
+    amount_cents: int
+    currency: str
+    attempts_remaining: int
+    transaction_id: str | None = None
+    card_brand: str | None = None
+    card_last4: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+def attempt_key(session_id: str, number: int) -> str:
+    return f"pd-{session_id}-{number}"
+
+
+@dataclass(frozen=True)
+class _Started:
+    """An attempt recorded as pending, with everything needed to call the gateway outside a transaction."""
+
+    session_id: str
+    number: int
+    project_id: str
+    gateway: str
+    environment: str
+    operation: str  # "charge" | "authorize" | "tokenize"
+    request: PaymentRequest
+
+
+def pay(
+    services: Services,
+    session_id: str,
+    card: Card,
+    *,
+    postal_code: str | None = None,
+    attempt: int | None = None,
+) -> PaymentOutcome:
+    """Run one payment attempt for a session (the next one when `attempt` is None)."""
+    started = _start(services, session_id, card, postal_code, attempt)
+    if isinstance(started, PaymentOutcome):
+        return started
+    try:
+        result: PaymentResult | GatewayError = _call_gateway(services, started)
+    except GatewayError as error:
+        result = error
+    return _finish(services, started, result)
+
+
+def _start(
+    services: Services, session_id: str, card: Card, postal_code: str | None, attempt: int | None
+) -> _Started | PaymentOutcome:
+    """Record the attempt as pending in its own transaction, or return the outcome already recorded."""
+    now = services.clock()
+    with services.db.transaction() as tx:
+        session = load_session(tx, session_id, now=now, for_update=True)
+        project = tx.get_one(Project, session.project_id)
+        settings = project_settings(project)
+        number = attempt if attempt is not None else session.attempt_count + 1
+        existing = _attempt_row(tx, session.id, number)
+        if existing is not None:
+            if existing.state == PENDING:
+                raise Conflict("This payment attempt is already being processed")
+            return _outcome(session, existing, settings.max_payment_attempts)
+        if Status(session.status).is_terminal:
+            raise Conflict(f"Session is {session.status}")
+        if number != session.attempt_count + 1 or number > settings.max_payment_attempts:
+            raise Conflict("No payment attempts remain for this session")
+        if session.status == Status.PENDING:
+            transition(tx, session, Status.COLLECTING, cause="payment_started", now=now)
+        session.attempt_count = number
+        session.updated_at = now
+        key = attempt_key(session.id, number)
+        tx.add(
+            PaymentAttempt(
+                session_id=session.id, number=number, idempotency_key=key, state=PENDING,
+                card_brand=card.brand, card_last4=card.last4, created_at=now,
+            )
+        )
+        if session.mode == PaymentMode.TOKENIZE:
+            operation = "tokenize"
+        elif settings.authorize_only and session.gateway == Gateway.AUTHORIZENET:
+            operation = "authorize"
+        else:
+            operation = "charge"
+        billing = (
+            GatewayBillingAddress(**session.billing_address) if session.billing_address else None
+        )
+        return _Started(
+            session_id=session.id,
+            number=number,
+            project_id=project.id,
+            gateway=session.gateway,
+            environment=session.environment,
+            operation=operation,
+            request=PaymentRequest(
+                amount_cents=session.amount_cents,
+                currency=session.currency,
+                card=card,
+                idempotency_key=key,
+                description=session.description,
+                billing_address=billing,
+                postal_code=postal_code,
+                session_id=session.id,
+            ),
+        )
+
+
+def _attempt_row(tx: Tx, session_id: str, number: int) -> PaymentAttempt | None:
+    return tx.scalar(
+        select(PaymentAttempt).where(
+            PaymentAttempt.session_id == session_id, PaymentAttempt.number == number
+        )
+    )
+
+
+def _call_gateway(services: Services, started: _Started) -> PaymentResult:
+    with services.db.transaction() as tx:
+        credentials = load_credentials(
+            tx, started.project_id, started.gateway, started.environment,
+            sealer=services.sealer(CREDENTIALS_PURPOSE),
+        )
+    gateway = build_gateway(
+        started.gateway,
+        credentials,
+        environment="live" if started.environment == "live" else "test",
+        timeout=services.settings.gateway_timeout_seconds,
+    )
+    operation = getattr(gateway, started.operation)
+    try:
+        result: PaymentResult = operation(started.request)
+    except GatewayOutcomeUnknown:
+        # One look-up at once; a payment the gateway can't find is safe to call failed.
+        reconciled = gateway.reconcile(started.request)
+        if reconciled is None:
+            raise GatewayUnavailableAfterCheck() from None
+        return reconciled
+    return result
+
+
+class GatewayUnavailableAfterCheck(GatewayError):
+    """The call timed out, and the gateway confirmed it has no such payment."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            code="gateway_unavailable", message=PLAIN_MESSAGES["gateway_unavailable"],
+            retryable=True,
+        )
+
+
+def _finish(
+    services: Services, started: _Started, result: PaymentResult | GatewayError
+) -> PaymentOutcome:
+    """Record the gateway's answer and move the session on, in one transaction."""
+    now = services.clock()
+    with services.db.transaction() as tx:
+        session = load_session(tx, started.session_id, now=now, for_update=True)
+        project = tx.get_one(Project, session.project_id)
+        max_attempts = project_settings(project).max_payment_attempts
+        attempt = _attempt_row(tx, session.id, started.number)
+        assert attempt is not None  # written by _start, never deleted
+        attempt.finished_at = now
+        if isinstance(result, PaymentResult):
+            attempt.state = SUCCEEDED
+            attempt.processor = {"transaction_id": result.transaction_id, **result.processor}
+            session.card_brand, session.card_last4 = result.card_brand, result.card_last4
+            session.processor = dict(result.processor)
+            session.error_code = session.error_message = None
+            to = Status.PAYMENT_AUTHORIZED if result.outcome == "authorized" else Status.PAYMENT_SUCCESS
+            cause = "payment_approved"
+        else:
+            code = _error_code(result)
+            attempt.state = UNKNOWN if isinstance(result, GatewayOutcomeUnknown) else (
+                DECLINED if isinstance(result, CardDeclined) else FAILED
+            )
+            attempt.error_code = code
+            attempt.error_message = PLAIN_MESSAGES.get(code, PLAIN_MESSAGES["processing_error"])
+            session.card_brand, session.card_last4 = attempt.card_brand, attempt.card_last4
+            session.error_code, session.error_message = attempt.error_code, attempt.error_message
+            out_of_attempts = session.attempt_count >= max_attempts
+            to = Status.PAYMENT_FAILED if out_of_attempts or attempt.state == UNKNOWN else None
+            cause = "payment_" + attempt.state
+        session.updated_at = now
+        if to is not None and not Status(session.status).is_terminal:
+            transition(
+                tx, session, to, cause=cause, now=now,
+                detail={"attempt": started.number, "error_code": attempt.error_code},
+            )
+        return _outcome(session, attempt, max_attempts)
+
+
+def _error_code(error: GatewayError) -> str:
+    if isinstance(error, CardDeclined):
+        return error.reason
+    if isinstance(error, GatewayOutcomeUnknown):
+        return "outcome_unknown"
+    if isinstance(error, GatewayConfigurationError):
+        return "gateway_configuration"
+    if error.retryable:
+        return "gateway_unavailable"
+    return "processing_error"
+
+
+def _outcome(session: PaymentSession, attempt: PaymentAttempt, max_attempts: int) -> PaymentOutcome:
+    processor = attempt.processor or {}
+    terminal = Status(session.status).is_terminal
+    return PaymentOutcome(
+        status=Status(session.status),
+        approved=attempt.state == SUCCEEDED,
+        amount_cents=session.amount_cents,
+        currency=session.currency,
+        attempts_remaining=0 if terminal else max(0, max_attempts - session.attempt_count),
+        transaction_id=processor.get("transaction_id"),
+        card_brand=attempt.card_brand,
+        card_last4=attempt.card_last4,
+        error_code=attempt.error_code,
+        error_message=attempt.error_message,
+    )

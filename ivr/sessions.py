@@ -1,0 +1,196 @@
+"""Use cases of a payment session: create, read, cancel, expire, and the one place status changes."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import case, select
+from sqlalchemy.orm import Session as Tx
+
+from ivr.accounts import find_account_project
+from ivr.errors import Conflict, NotFound
+from ivr.model import Channel, Environment, Gateway, PaymentMode, Status
+from ivr.store import PaymentSession, SessionEvent
+
+ACTIVE = (Status.PENDING.value, Status.COLLECTING.value)
+
+
+@dataclass(frozen=True)
+class NewSession:
+    """A validated request to open a session; amounts are already in integer cents."""
+
+    project: str
+    amount_cents: int
+    mode: PaymentMode
+    gateway: Gateway
+    channel: Channel
+    ttl: timedelta
+    currency: str = "usd"
+    caller: str | None = None
+    description: str | None = None
+    callback: str | None = None
+    memory: str | None = None
+    billing_address: dict[str, Any] | None = None
+    language: str | None = None
+
+
+def _new_access_code(tx: Tx) -> str:
+    """Six digits, unique among sessions that can still be bound to a call."""
+    while True:
+        code = f"{secrets.randbelow(1_000_000):06d}"
+        clash = tx.scalar(
+            select(PaymentSession.id).where(
+                PaymentSession.access_code == code, PaymentSession.status.in_(ACTIVE)
+            )
+        )
+        if clash is None:
+            return code
+
+
+def create_session(
+    tx: Tx, *, account_id: str, environment: Environment, new: NewSession, now: datetime
+) -> PaymentSession:
+    project = find_account_project(tx, account_id, new.project)
+    session = PaymentSession(
+        account_id=account_id,
+        project_id=project.id,
+        environment=environment.value,
+        channel=new.channel.value,
+        status=Status.PENDING.value,
+        amount_cents=new.amount_cents,
+        currency=new.currency,
+        mode=new.mode.value,
+        gateway=new.gateway.value,
+        caller=new.caller,
+        description=new.description,
+        callback=new.callback,
+        memory=new.memory,
+        billing_address=new.billing_address,
+        language=new.language,
+        access_code=_new_access_code(tx) if new.channel is Channel.VOICE else None,
+        attempt_count=0,
+        created_at=now,
+        updated_at=now,
+        expires_at=now + new.ttl,
+    )
+    tx.add(session)
+    tx.flush()
+    tx.add(
+        SessionEvent(
+            session_id=session.id, at=now, from_status=None, to_status=Status.PENDING.value,
+            cause="created", detail=None,
+        )
+    )
+    return session
+
+
+def transition(
+    tx: Tx,
+    session: PaymentSession,
+    to: Status,
+    *,
+    cause: str,
+    now: datetime,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """Change status and log it; terminal states never change again."""
+    current = Status(session.status)
+    if current.is_terminal:
+        raise Conflict(f"session is already {current.value}")
+    if current == to:
+        return
+    session.status = to.value
+    session.updated_at = now
+    if to.is_terminal:
+        session.completed_at = now
+    tx.add(
+        SessionEvent(
+            session_id=session.id, at=now, from_status=current.value, to_status=to.value,
+            cause=cause, detail=detail,
+        )
+    )
+
+
+def expire_if_due(tx: Tx, session: PaymentSession, now: datetime) -> None:
+    """Sessions still open past `expires_at` read as expired (and the log says so)."""
+    if session.status in ACTIVE and now >= session.expires_at:
+        transition(tx, session, Status.EXPIRED, cause="expired", now=now)
+
+
+def expire_due(tx: Tx, now: datetime, *, limit: int = 500) -> int:
+    """The sweep: expire open sessions whose time has passed. Returns how many it expired."""
+    due = tx.scalars(
+        select(PaymentSession)
+        .where(PaymentSession.status.in_(ACTIVE), PaymentSession.expires_at <= now)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for session in due:
+        transition(tx, session, Status.EXPIRED, cause="expired", now=now)
+    return len(due)
+
+
+def load_session(
+    tx: Tx,
+    session_id: str,
+    *,
+    now: datetime,
+    account_id: str | None = None,
+    environment: Environment | None = None,
+    for_update: bool = False,
+) -> PaymentSession:
+    """A session by id, within the given account and mode when those are given."""
+    query = select(PaymentSession).where(PaymentSession.id == session_id)
+    if account_id is not None:
+        query = query.where(PaymentSession.account_id == account_id)
+    if environment is not None:
+        query = query.where(PaymentSession.environment == environment.value)
+    if for_update:
+        query = query.with_for_update()
+    session = tx.scalar(query)
+    if session is None:
+        raise NotFound("Session not found")
+    expire_if_due(tx, session, now)
+    return session
+
+
+def find_session_for_caller(
+    tx: Tx, *, account_id: str, environment: Environment, caller: str, now: datetime
+) -> PaymentSession:
+    """The most recent active session for a caller, else the latest finished one."""
+    candidates = tx.scalars(
+        select(PaymentSession)
+        .where(
+            PaymentSession.account_id == account_id,
+            PaymentSession.environment == environment.value,
+            PaymentSession.caller == caller,
+        )
+        .order_by(
+            case((PaymentSession.status.in_(ACTIVE), 0), else_=1),
+            PaymentSession.created_at.desc(),
+        )
+        .limit(5)
+    ).all()
+    for session in candidates:
+        expire_if_due(tx, session, now)
+    if not candidates:
+        raise NotFound("No session for this caller")
+    return min(
+        candidates,
+        key=lambda s: (s.status not in ACTIVE, -s.created_at.timestamp()),
+    )
+
+
+def cancel_session(
+    tx: Tx, session_id: str, *, account_id: str, environment: Environment, now: datetime
+) -> PaymentSession:
+    session = load_session(
+        tx, session_id, now=now, account_id=account_id, environment=environment, for_update=True
+    )
+    if Status(session.status).is_terminal:
+        raise Conflict(f"Session is {session.status} and can no longer be cancelled")
+    transition(tx, session, Status.CANCELLED, cause="cancelled_by_merchant", now=now)
+    return session

@@ -1,0 +1,78 @@
+"""Turning numbers and codes into words a text-to-speech voice reads naturally.
+
+TTS reads "$150.25" unpredictably; "one hundred fifty dollars and twenty-five cents" it reads
+well in any voice. Unit names come from the language's prompt catalog.
+"""
+
+from __future__ import annotations
+
+from num2words import num2words
+
+from ivr.cards import Brand
+from ivr.prompts import catalog
+
+_BRAND_NAMES = {
+    Brand.VISA: "Visa",
+    Brand.MASTERCARD: "Mastercard",
+    Brand.AMEX: "American Express",
+    Brand.DISCOVER: "Discover",
+    Brand.JCB: "JCB",
+    Brand.DINERS: "Diners Club",
+}
+
+
+def brand_name(brand: Brand) -> str:
+    """Card brands are proper names, the same in every supported language."""
+    return _BRAND_NAMES[brand]
+
+
+def spell_number(value: int, language: str) -> str:
+    """A count in words, in the form used before a noun ("un dólar", not "uno dólar")."""
+    lang = language.split("-")[0]
+    words: str = num2words(value, lang=lang)
+    if lang == "en":
+        return words.replace(" and ", " ")  # American usage: "one hundred fifty"
+    if lang == "es":
+        if words.endswith("veintiuno"):
+            words = words[: -len("veintiuno")] + "veintiún"
+        elif words == "uno" or words.endswith(" uno"):
+            words = words[: -len("uno")] + "un"
+        if words.endswith(("millón", "millones")):
+            words += " de"  # "un millón de dólares"
+    return words
+
+
+def _units(value: int, names: tuple[str, str], language: str) -> str:
+    return f"{spell_number(value, language)} {names[0] if value == 1 else names[1]}"
+
+
+def speak_amount(cents: int, currency: str, language: str) -> str:
+    """150_25 USD -> "one hundred fifty dollars and twenty-five cents"."""
+    text = catalog(language)
+    major, minor = divmod(cents, 100)
+    names = text.currencies.get(currency.upper())
+    if names is None:  # no unit names: read the number, then spell the ISO code
+        amount = spell_number(major, language)
+        if minor:
+            amount += f" {text.conjunction} {spell_number(minor, language)}"
+        return f"{amount} {' '.join(currency.upper())}"
+    if not minor:
+        return _units(major, names.major, language)
+    if not major:
+        return _units(minor, names.minor, language)
+    return (
+        f"{_units(major, names.major, language)} {text.conjunction} "
+        f"{_units(minor, names.minor, language)}"
+    )
+
+
+def speak_characters(code: str) -> str:
+    """Digits and letters one by one ("4 2 4 2"), so a confirmation number can be written down."""
+    return " ".join(char.upper() for char in code if char.isalnum())
+
+
+def speak_list(items: list[str], language: str) -> str:
+    """"Visa, Mastercard and American Express" in the caller's language."""
+    if len(items) < 2:
+        return "".join(items)
+    return f"{', '.join(items[:-1])} {catalog(language).say('list_and')} {items[-1]}"

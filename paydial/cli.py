@@ -1,0 +1,168 @@
+"""The `paydial` command: serve, admin (projects, keys, gateways), migrations."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+from sqlalchemy import select
+
+from ivr.accounts import create_project, get_project_by_slug, issue_key, revoke_key
+from ivr.credentials import PURPOSE as CREDENTIALS_PURPOSE
+from ivr.credentials import set_credentials
+from ivr.errors import PaydialError
+from ivr.model import Environment, Gateway
+from ivr.services import Services
+from ivr.store import Project
+from paydial.migrate import upgrade
+from paydial.settings import Settings
+
+DEMO_SLUG = "demo"
+
+
+class CommandError(Exception):
+    """A message for the operator; printed to stderr, exit status 1."""
+
+
+def services_from_env() -> Services:
+    return Services.from_settings(Settings().with_local_secrets(Path.cwd()))
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from werkzeug.serving import run_simple
+
+    from api import create_app
+
+    services = services_from_env()
+    upgrade(services.settings.database_url)
+    with services.db.transaction() as tx:
+        first_start = tx.scalar(select(Project.id).where(Project.slug == DEMO_SLUG)) is None
+        if first_start:
+            create_project(tx, DEMO_SLUG, now=services.clock(), account_name=DEMO_SLUG)
+            key = issue_key(tx, DEMO_SLUG, Environment.TEST, now=services.clock())
+    port = args.port or int(os.environ.get("PORT", "8000"))
+    base = f"http://{args.host}:{port}"
+    if first_start:
+        print(f"Created project '{DEMO_SLUG}' with a test key (shown once):\n  {key.plaintext}")
+    print(f"Paydial on {base}  (API {base}/v1, demo {base}/demo, contract {base}/openapi.json)")
+    app = create_app(services=services)
+    app.config["PAYDIAL_DEMO"] = True
+    run_simple(args.host, port, app, threaded=True, use_reloader=False)
+
+
+def cmd_project_create(args: argparse.Namespace) -> None:
+    services = services_from_env()
+    with services.db.transaction() as tx:
+        project = create_project(tx, args.slug, now=services.clock(), account_name=args.account)
+    print(project.id)
+
+
+def cmd_key_create(args: argparse.Namespace) -> None:
+    services = services_from_env()
+    with services.db.transaction() as tx:
+        key = issue_key(tx, args.slug, Environment(args.mode), now=services.clock())
+    print(key.plaintext)
+
+
+def cmd_key_revoke(args: argparse.Namespace) -> None:
+    services = services_from_env()
+    with services.db.transaction() as tx:
+        revoke_key(tx, args.prefix, now=services.clock())
+    print(f"revoked {args.prefix}")
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> None:
+    upgrade(Settings().database_url)
+
+
+def parse_assignments(pairs: Sequence[str]) -> dict[str, str]:
+    """KEY=VALUE words -> a dict; a word without '=' is an operator error."""
+    values: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise CommandError(f"expected KEY=VALUE, got {pair.split('=')[0]!r}")
+        values[name] = value
+    return values
+
+
+def cmd_gateway_set(args: argparse.Namespace) -> None:
+    from gateways import required_credentials
+
+    values = parse_assignments(args.values)
+    missing = [name for name in required_credentials(args.gateway) if name not in values]
+    if missing:
+        raise CommandError(f"{args.gateway} needs {', '.join(missing)}")
+    services = services_from_env()
+    with services.db.transaction() as tx:
+        project = get_project_by_slug(tx, args.slug)
+        set_credentials(
+            tx, project, Gateway(args.gateway), Environment(args.mode), values,
+            sealer=services.sealer(CREDENTIALS_PURPOSE), now=services.clock(),
+        )
+    print(f"{args.gateway} {args.mode} credentials set for {args.slug} ({len(values)} values)")
+
+
+Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+
+
+def _core_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = sub.add_parser("serve", help="run everything on embedded defaults")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=None, help="default: $PORT or 8000")
+    serve.set_defaults(func=cmd_serve)
+
+    project = sub.add_parser("project", help="manage projects").add_subparsers(required=True)
+    create = project.add_parser("create", help="create a project")
+    create.add_argument("slug")
+    create.add_argument("--account", help="account name (default: a new account of its own)")
+    create.set_defaults(func=cmd_project_create)
+
+    key = sub.add_parser("key", help="manage API keys").add_subparsers(required=True)
+    key_create = key.add_parser("create", help="print a new key for the account owning SLUG")
+    key_create.add_argument("slug")
+    key_create.add_argument("--mode", choices=[e.value for e in Environment], required=True)
+    key_create.set_defaults(func=cmd_key_create)
+    key_revoke = key.add_parser("revoke", help="revoke the key with this prefix")
+    key_revoke.add_argument("prefix")
+    key_revoke.set_defaults(func=cmd_key_revoke)
+
+    gateway = sub.add_parser("gateway", help="gateway credentials").add_subparsers(required=True)
+    gateway_set = gateway.add_parser("set", help="store credentials (sealed) for a project")
+    gateway_set.add_argument("slug")
+    gateway_set.add_argument("gateway", choices=[g.value for g in Gateway])
+    gateway_set.add_argument("--mode", choices=[e.value for e in Environment], required=True)
+    gateway_set.add_argument("values", nargs="+", metavar="KEY=VALUE")
+    gateway_set.set_defaults(func=cmd_gateway_set)
+
+    db = sub.add_parser("db", help="database").add_subparsers(required=True)
+    db.add_parser("upgrade", help="apply migrations").set_defaults(func=cmd_db_upgrade)
+
+
+REGISTRARS: list[Registrar] = [_core_commands]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="paydial", description=__doc__)
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+    for register in REGISTRARS:
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (CommandError, PaydialError, ValidationError) as error:
+        print(f"paydial: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

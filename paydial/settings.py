@@ -1,0 +1,64 @@
+"""Settings from the environment (names as in PRODUCT.md "Running it")."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOCAL_SECRETS_FILE = "paydial-local.json"
+
+
+def _env(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    """Everything configurable; the defaults are the embedded, single-process setup."""
+
+    model_config = SettingsConfigDict(populate_by_name=True, extra="ignore")
+
+    database_url: str = Field("sqlite:///paydial.db", validation_alias=_env("DATABASE_URL"))
+    redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL"))
+    public_url: str = Field("http://127.0.0.1:8000", validation_alias=_env("PAYDIAL_PUBLIC_URL"))
+    twilio_auth_token: SecretStr | None = Field(None, validation_alias=_env("TWILIO_AUTH_TOKEN"))
+    secret_key: SecretStr | None = Field(None, validation_alias=_env("PAYDIAL_SECRET_KEY"))
+    phone_number: str = Field("+15005550006", validation_alias=_env("PAYDIAL_PHONE_NUMBER"))
+    sip_domain: str = Field("paydial.sip.twilio.com", validation_alias=_env("PAYDIAL_SIP_DOMAIN"))
+    session_ttl_minutes: int = Field(30, ge=1, validation_alias=_env("PAYDIAL_SESSION_TTL_MINUTES"))
+    widget_ttl_minutes: int = Field(5, ge=1, validation_alias=_env("PAYDIAL_WIDGET_TTL_MINUTES"))
+    gateway_timeout_seconds: float = Field(
+        10.0, gt=0, validation_alias=_env("PAYDIAL_GATEWAY_TIMEOUT")
+    )
+    json_logs: bool = Field(False, validation_alias=_env("PAYDIAL_JSON_LOGS"))
+
+    @property
+    def embedded(self) -> bool:
+        """True for the one-process default: SQLite and no Redis."""
+        return self.database_url.startswith("sqlite") and not self.redis_url
+
+    def with_local_secrets(self, directory: Path) -> Settings:
+        """Fill missing secrets from (or into) a local file, for the embedded setup only.
+
+        A production deployment (PostgreSQL or Redis) must set its secrets explicitly.
+        """
+        if self.secret_key is not None and self.twilio_auth_token is not None:
+            return self
+        if not self.embedded:
+            raise RuntimeError("PAYDIAL_SECRET_KEY and TWILIO_AUTH_TOKEN must be set in production")
+        path = directory / LOCAL_SECRETS_FILE
+        stored = json.loads(path.read_text()) if path.exists() else {}
+        stored.setdefault("secret_key", secrets.token_urlsafe(32))
+        stored.setdefault("twilio_auth_token", secrets.token_hex(16))
+        path.write_text(json.dumps(stored))
+        path.chmod(0o600)
+        return self.model_copy(
+            update={
+                "secret_key": self.secret_key or SecretStr(stored["secret_key"]),
+                "twilio_auth_token": self.twilio_auth_token
+                or SecretStr(stored["twilio_auth_token"]),
+            }
+        )

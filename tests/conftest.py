@@ -1,0 +1,196 @@
+"""Fixtures shared by every test: databases (SQLite and PostgreSQL), Redis, clock, app, builders."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from pydantic import SecretStr
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from api import create_app
+from ivr.accounts import create_project, issue_key
+from ivr.model import Environment
+from ivr.services import Services
+from ivr.store import Base, Database
+from paydial.migrate import upgrade
+from paydial.settings import Settings
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "PAYDIAL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_TEST_URL = os.environ.get("PAYDIAL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+REQUIRE_SERVICES = os.environ.get("PAYDIAL_REQUIRE_SERVICES") == "1"
+
+TEST_SECRET_KEY = "test-secret-key-for-paydial-tests-only"
+TEST_TWILIO_TOKEN = "test-twilio-auth-token"
+PUBLIC_URL = "https://paydial.example.com"
+
+
+def service_missing(reason: str) -> None:
+    """Skip when a backing service is absent, unless CI demands every service."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason} (PAYDIAL_REQUIRE_SERVICES=1)")
+    pytest.skip(reason)
+
+
+def port_open(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+@dataclass
+class Clock:
+    """Time that only moves when a test says so."""
+
+    now: datetime
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(datetime(2026, 11, 21, 12, 0, tzinfo=UTC))
+
+
+# --- databases -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated SQLite file, copied for each test (migrations run once, not per test)."""
+    path = tmp_path_factory.mktemp("db") / "template.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test run, dropped afterwards."""
+    admin = make_url(POSTGRES_ADMIN_URL)
+    if not port_open(admin.host or "127.0.0.1", admin.port or 5432):
+        service_missing(f"PostgreSQL is not reachable at {admin.host}:{admin.port}")
+    name = f"paydial_test_{uuid.uuid4().hex[:8]}"
+    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = admin.set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    yield url
+    with engine.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every test that touches the database runs on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        path = tmp_path / "paydial.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        return f"sqlite:///{path}"
+    url: str = request.getfixturevalue("postgres_url")
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+        connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A clean Redis database for the test."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_TEST_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        service_missing(f"Redis is not reachable at {REDIS_TEST_URL}")
+    client.flushdb()
+    yield REDIS_TEST_URL
+    client.flushdb()
+    client.close()
+
+
+# --- the application ---------------------------------------------------------------------------
+
+
+def make_settings(database_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "public_url": PUBLIC_URL,
+        "secret_key": SecretStr(TEST_SECRET_KEY),
+        "twilio_auth_token": SecretStr(TEST_TWILIO_TOKEN),
+        "phone_number": "+15005550006",
+        "sip_domain": "pay.sip.example.com",
+    }
+    values.update(overrides)
+    return Settings.model_validate(values)
+
+
+@pytest.fixture
+def services(database_url: str, clock: Clock) -> Iterator[Services]:
+    db = Database(database_url)
+    yield Services(settings=make_settings(database_url), db=db, clock=clock)
+    db.dispose()
+
+
+@pytest.fixture
+def app(services: Services) -> Flask:
+    app = create_app(services=services)
+    app.config["TESTING"] = True
+    return app
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def make_project(services: Services) -> Callable[..., str]:
+    """Create a project (and its account); returns the project id."""
+
+    def make(slug: str, account: str | None = None) -> str:
+        with services.db.transaction() as tx:
+            return create_project(tx, slug, now=services.clock(), account_name=account).id
+
+    return make
+
+
+@pytest.fixture
+def make_key(services: Services) -> Callable[..., str]:
+    """A plaintext API key for the account owning `slug`."""
+
+    def make(slug: str, mode: str = "test") -> str:
+        with services.db.transaction() as tx:
+            return issue_key(tx, slug, Environment(mode), now=services.clock()).plaintext
+
+    return make
+
+
+@pytest.fixture
+def merchant(make_project: Callable[..., str], make_key: Callable[..., str]) -> dict[str, str]:
+    """A project 'acme' with one test and one live key, as auth headers."""
+    make_project("acme", "Acme Inc")
+    return {
+        "test": f"Bearer {make_key('acme', 'test')}",
+        "live": f"Bearer {make_key('acme', 'live')}",
+    }
