@@ -23,12 +23,17 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.json.sort_keys = False  # type: ignore[attr-defined]  # DefaultJSONProvider has it
     app.extensions[EXTENSION] = services
     errors.init_app(app)
+    from ivr.jobs import wire_calls
+
+    wire_calls(services)
 
     from api.meta import bp as meta_bp
     from api.sessions import bp as sessions_bp
     from api.widget import bp as widget_bp
+    from ivr.webhooks import bp as twilio_bp
 
     app.register_blueprint(meta_bp)
     app.register_blueprint(sessions_bp)
     app.register_blueprint(widget_bp)
+    app.register_blueprint(twilio_bp)
     return app

@@ -15,11 +15,11 @@ REF_TEMPLATE = "#/components/schemas/{model}"
 
 
 class _SeedStyleSchema(GenerateJsonSchema):
-    """Like pydantic's, minus `default: null` on optional fields (the seeds leave it out)."""
+    """Like pydantic's, minus empty defaults (`null`, `[]`) that the seeds leave out."""
 
     def default_schema(self, schema: core_schema.WithDefaultSchema) -> JsonSchemaValue:
         value = super().default_schema(schema)
-        if value.get("default", ...) is None:
+        if value.get("default", ...) in (None, []):
             value.pop("default")
         return value
 
@@ -79,6 +79,10 @@ OPERATIONS: list[Operation] = [
     Operation(
         "get", "/health", "health_get", "Liveness", ("Operations",), api_key=False,
         responses={200: schemas.Health},
+    ),
+    Operation(
+        "get", "/openapi.json", "openapi_get", "This document", ("Operations",), api_key=False,
+        responses={200: "The OpenAPI 3.1 document"},
     ),
 ]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import phonenumbers
@@ -14,19 +14,27 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    StrictBool,
     WithJsonSchema,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
 from ivr.model import Gateway, PaymentMode
+from ivr.views import SessionOut as SessionOut  # re-exported: the API contract names it
 
 AMOUNT_PATTERN = r"^(?!^[-+.]*$)[+-]?0*\d*\.?\d*$"
 MAX_AMOUNT = Decimal("1000000.00")
 MAX_MEMORY_CHARS = 20_000
 SIP_URI = re.compile(r"^sips?:[^@\s<>\"]+@[A-Za-z0-9][A-Za-z0-9.\-]*(:\d{1,5})?(;[^\s<>\"?]*)?$")
 LANGUAGES = ("en-US", "es-US")
+# Numbers that bill the dialler extra: a transfer to one would be toll fraud on our account.
+TOLL_FRAUD_TYPES = frozenset(
+    {
+        phonenumbers.PhoneNumberType.PREMIUM_RATE,
+        phonenumbers.PhoneNumberType.SHARED_COST,
+        phonenumbers.PhoneNumberType.UAN,
+    }
+)
 
 
 def _parse_amount(value: Any) -> Decimal:
@@ -38,10 +46,7 @@ def _parse_amount(value: Any) -> Decimal:
             "string_pattern_mismatch", "String should match pattern '{pattern}'",
             {"pattern": AMOUNT_PATTERN},
         )
-    try:
-        amount = Decimal(str(value)) if not isinstance(value, str) else Decimal(value or "x")
-    except InvalidOperation:
-        raise PydanticCustomError("decimal_parsing", "Amount is not a valid decimal") from None
+    amount = Decimal(str(value))  # the pattern above admits only plain decimals
     if not amount.is_finite():
         raise PydanticCustomError("finite_number", "Amount must be a finite number")
     if amount < 0:
@@ -82,7 +87,13 @@ def _callback(value: str | None) -> str | None:
             raise PydanticCustomError("sip_uri", "Value is not a valid SIP URI (sip:user@host)")
         return value
     if value.startswith("+"):
-        return e164(value)
+        number = e164(value)
+        if phonenumbers.number_type(phonenumbers.parse(number)) in TOLL_FRAUD_TYPES:
+            raise PydanticCustomError(
+                "callback_number_type",
+                "Callback must not be a premium-rate, shared-cost or universal access number",
+            )
+        return number
     raise PydanticCustomError(
         "callback", "Callback must be an E.164 phone number or a sip:/sips: URI"
     )
@@ -235,49 +246,16 @@ class WidgetSessionCreated(BaseModel):
     expires_at: datetime
 
 
-class ErrorInfo(BaseModel):
-    code: str
-    message: str
-
-
-class SessionOut(BaseModel):
-    """The full session, as GET returns it."""
-
-    model_config = ConfigDict(from_attributes=True)
-
-    session_id: str
-    status: str
-    is_terminal: StrictBool
-    environment: str
-    project: str
-    amount: str
-    currency: str
-    mode: str
-    gateway: str
-    caller: str | None
-    description: str | None
-    callback: str | None
-    memory: str | None
-    billing_address: dict[str, Any] | None
-    created_at: datetime
-    updated_at: datetime
-    expires_at: datetime
-    completed_at: datetime | None
-    transfer_status: str | None
-    card_brand: str | None
-    card_last4: str | None
-    processor: dict[str, Any] | None
-    error: ErrorInfo | None
-
-
 class ValidationErrorItem(BaseModel):
+    model_config = ConfigDict(title="ValidationError")
+
     loc: list[str | int] = Field(title="Location")
     msg: str = Field(title="Message")
     type: str = Field(title="Error Type")
 
 
 class HTTPValidationError(BaseModel):
-    detail: list[ValidationErrorItem] = Field(title="Detail")
+    detail: list[ValidationErrorItem] = Field(default_factory=list, title="Detail")
 
 
 class Detail(BaseModel):

@@ -13,15 +13,13 @@ from api.deps import current_services
 from api.idempotency import idempotent
 from api.schemas import (
     CreateWidgetSession,
-    ErrorInfo,
     SessionCreate,
     SessionCreateResponse,
-    SessionOut,
     WidgetSessionCreated,
     e164,
 )
 from api.validation import parse_body, parse_query
-from ivr.model import Channel, Gateway, PaymentMode, Status, cents_to_decimal_string
+from ivr.model import Channel, Gateway, PaymentMode
 from ivr.sessions import (
     NewSession,
     cancel_session,
@@ -30,6 +28,7 @@ from ivr.sessions import (
     load_session,
 )
 from ivr.store import PaymentSession, Project
+from ivr.views import session_out
 
 bp = Blueprint("sessions", __name__, url_prefix="/v1")
 
@@ -42,38 +41,6 @@ def _created(model: BaseModel) -> Response:
     response = jsonify(model.model_dump(mode="json"))
     response.status_code = 201
     return response
-
-
-def session_out(session: PaymentSession, project_slug: str) -> SessionOut:
-    """The session as the API shows it: amounts in dollars, error only when payment failed."""
-    error = None
-    if session.status == Status.PAYMENT_FAILED and session.error_code:
-        error = ErrorInfo(code=session.error_code, message=session.error_message or "")
-    return SessionOut(
-        session_id=session.id,
-        status=session.status,
-        is_terminal=Status(session.status).is_terminal,
-        environment=session.environment,
-        project=project_slug,
-        amount=cents_to_decimal_string(session.amount_cents),
-        currency=session.currency,
-        mode=session.mode,
-        gateway=session.gateway,
-        caller=session.caller,
-        description=session.description,
-        callback=session.callback,
-        memory=session.memory,
-        billing_address=session.billing_address,
-        created_at=session.created_at,
-        updated_at=session.updated_at,
-        expires_at=session.expires_at,
-        completed_at=session.completed_at,
-        transfer_status=session.transfer_status,
-        card_brand=session.card_brand,
-        card_last4=session.card_last4,
-        processor=session.processor,
-        error=error,
-    )
 
 
 def _render(session: PaymentSession, project: Project) -> Response:

@@ -75,7 +75,7 @@ class Step(StrEnum):
 class Outcome(StrEnum):
     APPROVED = "approved"  # the gateway approved: record the payment
     FAILED = "failed"  # entries or attempts exhausted, or the caller gave up: payment-failed
-    UNRESOLVED = "unresolved"  # the gateway never answered while the caller held; leave it to the job
+    UNRESOLVED = "unresolved"  # no gateway answer while the caller held; the job settles it
     UNBOUND = "unbound"  # no session matched the access code; nothing to record
 
 
@@ -134,9 +134,7 @@ class CallState:
     card: Card = field(default_factory=Card)
 
     def to_bytes(self) -> bytes:
-        data = asdict(self)
-        data["card"] = self.card.to_dict()
-        return json.dumps(data).encode()
+        return json.dumps(asdict(self)).encode()
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> CallState:
@@ -228,7 +226,7 @@ def parse_gather(digits: str, finished_on_key: str = "", step: str | None = None
 
 @dataclass(frozen=True)
 class Reply:
-    """What to render: a template name and the sentences to say, already in the caller's language."""
+    """What to render: a template name and the sentences to say, in the caller's language."""
 
     template: str
     say: tuple[str, ...]
@@ -405,13 +403,13 @@ def advance(state: CallState, event: Event, ctx: FlowContext) -> Turn:
     next_step = rule.next
     if next_step is Step.POSTAL_CODE and not ctx.require_zip:
         next_step = Step.CONFIRM
-    return _ask(CallState(step=next_step, session_id=state.session_id, attempt=state.attempt,
-                          decline_code=state.decline_code, card=card), ctx)
+    return _ask(_moved(state, next_step, card), ctx)
 
 
 def error_reply(language: str) -> Reply:
     """The apology for ``error.xml``, when something on our side broke mid-call."""
-    return _reply(Step.DONE, [catalog(language).say("error")], language)
+    text = catalog(language)
+    return Reply(template="error", say=(text.say("error"),), language=language, voice=text.voice)
 
 
 def _ask(state: CallState, ctx: FlowContext, before: list[str] | None = None) -> Turn:
@@ -426,12 +424,14 @@ def _ask(state: CallState, ctx: FlowContext, before: list[str] | None = None) ->
         case Step.CONFIRM:
             key = "confirm_tokenize" if ctx.mode is PaymentMode.TOKENIZE else "confirm_charge"
             brand = state.card.brand
-            lines.append(text.say(
-                key,
-                brand=brand_name(brand) if brand else "",
-                last4=speak_characters(state.card.last4),
-                amount=speak_amount(ctx.amount_cents, ctx.currency, ctx.language),
-            ))
+            lines.append(
+                text.say(
+                    key,
+                    brand=brand_name(brand) if brand else "",
+                    last4=speak_characters(state.card.last4),
+                    amount=speak_amount(ctx.amount_cents, ctx.currency, ctx.language),
+                )
+            )
         case Step.PROCESSING:
             lines.append(text.say("hold"))
         case Step.DECLINED:
@@ -448,8 +448,9 @@ def _retry(state: CallState, ctx: FlowContext, problem: list[str]) -> Turn:
         return _ask(replace(state, tries=tries), ctx, problem)
     text = catalog(ctx.language)
     reason = state.decline_code if state.step is Step.DECLINED else TOO_MANY_TRIES
-    return _finish(state, ctx, Finish(Outcome.FAILED, reason),
-                   [*problem, text.say("too_many_tries")])
+    return _finish(
+        state, ctx, Finish(Outcome.FAILED, reason), [*problem, text.say("too_many_tries")]
+    )
 
 
 def _choose(state: CallState, choice: str | None, ctx: FlowContext) -> Turn:
@@ -457,14 +458,11 @@ def _choose(state: CallState, choice: str | None, ctx: FlowContext) -> Turn:
     if choice is None:
         return _retry(state, ctx, [text.say("invalid_choice")])
     if choice == _REENTER:
-        return _ask(CallState(step=Step.CARD_NUMBER, session_id=state.session_id,
-                              attempt=state.attempt, decline_code=state.decline_code), ctx)
+        return _ask(_moved(state, Step.CARD_NUMBER), ctx)
     if choice == _END:
         return _finish(state, ctx, Finish(Outcome.FAILED, state.decline_code), [])
     attempt = state.attempt + 1
-    processing = CallState(step=Step.PROCESSING, session_id=state.session_id, attempt=attempt,
-                           decline_code=state.decline_code)
-    turn = _ask(processing, ctx)
+    turn = _ask(replace(_moved(state, Step.PROCESSING), attempt=attempt), ctx)
     return replace(turn, actions=(StartPayment(attempt, state.card),))
 
 
@@ -473,26 +471,31 @@ def _on_payment(state: CallState, event: PaymentPending | PaymentResult, ctx: Fl
     if isinstance(event, PaymentPending):
         polls = state.polls + 1
         if polls >= MAX_HOLD_POLLS:
-            return _finish(state, ctx, Finish(Outcome.UNRESOLVED, PAYMENT_PENDING),
-                           [text.say("unresolved")])
+            return _finish(
+                state, ctx, Finish(Outcome.UNRESOLVED, PAYMENT_PENDING), [text.say("unresolved")]
+            )
         lines = [text.say("hold_again")] if polls % HOLD_REMINDER_EVERY == 0 else []
         return Turn(replace(state, polls=polls), _reply(Step.PROCESSING, lines, ctx.language))
     if event.approved:
         key = "approved_tokenize" if ctx.mode is PaymentMode.TOKENIZE else "approved_charge"
         lines = [text.say(key)]
         if event.confirmation:
-            lines.append(text.say("confirmation_number",
-                                  number=speak_characters(event.confirmation)))
+            lines.append(
+                text.say("confirmation_number", number=speak_characters(event.confirmation))
+            )
         return _finish(state, ctx, Finish(Outcome.APPROVED), lines)
     decline_key = f"decline_{event.decline_code}"
     if decline_key not in text.prompts:
         decline_key = "decline_generic"
     lines = [text.say("declined"), text.say(decline_key)]
     if state.attempt >= ctx.max_attempts:
-        return _finish(state, ctx, Finish(Outcome.FAILED, event.decline_code),
-                       [*lines, text.say("no_attempts_left")])
-    declined = CallState(step=Step.DECLINED, session_id=state.session_id, attempt=state.attempt,
-                         decline_code=event.decline_code)
+        return _finish(
+            state,
+            ctx,
+            Finish(Outcome.FAILED, event.decline_code),
+            [*lines, text.say("no_attempts_left")],
+        )
+    declined = replace(_moved(state, Step.DECLINED), decline_code=event.decline_code)
     return _ask(declined, ctx, lines)
 
 
@@ -500,9 +503,19 @@ def _finish(state: CallState, ctx: FlowContext, finish: Finish, lines: list[str]
     """End the flow: the card is dropped and the caller hears how the call continues."""
     text = catalog(ctx.language)
     closing = text.say("transfer") if ctx.has_callback else text.say("goodbye")
-    done = CallState(step=Step.DONE, session_id=state.session_id, attempt=state.attempt,
-                     decline_code=state.decline_code)
+    done = _moved(state, Step.DONE)
     return Turn(done, _reply(Step.DONE, [*lines, closing], ctx.language), (finish,))
+
+
+def _moved(state: CallState, step: Step, card: Card | None = None) -> CallState:
+    """``state`` at a new step: tries and polls start again; the card only if carried on."""
+    return CallState(
+        step=step,
+        session_id=state.session_id,
+        attempt=state.attempt,
+        decline_code=state.decline_code,
+        card=card or Card(),
+    )
 
 
 def _reason_sentence(reason: Reason, digits: str, state: CallState, ctx: FlowContext) -> str:

@@ -72,7 +72,7 @@ def speak_characters(code: str) -> str:
 
 
 def speak_list(items: list[str], language: str) -> str:
-    """"Visa, Mastercard and American Express" in the caller's language."""
+    """Visa, Mastercard and American Express: a spoken list in the caller's language."""
     if len(items) < 2:
         return "".join(items)
     return f"{', '.join(items[:-1])} {catalog(language).say('list_and')} {items[-1]}"

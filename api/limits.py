@@ -1,0 +1,58 @@
+"""Rate limits per API key per endpoint (Flask-Limiter), shared through Redis when configured.
+
+With `REDIS_URL` every web process (gunicorn worker, machine) counts in one place, so a key gets
+the same answer and the same `Retry-After` wherever its request lands. Without Redis the counts
+live in the process, which is right for the one-process embedded setup. Requests without a
+bearer key (health, Twilio, the widget frame) are not counted here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from flask import Flask, request
+from flask_limiter import Limiter
+
+from api.deps import EXTENSION
+from ivr.services import Services
+
+LIMITER_EXTENSION = "paydial_limiter"
+
+
+def _bearer() -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def _key() -> str:
+    """A digest of the presented key, so limits need no database look-up and store no secret."""
+    return "key:" + hashlib.sha256((_bearer() or "").encode()).hexdigest()
+
+
+def init_app(app: Flask) -> Limiter:
+    services: Services = app.extensions[EXTENSION]
+    settings = services.settings
+
+    def limit_for_key() -> str:
+        live = (_bearer() or "").startswith("mvn_live_")
+        return settings.rate_limit_live if live else settings.rate_limit_test
+
+    limiter = Limiter(
+        _key,
+        app=app,
+        # Default limits count per route (and here per method): one key, one budget per endpoint.
+        default_limits=[limit_for_key],
+        default_limits_per_method=True,
+        default_limits_exempt_when=lambda: _bearer() is None,
+        storage_uri=settings.redis_url or "memory://",
+        storage_options={"socket_connect_timeout": 1, "socket_timeout": 1}
+        if settings.redis_url
+        else {},
+        headers_enabled=True,
+        # A Redis outage must not take the merchant API down with it: count nothing meanwhile.
+        swallow_errors=True,
+        key_prefix="paydial-limits",
+    )
+    app.extensions[LIMITER_EXTENSION] = limiter
+    return limiter

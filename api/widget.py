@@ -1,0 +1,403 @@
+"""Blueprint: the embeddable card frame, its loader script, and the endpoints the frame calls.
+
+The session id is the credential for reading what the frame shows. Charging also needs a CSRF
+token bound to the session with PAYDIAL_SECRET_KEY, which only the frame's own HTML carries.
+Card data in a request body is never logged and never echoed back in an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    jsonify,
+    render_template,
+    request,
+    send_from_directory,
+)
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session as Tx
+from werkzeug.exceptions import Forbidden, Gone
+
+from api.deps import current_services
+from api.errors import RequestValidationError
+from api.validation import parse_body
+from gateways.base import Card
+from ivr import cards
+from ivr.accounts import ProjectSettings, get_project_by_slug, project_settings
+from ivr.errors import Conflict, NotFound
+from ivr.model import Channel, Environment, Gateway, PaymentMode, Status
+from ivr.payments import pay
+from ivr.services import Services
+from ivr.sessions import NewSession, create_session, load_session
+from ivr.store import PaymentSession, Project
+
+WIDGET_DIR = Path(__file__).resolve().parent.parent / "widget"
+CSRF_HEADER = "X-Paydial-CSRF"
+DEMO_PROJECT = "demo"
+
+# What `paydial widget set` accepts; frame.js maps the theme keys onto CSS custom properties.
+THEME_KEYS = (
+    "primary", "primary_text", "background", "text", "muted", "border", "error", "success",
+    "radius", "font",
+)
+OPTIONAL_FIELDS = ("cardholder_name", "postal_code")
+DEFAULT_LABELS = {
+    "title": "Card payment",
+    "card_number": "Card number",
+    "expiry": "Expiry date",
+    "cvc": "Security code",
+    "cardholder_name": "Name on card",
+    "postal_code": "Billing ZIP code",
+    "submit": "Pay {amount}",
+    "try_again": "Try again",
+    "success": "Payment complete",
+    "declined": "Payment declined",
+    "closed": "Payment closed",
+}
+LABEL_KEYS = tuple(DEFAULT_LABELS)
+CURRENCY_SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£", "cad": "CA$", "aud": "A$"}
+CLOSED_MESSAGES = {
+    Status.PAYMENT_SUCCESS: "This payment is complete.",
+    Status.PAYMENT_AUTHORIZED: "This payment is complete.",
+    Status.EXPIRED: "This payment link has expired. Ask for a new one.",
+}
+REASON_MESSAGES = {
+    cards.Reason.INVALID_CARD_NUMBER: "The card number has the wrong number of digits.",
+    cards.Reason.LUHN: "This card number is not valid. Check the digits.",
+    cards.Reason.INVALID_CARD_TYPE: "This card brand is not recognised.",
+    cards.Reason.CARD_TYPE_NOT_ACCEPTED: "This card brand is not accepted here.",
+    cards.Reason.INVALID_DATE: "The expiry date is not a valid month and year.",
+    cards.Reason.CARD_EXPIRED: "This card has expired.",
+    cards.Reason.INVALID_SECURITY_CODE: "The security code has the wrong number of digits.",
+    cards.Reason.INVALID_POSTAL_CODE: "The ZIP code must be 5 or 9 digits.",
+}
+BASE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self' data:; form-action 'self'; base-uri 'none'"
+)
+
+bp = Blueprint("widget", __name__, template_folder=str(WIDGET_DIR))
+
+
+class ChargeRequest(BaseModel):
+    """The frame's charge body: shapes here, card rules (which need the project) after."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True, str_strip_whitespace=True)
+
+    card_number: str = Field(pattern=r"^\d{12,19}$", repr=False)
+    exp_month: int = Field(ge=1, le=12, repr=False)
+    exp_year: int = Field(ge=2000, le=2099, repr=False)
+    cvc: str = Field(pattern=r"^\d{3,4}$", repr=False)
+    postal_code: str | None = Field(None, max_length=10, repr=False)
+    cardholder_name: str | None = Field(None, max_length=100, repr=False)
+
+
+class WidgetSessionOut(BaseModel):
+    """What the frame (or the merchant's page) needs to render a session, and nothing more."""
+
+    session_id: str
+    status: str
+    is_terminal: bool
+    environment: str
+    mode: str
+    amount_cents: int
+    currency: str
+    description: str | None
+    merchant_name: str
+    theme: dict[str, str]
+    labels: dict[str, str]
+    fields: dict[str, bool]
+    expires_at: str
+
+
+def csrf_token(secret_key: str, session_id: str) -> str:
+    """The token only the frame for this session carries; useless for any other session."""
+    return hmac.new(
+        secret_key.encode(), f"widget-csrf:{session_id}".encode(), hashlib.sha256
+    ).hexdigest()
+
+
+def format_amount(amount_cents: int, currency: str) -> str:
+    """12_50, "usd" -> "$12.50"; unknown currencies keep their code."""
+    value = f"{amount_cents // 100:,}.{amount_cents % 100:02d}"
+    symbol = CURRENCY_SYMBOLS.get(currency.lower())
+    return f"{symbol}{value}" if symbol else f"{value} {currency.upper()}"
+
+
+def normalize_origin(value: str) -> str | None:
+    """`https://Shop.example:8443/` -> `https://shop.example:8443`; None for a non-origin."""
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        return None
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
+
+
+def frame_ancestors(allowed_origins: list[str], test_mode: bool) -> str:
+    """The project's origins; `*` only for a test session of a project that configured none."""
+    if allowed_origins:
+        return " ".join(allowed_origins)
+    return "*" if test_mode else "'none'"
+
+
+def parent_origin(requested: str | None, allowed_origins: list[str], test_mode: bool) -> str | None:
+    """The origin results may be posted to, or None when the frame is opened on its own.
+
+    Raises Forbidden for an origin the project does not allow.
+    """
+    if not requested:
+        return None
+    origin = normalize_origin(requested)
+    allowed = {normalize_origin(o) for o in allowed_origins}
+    if origin is None or (allowed and origin not in allowed) or (not allowed and not test_mode):
+        raise Forbidden("This payment form cannot be embedded on that site.")
+    return origin
+
+
+def _secret_key(services: Services) -> str:
+    if services.settings.secret_key is None:
+        raise RuntimeError("PAYDIAL_SECRET_KEY is not set")
+    return services.settings.secret_key.get_secret_value()
+
+
+def _chat_session(tx: Tx, session_id: str, services: Services) -> tuple[PaymentSession, Project]:
+    """A widget session and its project; voice sessions are not reachable through the widget."""
+    session = load_session(tx, session_id, now=services.clock())
+    if session.channel != Channel.CHAT:
+        raise NotFound("Session not found")
+    return session, tx.get_one(Project, session.project_id)
+
+
+def _labels(settings: ProjectSettings, session: PaymentSession) -> dict[str, str]:
+    defaults = DEFAULT_LABELS
+    if session.mode == PaymentMode.TOKENIZE:
+        defaults = defaults | {"submit": "Save card", "success": "Card saved"}
+    labels = defaults | settings.widget.labels
+    labels["submit"] = labels["submit"].replace(
+        "{amount}", format_amount(session.amount_cents, session.currency)
+    )
+    return labels
+
+
+def _fields(settings: ProjectSettings) -> dict[str, bool]:
+    fields = {name: settings.widget.fields.get(name, False) for name in OPTIONAL_FIELDS}
+    fields["postal_code"] = fields["postal_code"] or settings.require_zip
+    return fields
+
+
+def _view(session: PaymentSession, project: Project) -> WidgetSessionOut:
+    settings = project_settings(project)
+    return WidgetSessionOut(
+        session_id=session.id,
+        status=session.status,
+        is_terminal=Status(session.status).is_terminal,
+        environment=session.environment,
+        mode=session.mode,
+        amount_cents=session.amount_cents,
+        currency=session.currency,
+        description=session.description,
+        merchant_name=settings.merchant_name or project.name,
+        theme=settings.widget.theme,
+        labels=_labels(settings, session),
+        fields=_fields(settings),
+        expires_at=session.expires_at.isoformat().replace("+00:00", "Z"),
+    )
+
+
+def _html(body: str, status: int, csp: str) -> Response:
+    response = Response(body, status=status, mimetype="text/html")
+    response.headers["Content-Security-Policy"] = csp
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.after_request
+def _security_headers(response: Response) -> Response:
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers.setdefault("Content-Security-Policy", BASE_CSP + "; frame-ancestors 'none'")
+    if response.mimetype == "application/json":
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/widget/v1/widget.js")
+def loader() -> Response:
+    return _asset(WIDGET_DIR / "v1", "widget.js")
+
+
+@bp.get("/widget/assets/<path:filename>")
+def asset(filename: str) -> Response:
+    return _asset(WIDGET_DIR / "assets", filename)
+
+
+def _asset(directory: Path, filename: str) -> Response:
+    return send_from_directory(directory, filename, max_age=300)
+
+
+@bp.get("/widget/<session_id>")
+def frame(session_id: str) -> Response:
+    services = current_services()
+    try:
+        with services.db.transaction() as tx:
+            session, project = _chat_session(tx, session_id, services)
+            view = _view(session, project)
+            settings = project_settings(project)
+    except NotFound:
+        return _closed_page("This payment link is not valid.", 404, "'none'")
+    test_mode = session.environment == Environment.TEST
+    ancestors = frame_ancestors(settings.widget.allowed_origins, test_mode)
+    try:
+        origin = parent_origin(
+            request.args.get("origin"), settings.widget.allowed_origins, test_mode
+        )
+    except Forbidden as refused:
+        return _closed_page(str(refused.description), 403, "'none'")
+    closed = Status(session.status)
+    body = render_template(
+        "frame.html",
+        session_id=session.id,
+        csrf_token=csrf_token(_secret_key(services), session.id),
+        parent_origin=origin,
+        merchant_name=view.merchant_name,
+        amount=format_amount(session.amount_cents, session.currency),
+        description=session.description,
+        test_mode=test_mode,
+        labels=view.labels,
+        fields=view.fields,
+        zip_required=settings.require_zip,
+        accepted_brands=settings.accepted_brands,
+        theme=view.theme,
+        closed_message=(
+            CLOSED_MESSAGES.get(closed, "This payment is no longer open.")
+            if closed.is_terminal
+            else None
+        ),
+    )
+    return _html(body, 200, f"{BASE_CSP}; frame-ancestors {ancestors}")
+
+
+def _closed_page(message: str, status: int, ancestors: str) -> Response:
+    body = render_template("closed.html", message=message)
+    return _html(body, status, f"{BASE_CSP}; frame-ancestors {ancestors}")
+
+
+@bp.get("/v1/widget-sessions/<session_id>")
+def widget_session(session_id: str) -> Response:
+    services = current_services()
+    with services.db.transaction() as tx:
+        session, project = _chat_session(tx, session_id, services)
+        view = _view(session, project)
+    return jsonify(view.model_dump(mode="json"))
+
+
+@bp.post("/v1/widget-sessions/<session_id>/charge")
+def charge(session_id: str) -> Response:
+    services = current_services()
+    presented = request.headers.get(CSRF_HEADER, "")
+    if not hmac.compare_digest(presented, csrf_token(_secret_key(services), session_id)):
+        raise Forbidden("Missing or invalid CSRF token")
+    body = parse_body(ChargeRequest)
+    with services.db.transaction() as tx:
+        session, project = _chat_session(tx, session_id, services)
+        status, settings = Status(session.status), project_settings(project)
+    if status == Status.EXPIRED:
+        raise Gone("This payment session has expired")
+    if status.is_terminal:
+        raise Conflict(f"This payment session is already {status.value}")
+    postal_code = _check_card(body, settings, services.clock().date())
+    outcome = pay(
+        services,
+        session_id,
+        Card(
+            number=body.card_number, exp_month=body.exp_month, exp_year=body.exp_year,
+            cvc=body.cvc,
+        ),
+        postal_code=postal_code,
+    )
+    if outcome.approved:
+        return jsonify(
+            transaction_id=outcome.transaction_id,
+            card_brand=outcome.card_brand,
+            card_last4=outcome.card_last4,
+            amount_cents=outcome.amount_cents,
+            currency=outcome.currency,
+            status=outcome.status.value,
+        )
+    response = jsonify(
+        error_code=outcome.error_code,
+        error_message=outcome.error_message,
+        attempts_remaining=outcome.attempts_remaining,
+        status=outcome.status.value,
+    )
+    response.status_code = 402
+    return response
+
+
+def _check_card(body: ChargeRequest, settings: ProjectSettings, today: date) -> str | None:
+    """The same card rules as the phone; returns the ZIP in digits when one is given."""
+    accepted = {cards.Brand(b) for b in settings.accepted_brands if b in set(cards.Brand)}
+    brand = cards.detect_brand(body.card_number)
+    postal_code = (body.postal_code or "").replace("-", "").replace(" ", "") or None
+    problems: list[tuple[str, cards.Reason | None]] = [
+        ("card_number", cards.check_card_number(body.card_number, accepted)),
+        ("exp_month", cards.check_expiry(f"{body.exp_month:02d}{body.exp_year % 100:02d}", today)),
+        ("cvc", cards.check_security_code(body.cvc, brand)),
+    ]
+    if postal_code is not None:
+        problems.append(("postal_code", cards.check_postal_code(postal_code)))
+    errors: list[dict[str, Any]] = [
+        {"loc": ["body", field], "msg": REASON_MESSAGES[reason], "type": reason.value}
+        for field, reason in problems
+        if reason is not None
+    ]
+    if postal_code is None and settings.require_zip:
+        errors.append({"loc": ["body", "postal_code"], "msg": "Field required", "type": "missing"})
+    if errors:
+        raise RequestValidationError(errors)
+    return postal_code
+
+
+@bp.get("/demo")
+def demo() -> Response:
+    if not current_app.config.get("PAYDIAL_DEMO"):
+        abort(404)
+    services = current_services()
+    now = services.clock()
+    with services.db.transaction() as tx:
+        project = get_project_by_slug(tx, DEMO_PROJECT)
+        session = create_session(
+            tx,
+            account_id=project.account_id,
+            environment=Environment.TEST,
+            now=now,
+            new=NewSession(
+                project=project.slug,
+                amount_cents=2500,
+                mode=PaymentMode.CHARGE,
+                gateway=Gateway.STRIPE,
+                channel=Channel.CHAT,
+                ttl=timedelta(minutes=services.settings.widget_ttl_minutes),
+                description="Demo order: a bag of coffee beans",
+            ),
+        )
+    body = render_template("demo.html", session_id=session.id)
+    return _html(body, 200, f"{BASE_CSP}; frame-src 'self'; frame-ancestors 'none'")

@@ -1,0 +1,177 @@
+"""Transient, encrypted per-call state keyed by CallSid: in Redis when configured, else in-process.
+
+Card digits live here and nowhere else between webhooks, so everything stored is AES-GCM
+ciphertext (``Sealer(secret, "callstate")``) under a short TTL, and is deleted the moment the
+gateway answers, the call ends or the flow fails. ``CallStates`` is the typed API the webhook
+layer and the gateway job use:
+
+- ``get(call_sid) -> CallState | None``, ``put(call_sid, state, ttl=600)``, ``delete(call_sid)``
+  (state and any card handed to the gateway job);
+- ``put_card(call_sid, card)`` / ``take_card(call_sid)``: the card of a ``StartPayment`` waits
+  here for the gateway job, which takes it exactly once (atomic get-and-delete);
+- ``claim(key, ttl) -> bool``: true for the first caller only, so a webhook Twilio delivers twice
+  starts one gateway call (``claim(f"{session_id}:{attempt}", ...)``).
+
+A value that fails authentication raises ``DecryptionError``: tampered, or stored for another call.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import redis
+
+from ivr.crypto import DecryptionError, Sealer
+from ivr.flow import CallState, Card
+
+DEFAULT_TTL = 600
+KEY_PREFIX = "paydial:call:"
+
+
+class CallStateStore(Protocol):
+    """Raw storage for sealed bytes with expiry; knows nothing of calls or cards."""
+
+    def load(self, key: str) -> bytes | None: ...
+
+    def save(self, key: str, value: bytes, ttl: int) -> None: ...
+
+    def take(self, key: str) -> bytes | None:
+        """Return and delete in one atomic step."""
+        ...
+
+    def delete(self, *keys: str) -> None: ...
+
+    def claim(self, key: str, ttl: int) -> bool:
+        """Set the key only if absent; true when this caller set it."""
+        ...
+
+
+class RedisCallStateStore:
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+
+    def load(self, key: str) -> bytes | None:
+        value = self._redis.get(key)
+        return value if isinstance(value, bytes) else None
+
+    def save(self, key: str, value: bytes, ttl: int) -> None:
+        self._redis.set(key, value, ex=ttl)
+
+    def take(self, key: str) -> bytes | None:
+        value = self._redis.getdel(key)
+        return value if isinstance(value, bytes) else None
+
+    def delete(self, *keys: str) -> None:
+        self._redis.delete(*keys)
+
+    def claim(self, key: str, ttl: int) -> bool:
+        return bool(self._redis.set(key, b"1", nx=True, ex=ttl))
+
+
+class MemoryCallStateStore:
+    """The embedded default: a dict behind a lock, expiring by an injectable monotonic clock."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._items: dict[str, tuple[bytes, float]] = {}
+
+    def _live(self, key: str) -> bytes | None:
+        item = self._items.get(key)
+        if item is None:
+            return None
+        if item[1] <= self._clock():
+            del self._items[key]
+            return None
+        return item[0]
+
+    def load(self, key: str) -> bytes | None:
+        with self._lock:
+            return self._live(key)
+
+    def save(self, key: str, value: bytes, ttl: int) -> None:
+        with self._lock:
+            self._items[key] = (value, self._clock() + ttl)
+
+    def take(self, key: str) -> bytes | None:
+        with self._lock:
+            value = self._live(key)
+            self._items.pop(key, None)
+            return value
+
+    def delete(self, *keys: str) -> None:
+        with self._lock:
+            for key in keys:
+                self._items.pop(key, None)
+
+    def claim(self, key: str, ttl: int) -> bool:
+        with self._lock:
+            if self._live(key) is not None:
+                return False
+            self._items[key] = (b"1", self._clock() + ttl)
+            return True
+
+
+class CallStates:
+    """Typed, sealed access to a ``CallStateStore``; values are bound to their CallSid."""
+
+    def __init__(self, store: CallStateStore, secret: str) -> None:
+        self._store = store
+        self._sealer = Sealer(secret, "callstate")
+
+    def __repr__(self) -> str:
+        return f"CallStates({type(self._store).__name__})"
+
+    def get(self, call_sid: str) -> CallState | None:
+        raw = self._open(call_sid, self._store.load(_state_key(call_sid)))
+        return None if raw is None else CallState.from_bytes(raw)
+
+    def put(self, call_sid: str, state: CallState, ttl: int = DEFAULT_TTL) -> None:
+        self._store.save(_state_key(call_sid), self._seal(call_sid, state.to_bytes()), ttl)
+
+    def delete(self, call_sid: str) -> None:
+        self._store.delete(_state_key(call_sid), _card_key(call_sid))
+
+    def put_card(self, call_sid: str, card: Card, ttl: int = DEFAULT_TTL) -> None:
+        payload = json.dumps(card.to_dict()).encode()
+        self._store.save(_card_key(call_sid), self._seal(call_sid, payload), ttl)
+
+    def take_card(self, call_sid: str) -> Card | None:
+        raw = self._open(call_sid, self._store.take(_card_key(call_sid)))
+        return None if raw is None else Card.from_dict(json.loads(raw))
+
+    def claim(self, key: str, ttl: int = DEFAULT_TTL) -> bool:
+        return self._store.claim(f"{KEY_PREFIX}claim:{key}", ttl)
+
+    def _seal(self, call_sid: str, payload: bytes) -> bytes:
+        return self._sealer.seal(call_sid.encode() + b"\n" + payload)
+
+    def _open(self, call_sid: str, sealed: bytes | None) -> bytes | None:
+        if sealed is None:
+            return None
+        owner, _, payload = self._sealer.open(sealed).partition(b"\n")
+        if owner != call_sid.encode():  # a valid ciphertext copied from another call's key
+            raise DecryptionError("sealed value belongs to another call")
+        return payload
+
+
+def _state_key(call_sid: str) -> str:
+    return f"{KEY_PREFIX}state:{call_sid}"
+
+
+def _card_key(call_sid: str) -> str:
+    return f"{KEY_PREFIX}card:{call_sid}"
+
+
+def callstate_from_url(redis_url: str | None, secret: str) -> CallStates:
+    """Redis when ``REDIS_URL`` is set (several web processes share it), else in-process."""
+    store: CallStateStore
+    if redis_url:
+        store = RedisCallStateStore(redis.Redis.from_url(redis_url))
+    else:
+        store = MemoryCallStateStore()
+    return CallStates(store, secret)
