@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -11,14 +12,20 @@ from pathlib import Path
 from pydantic import ValidationError
 from sqlalchemy import select
 
+from api.widget_cli import add_widget_commands
 from ivr.accounts import create_project, get_project_by_slug, issue_key, revoke_key
 from ivr.credentials import PURPOSE as CREDENTIALS_PURPOSE
 from ivr.credentials import set_credentials
 from ivr.errors import PaydialError
 from ivr.model import Environment, Gateway
+from ivr.notify import SECRET_PURPOSE as WEBHOOK_SECRET
+from ivr.notify import rotate_secret, set_webhook_url
 from ivr.services import Services
 from ivr.store import Project
+from ivr.sweeps import Sweeper
+from paydial.logs import configure as configure_logging
 from paydial.migrate import upgrade
+from paydial.phone import register as add_call_command
 from paydial.settings import Settings
 
 DEMO_SLUG = "demo"
@@ -28,7 +35,9 @@ class CommandError(Exception):
     """A message for the operator; printed to stderr, exit status 1."""
 
 
+@functools.cache
 def services_from_env() -> Services:
+    """The one Services of this command run; main() disposes of its connections at the end."""
     return Services.from_settings(Settings().with_local_secrets(Path.cwd()))
 
 
@@ -51,7 +60,17 @@ def cmd_serve(args: argparse.Namespace) -> None:
     print(f"Paydial on {base}  (API {base}/v1, demo {base}/demo, contract {base}/openapi.json)")
     app = create_app(services=services)
     app.config["PAYDIAL_DEMO"] = True
+    if not services.settings.redis_url:  # with Redis, `paydial worker` processes run the sweeps
+        _sweeper(services).start()
     run_simple(args.host, port, app, threaded=True, use_reloader=False)
+
+
+def _sweeper(services: Services) -> Sweeper:
+    from api import maintenance_tasks
+
+    return Sweeper(
+        services, maintenance_tasks(), interval=services.settings.sweep_interval_seconds
+    )
 
 
 def cmd_project_create(args: argparse.Namespace) -> None:
@@ -143,7 +162,58 @@ def _core_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     db.add_parser("upgrade", help="apply migrations").set_defaults(func=cmd_db_upgrade)
 
 
-REGISTRARS: list[Registrar] = [_core_commands]
+def cmd_worker(args: argparse.Namespace) -> None:
+    from ivr.jobs import run_worker
+
+    services = services_from_env()
+    if not services.settings.redis_url:
+        raise CommandError("the worker takes jobs from Redis: set REDIS_URL")
+    configure_logging(json_logs=services.settings.json_logs, level=services.settings.log_level)
+    sweeper = _sweeper(services)
+    sweeper.start()
+    try:
+        run_worker(services, burst=args.burst)
+    finally:
+        sweeper.stop(timeout=services.settings.webhook_timeout_seconds * 2)
+
+
+def cmd_webhook_set(args: argparse.Namespace) -> None:
+    services = services_from_env()
+    with services.db.transaction() as tx:
+        secret = set_webhook_url(tx, args.slug, args.url, services.sealer(WEBHOOK_SECRET))
+    print(f"webhooks for {args.slug} go to {args.url}")
+    if secret is not None:
+        print(f"signing secret (shown once):\n  {secret}")
+
+
+def cmd_webhook_rotate(args: argparse.Namespace) -> None:
+    services = services_from_env()
+    with services.db.transaction() as tx:
+        secret = rotate_secret(get_project_by_slug(tx, args.slug), services.sealer(WEBHOOK_SECRET))
+    print(f"new signing secret for {args.slug} (shown once; the old one stops working now):")
+    print(f"  {secret}")
+
+
+def _webhook_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    webhook = sub.add_parser("webhook", help="merchant webhooks").add_subparsers(required=True)
+    webhook_set = webhook.add_parser("set", help="set the URL (prints a secret the first time)")
+    webhook_set.add_argument("slug")
+    webhook_set.add_argument("url")
+    webhook_set.set_defaults(func=cmd_webhook_set)
+    rotate = webhook.add_parser("rotate-secret", help="replace the signing secret (printed once)")
+    rotate.add_argument("slug")
+    rotate.set_defaults(func=cmd_webhook_rotate)
+
+
+def _worker_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    worker = sub.add_parser("worker", help="run gateway calls queued in Redis (needs REDIS_URL)")
+    worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    worker.set_defaults(func=cmd_worker)
+
+
+REGISTRARS: list[Registrar] = [
+    _core_commands, add_widget_commands, add_call_command, _worker_command, _webhook_commands,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,6 +231,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CommandError, PaydialError, ValidationError) as error:
         print(f"paydial: {error}", file=sys.stderr)
         return 1
+    finally:
+        if services_from_env.cache_info().currsize:
+            services_from_env().db.dispose()
+            services_from_env.cache_clear()
     return 0
 
 
