@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -71,6 +71,7 @@ CLOSED_MESSAGES = {
     Status.PAYMENT_AUTHORIZED: "This payment is complete.",
     Status.EXPIRED: "This payment link has expired. Ask for a new one.",
 }
+NOT_OPEN = "This payment is no longer open."
 REASON_MESSAGES = {
     cards.Reason.INVALID_CARD_NUMBER: "The card number has the wrong number of digits.",
     cards.Reason.LUHN: "This card number is not valid. Check the digits.",
@@ -117,7 +118,7 @@ class WidgetSessionOut(BaseModel):
     theme: dict[str, str]
     labels: dict[str, str]
     fields: dict[str, bool]
-    expires_at: str
+    expires_at: datetime
 
 
 def csrf_token(secret_key: str, session_id: str) -> str:
@@ -203,8 +204,9 @@ def _fields(settings: ProjectSettings) -> dict[str, bool]:
     return fields
 
 
-def _view(session: PaymentSession, project: Project) -> WidgetSessionOut:
-    settings = project_settings(project)
+def _view(
+    session: PaymentSession, project: Project, settings: ProjectSettings
+) -> WidgetSessionOut:
     return WidgetSessionOut(
         session_id=session.id,
         status=session.status,
@@ -218,7 +220,7 @@ def _view(session: PaymentSession, project: Project) -> WidgetSessionOut:
         theme=settings.widget.theme,
         labels=_labels(settings, session),
         fields=_fields(settings),
-        expires_at=session.expires_at.isoformat().replace("+00:00", "Z"),
+        expires_at=session.expires_at,
     )
 
 
@@ -241,63 +243,49 @@ def _security_headers(response: Response) -> Response:
 
 @bp.get("/widget/v1/widget.js")
 def loader() -> Response:
-    return _asset(WIDGET_DIR / "v1", "widget.js")
+    return send_from_directory(WIDGET_DIR / "v1", "widget.js", max_age=300)
 
 
 @bp.get("/widget/assets/<path:filename>")
 def asset(filename: str) -> Response:
-    return _asset(WIDGET_DIR / "assets", filename)
-
-
-def _asset(directory: Path, filename: str) -> Response:
-    return send_from_directory(directory, filename, max_age=300)
+    return send_from_directory(WIDGET_DIR / "assets", filename, max_age=300)
 
 
 @bp.get("/widget/<session_id>")
 def frame(session_id: str) -> Response:
+    """The card form; results reach the page only when its origin is one the project allows."""
     services = current_services()
     try:
         with services.db.transaction() as tx:
             session, project = _chat_session(tx, session_id, services)
-            view = _view(session, project)
             settings = project_settings(project)
+            view = _view(session, project, settings)
     except NotFound:
-        return _closed_page("This payment link is not valid.", 404, "'none'")
-    test_mode = session.environment == Environment.TEST
-    ancestors = frame_ancestors(settings.widget.allowed_origins, test_mode)
+        return _closed_page("This payment link is not valid.", 404)
+    test_mode = view.environment == Environment.TEST
+    allowed = settings.widget.allowed_origins
     try:
-        origin = parent_origin(
-            request.args.get("origin"), settings.widget.allowed_origins, test_mode
-        )
+        origin = parent_origin(request.args.get("origin"), allowed, test_mode)
     except Forbidden as refused:
-        return _closed_page(str(refused.description), 403, "'none'")
-    closed = Status(session.status)
+        return _closed_page(str(refused.description), 403)
+    status = Status(view.status)
     body = render_template(
         "frame.html",
-        session_id=session.id,
-        csrf_token=csrf_token(_secret_key(services), session.id),
+        view=view,
+        amount=format_amount(view.amount_cents, view.currency),
+        csrf_token=csrf_token(_secret_key(services), view.session_id),
         parent_origin=origin,
-        merchant_name=view.merchant_name,
-        amount=format_amount(session.amount_cents, session.currency),
-        description=session.description,
         test_mode=test_mode,
-        labels=view.labels,
-        fields=view.fields,
         zip_required=settings.require_zip,
         accepted_brands=settings.accepted_brands,
-        theme=view.theme,
-        closed_message=(
-            CLOSED_MESSAGES.get(closed, "This payment is no longer open.")
-            if closed.is_terminal
-            else None
-        ),
+        closed_message=CLOSED_MESSAGES.get(status, NOT_OPEN) if status.is_terminal else None,
     )
-    return _html(body, 200, f"{BASE_CSP}; frame-ancestors {ancestors}")
+    return _html(body, 200, f"{BASE_CSP}; frame-ancestors {frame_ancestors(allowed, test_mode)}")
 
 
-def _closed_page(message: str, status: int, ancestors: str) -> Response:
+def _closed_page(message: str, status: int) -> Response:
     body = render_template("closed.html", message=message)
-    return _html(body, status, f"{BASE_CSP}; frame-ancestors {ancestors}")
+    return _html(body, status, f"{BASE_CSP}; frame-ancestors 'none'")
 
 
 @bp.get("/v1/widget-sessions/<session_id>")
@@ -305,7 +293,7 @@ def widget_session(session_id: str) -> Response:
     services = current_services()
     with services.db.transaction() as tx:
         session, project = _chat_session(tx, session_id, services)
-        view = _view(session, project)
+        view = _view(session, project, project_settings(project))
     return jsonify(view.model_dump(mode="json"))
 
 

@@ -106,9 +106,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{path}"
     url: str = request.getfixturevalue("postgres_url")
     engine = create_engine(url)
-    with engine.begin() as connection:
-        tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
-        connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    with engine.begin() as connection:  # DELETE beats TRUNCATE on tables this small
+        for table in reversed(Base.metadata.sorted_tables):
+            connection.execute(table.delete())
     engine.dispose()
     return url
 

@@ -1,0 +1,276 @@
+"""The widget in a real browser: Debian's Chromium, driven by Playwright, across two origins.
+
+The app runs in a real WSGI server on 127.0.0.1; the merchant's page comes from another server
+reached as `localhost`, so the frame is cross-origin exactly as on a merchant's site.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from playwright.sync_api import Browser, FrameLocator, Page, Request, expect, sync_playwright
+from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.wrappers import Request as WsgiRequest
+from werkzeug.wrappers import Response as WsgiResponse
+
+from api import create_app
+from ivr.accounts import create_project
+from ivr.services import Services
+from ivr.store import Database
+from tests.conftest import make_settings, service_missing
+from tests.widget.conftest import APPROVED, DECLINED, new_widget_session
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic",
+]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+PARENT_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Checkout</title></head>
+<body>
+<h1>Checkout</h1>
+<button id="before" type="button">Back to cart</button>
+<div id="slot"></div>
+<script src="{app}/widget/v1/widget.js"></script>
+<script>
+  window.events = [];
+  var params = new URLSearchParams(location.search);
+  window.payment = Maven.createPayment({{
+    sessionId: params.get("session"),
+    theme: {{ primary: "rgb(10, 20, 30)" }},
+    onReady: function () {{ events.push({{ type: "ready" }}); }},
+    onSuccess: function (result) {{ events.push({{ type: "success", result: result }}); }},
+    onFailure: function (error) {{ events.push({{ type: "failure", error: error }}); }},
+  }}).mount("#slot");
+</script>
+</body></html>
+"""
+
+
+@dataclass
+class Site:
+    """The running app, the merchant page's origin, and the services behind them."""
+
+    app_url: str
+    parent_url: str
+    services: Services
+
+
+def _serve(app: Any) -> tuple[BaseWSGIServer, threading.Thread]:
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return server, thread
+
+
+@pytest.fixture(scope="module")
+def site(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    path = tmp_path_factory.mktemp("browser") / "paydial.db"
+    shutil.copy(sqlite_template, path)
+    url = f"sqlite:///{path}"
+    db = Database(url)
+    # Real time, not the tests' fixed clock: the browser checks expiry dates against its own.
+    services = Services(settings=make_settings(url), db=db)
+    with db.transaction() as tx:
+        create_project(tx, "demo", now=services.clock())
+        create_project(tx, "shop", now=services.clock())
+    app: Flask = create_app(services=services)
+    app.config["PAYDIAL_DEMO"] = True
+    app_server, app_thread = _serve(app)
+    app_url = f"http://127.0.0.1:{app_server.server_port}"
+
+    @WsgiRequest.application
+    def merchant_page(request: WsgiRequest) -> WsgiResponse:
+        return WsgiResponse(PARENT_PAGE.format(app=app_url), mimetype="text/html")
+
+    parent_server, parent_thread = _serve(merchant_page)
+    yield Site(app_url, f"http://localhost:{parent_server.server_port}", services)
+    for server, thread in ((app_server, app_thread), (parent_server, parent_thread)):
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    db.dispose()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        service_missing(f"Chromium is not installed at {CHROMIUM}")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context()
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def open_checkout(page: Page, site: Site) -> tuple[str, FrameLocator]:
+    """A fresh session mounted on the merchant's page, once the frame said it is ready."""
+    session_id = new_widget_session(site.services, "shop", amount_cents=4999)
+    page.goto(f"{site.parent_url}/checkout?session={session_id}")
+    page.wait_for_function("window.events.some(e => e.type === 'ready')")
+    return session_id, page.frame_locator("iframe")
+
+
+def fill_card(frame: FrameLocator, number: str) -> None:
+    frame.get_by_label("Card number").press_sequentially(number)
+    frame.get_by_label("Expiry date").press_sequentially("1230")
+    frame.get_by_label("Security code").press_sequentially("123")
+
+
+def events(page: Page, kind: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = page.evaluate(
+        "kind => window.events.filter(e => e.type === kind)", kind
+    )
+    return found
+
+
+def session_status(site: Site, session_id: str) -> str:
+    from ivr.sessions import load_session
+
+    with site.services.db.transaction() as tx:
+        return load_session(tx, session_id, now=site.services.clock()).status
+
+
+def test_a_card_paid_in_the_frame_reaches_on_success_with_the_result(
+    page: Page, site: Site
+) -> None:
+    session_id, frame = open_checkout(page, site)
+    number = frame.get_by_label("Card number")
+    number.press_sequentially(APPROVED)
+    expect(number).to_have_value("4242 4242 4242 4242")
+    expect(frame.locator("#card_brand")).to_have_text("Visa")
+    frame.get_by_label("Expiry date").press_sequentially("1230")
+    expect(frame.get_by_label("Expiry date")).to_have_value("12 / 30")
+    frame.get_by_label("Security code").press_sequentially("123")
+    frame.get_by_role("button", name="Pay $49.99").click()
+    page.wait_for_function("window.events.some(e => e.type === 'success')")
+    [success] = events(page, "success")
+    result = success["result"]
+    assert set(result) == {
+        "transaction_id", "card_brand", "card_last4", "amount_cents", "currency", "status",
+    }
+    assert result["transaction_id"]
+    assert (result["card_brand"], result["card_last4"]) == ("visa", "4242")
+    assert (result["amount_cents"], result["currency"], result["status"]) == (
+        4999, "usd", "payment-success",
+    )
+    expect(frame.get_by_role("heading", name="Payment complete")).to_be_visible()
+    expect(frame.locator("#card-form")).to_be_hidden()
+    assert session_status(site, session_id) == "payment-success"
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator("iframe").screenshot(path=str(ARTIFACTS / "widget-success.png"))
+
+
+def test_a_declined_card_shows_the_reason_and_try_again_leads_to_a_payment(
+    page: Page, site: Site
+) -> None:
+    _, frame = open_checkout(page, site)
+    fill_card(frame, DECLINED)
+    frame.get_by_role("button", name="Pay $49.99").click()
+    expect(frame.get_by_text("The card was declined.")).to_be_visible()
+    page.wait_for_function("window.events.some(e => e.type === 'failure')")
+    assert events(page, "failure")[0]["error"] == {
+        "error_code": "card_declined", "error_message": "The card was declined.",
+    }
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator("iframe").screenshot(path=str(ARTIFACTS / "widget-declined.png"))
+    frame.get_by_role("button", name="Try again").click()
+    number = frame.get_by_label("Card number")
+    expect(number).to_be_focused()
+    expect(number).to_have_value("")
+    fill_card(frame, APPROVED)
+    frame.get_by_role("button", name="Pay $49.99").click()
+    page.wait_for_function("window.events.some(e => e.type === 'success')")
+    expect(frame.get_by_role("heading", name="Payment complete")).to_be_visible()
+
+
+def test_an_invalid_number_is_caught_in_the_form_before_anything_is_sent(
+    page: Page, site: Site
+) -> None:
+    charges: list[Request] = []
+    page.on("request", lambda r: charges.append(r) if r.url.endswith("/charge") else None)
+    session_id, frame = open_checkout(page, site)
+    fill_card(frame, "4242424242424241")
+    frame.get_by_role("button", name="Pay $49.99").click()
+    number = frame.get_by_label("Card number")
+    expect(frame.locator("#card_number-error")).to_have_text(
+        "This card number is not valid. Check the digits."
+    )
+    expect(number).to_have_attribute("aria-invalid", "true")
+    expect(number).to_be_focused()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator("iframe").screenshot(path=str(ARTIFACTS / "widget-invalid.png"))
+    assert charges == []
+    assert session_status(site, session_id) == "pending"
+
+
+def test_the_payment_can_be_completed_with_the_keyboard_alone(page: Page, site: Site) -> None:
+    _, frame = open_checkout(page, site)
+    page.focus("#before")
+    page.keyboard.press("Tab")
+    expect(frame.get_by_label("Card number")).to_be_focused()
+    page.keyboard.type(APPROVED)
+    page.keyboard.press("Tab")
+    expect(frame.get_by_label("Expiry date")).to_be_focused()
+    page.keyboard.type("1230")
+    page.keyboard.press("Tab")
+    page.keyboard.type("123")
+    page.keyboard.press("Tab")
+    expect(frame.get_by_role("button", name="Pay $49.99")).to_be_focused()
+    page.keyboard.press("Enter")
+    page.wait_for_function("window.events.some(e => e.type === 'success')")
+    expect(frame.locator("#success")).to_be_focused()
+
+
+def test_the_frame_takes_its_contents_height_and_follows_theme_and_label_updates(
+    page: Page, site: Site
+) -> None:
+    _, frame = open_checkout(page, site)
+    page.wait_for_function("document.querySelector('iframe').style.height !== '360px'")
+    button = frame.get_by_role("button", name="Pay $49.99")
+    expect(button).to_have_css("background-color", "rgb(10, 20, 30)")
+    page.evaluate("window.payment.updateLabels({ submit: 'Place {amount} order' })")
+    expect(frame.get_by_role("button", name="Place $49.99 order")).to_be_visible()
+    page.evaluate("window.payment.updateFields({ postal_code: true })")
+    expect(frame.get_by_label("Billing ZIP code")).to_be_visible()
+
+
+def test_messages_not_sent_by_the_frame_are_ignored(page: Page, site: Site) -> None:
+    open_checkout(page, site)
+    page.evaluate(
+        """window.postMessage({ source: "paydial", type: "success",
+                                result: { transaction_id: "forged" } }, "*")"""
+    )
+    page.wait_for_timeout(200)
+    assert events(page, "success") == []
+
+
+def test_the_demo_page_takes_a_test_payment_end_to_end(page: Page, site: Site) -> None:
+    page.goto(f"{site.app_url}/demo")
+    frame = page.frame_locator("iframe")
+    expect(frame.get_by_text("Test mode: no money moves")).to_be_visible()
+    fill_card(frame, APPROVED)
+    frame.get_by_role("button", name="Pay $25.00").click()
+    expect(frame.get_by_role("heading", name="Payment complete")).to_be_visible()
+    expect(page.locator("#events")).to_contain_text('"card_last4": "4242"')
