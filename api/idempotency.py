@@ -1,4 +1,4 @@
-"""`Idempotency-Key` on POSTs: the same key and body replay the first response; another body is a 409.
+"""`Idempotency-Key` on POSTs: same key and body replay the first answer; another body is a 409.
 
 A placeholder row is committed before the view runs, so two concurrent requests with one key
 cannot both act: the second sees the placeholder and gets a 409 until the first has answered.
@@ -33,7 +33,9 @@ NOT_STORED = {422, 429}
 
 def purge_expired(tx: Tx, now: datetime) -> int:
     """Forget keys older than the retention window."""
-    result = tx.execute(delete(IdempotencyRecord).where(IdempotencyRecord.created_at < now - RETENTION))
+    result = tx.execute(
+        delete(IdempotencyRecord).where(IdempotencyRecord.created_at < now - RETENTION)
+    )
     return int(getattr(result, "rowcount", 0) or 0)
 
 
@@ -45,9 +47,13 @@ def idempotent(view: Callable[P, Response | tuple[Response, int]]) -> Callable[P
             return make_response(view(*args, **kwargs))
         if not key or len(key) > MAX_KEY_LENGTH:
             raise RequestValidationError(
-                [{"loc": ["header", "Idempotency-Key"],
-                  "msg": f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters",
-                  "type": "string_too_long" if key else "string_too_short"}]
+                [
+                    {
+                        "loc": ["header", "Idempotency-Key"],
+                        "msg": f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters",
+                        "type": "string_too_long" if key else "string_too_short",
+                    }
+                ]
             )
         caller = current_caller()
         scoped_key = f"{caller.environment.value}:{key}"

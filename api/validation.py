@@ -16,7 +16,13 @@ def parse_body(model: type[M]) -> M:
     """The JSON body as `model`; wrong content type and malformed JSON are 422s like any other."""
     if request.mimetype != "application/json":
         raise RequestValidationError(
-            [{"loc": ["body"], "msg": "Content-Type must be application/json", "type": "content_type"}]
+            [
+                {
+                    "loc": ["body"],
+                    "msg": "Content-Type must be application/json",
+                    "type": "content_type",
+                }
+            ]
         )
     try:
         return model.model_validate_json(request.get_data(cache=True))

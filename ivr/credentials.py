@@ -37,8 +37,11 @@ def set_credentials(
     if row is None:
         tx.add(
             GatewayCredential(
-                project_id=project.id, gateway=gateway.value, environment=environment.value,
-                sealed=sealed, updated_at=now,
+                project_id=project.id,
+                gateway=gateway.value,
+                environment=environment.value,
+                sealed=sealed,
+                updated_at=now,
             )
         )
     else:

@@ -24,9 +24,9 @@ class Sealer:
     """AES-256-GCM with a key derived (HKDF-SHA256) from the master secret and a purpose label."""
 
     def __init__(self, master_secret: str, purpose: str) -> None:
-        key = HKDF(
-            algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode()
-        ).derive(master_secret.encode())
+        key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode()).derive(
+            master_secret.encode()
+        )
         self._aead = AESGCM(key)
         self._aad = purpose.encode()
 

@@ -1,9 +1,9 @@
 """The core's error tree; api/errors.py and the TwiML error template are its only renderers.
 
-    PaydialError
-    ├── NotFound          the thing does not exist, or is outside the caller's reach
-    ├── Conflict          the thing exists but its state forbids the change
-    └── InvalidInput      a value the schema allowed but the business rules do not
+PaydialError
+├── NotFound          the thing does not exist, or is outside the caller's reach
+├── Conflict          the thing exists but its state forbids the change
+└── InvalidInput      a value the schema allowed but the business rules do not
 """
 
 from __future__ import annotations

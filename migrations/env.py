@@ -1,4 +1,4 @@
-"""Alembic environment: the URL comes from the caller (paydial.migrate), the metadata from ivr.store."""
+"""Alembic environment: the URL comes from paydial.migrate, the metadata from ivr.store."""
 
 from __future__ import annotations
 

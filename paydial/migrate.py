@@ -1,4 +1,4 @@
-"""Schema migrations (Alembic), run by `paydial db upgrade`, the Procfile's release step and tests."""
+"""Schema migrations (Alembic): `paydial db upgrade`, the Procfile release step, the tests."""
 
 from __future__ import annotations
 

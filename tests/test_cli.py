@@ -22,9 +22,7 @@ from tests.conftest import TEST_SECRET_KEY, TEST_TWILIO_TOKEN
 
 
 @pytest.fixture
-def cli_env(
-    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> str:
+def cli_env(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("PAYDIAL_SECRET_KEY", TEST_SECRET_KEY)
@@ -54,7 +52,9 @@ def test_project_and_key_commands(cli_env: str, capsys: pytest.CaptureFixture[st
     assert status == 1
 
 
-def test_project_create_with_an_account_shares_it(cli_env: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_project_create_with_an_account_shares_it(
+    cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     run(capsys, "project", "create", "one", "--account", "Acme")
     run(capsys, "project", "create", "two", "--account", "Acme")
     run(capsys, "project", "create", "three")
@@ -92,8 +92,9 @@ def test_gateway_set_seals_credentials_and_never_prints_them(
     assert values == {"secret_key": "sk_test_SECRET123"}
 
 
-def test_db_upgrade_creates_the_schema(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_db_upgrade_creates_the_schema(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
     monkeypatch.setenv("DATABASE_URL", url)
     assert run(capsys, "db", "upgrade")[0] == 0
@@ -111,15 +112,22 @@ def free_port() -> int:
 
 
 def test_serve_runs_on_embedded_defaults_and_prints_a_test_key_once(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"DATABASE_URL", "REDIS_URL", "PAYDIAL_SECRET_KEY", "TWILIO_AUTH_TOKEN"}}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "REDIS_URL", "PAYDIAL_SECRET_KEY", "TWILIO_AUTH_TOKEN"}
+    }
     port = free_port()
     env["PORT"] = str(port)
 
     def start() -> subprocess.Popen[str]:
         return subprocess.Popen(
-            [sys.executable, "-m", "paydial.cli", "serve"], cwd=tmp_path, env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [sys.executable, "-m", "paydial.cli", "serve"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
 
     def wait_ready() -> None:
@@ -134,8 +142,13 @@ def test_serve_runs_on_embedded_defaults_and_prints_a_test_key_once(tmp_path: Pa
     server = start()
     try:
         wait_ready()
-        body = {"project": "demo", "caller": "+14155552671", "amount": 1, "mode": "charge",
-                "gateway": "stripe"}
+        body = {
+            "project": "demo",
+            "caller": "+14155552671",
+            "amount": 1,
+            "mode": "charge",
+            "gateway": "stripe",
+        }
         server.terminate()
         output, _ = server.communicate(timeout=10)
     finally:
@@ -148,8 +161,10 @@ def test_serve_runs_on_embedded_defaults_and_prints_a_test_key_once(tmp_path: Pa
     try:
         wait_ready()
         created = requests.post(
-            f"http://127.0.0.1:{port}/v1/sessions", json=body,
-            headers={"Authorization": f"Bearer {key.group(0)}"}, timeout=5,
+            f"http://127.0.0.1:{port}/v1/sessions",
+            json=body,
+            headers={"Authorization": f"Bearer {key.group(0)}"},
+            timeout=5,
         )
         assert created.status_code == 201
         server.terminate()

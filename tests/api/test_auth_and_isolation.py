@@ -10,8 +10,13 @@ from flask.testing import FlaskClient
 from ivr.accounts import revoke_key
 from ivr.services import Services
 
-BODY = {"project": "acme", "caller": "+14155552671", "amount": 10, "mode": "charge",
-        "gateway": "stripe"}
+BODY = {
+    "project": "acme",
+    "caller": "+14155552671",
+    "amount": 10,
+    "mode": "charge",
+    "gateway": "stripe",
+}
 
 
 def create(client: FlaskClient, auth: str, **changes: Any) -> Any:
@@ -57,7 +62,9 @@ def test_a_revoked_key_stops_working(
     assert response.status_code == 401
 
 
-def test_keys_are_stored_only_as_hashes(services: Services, make_project: Any, make_key: Any) -> None:
+def test_keys_are_stored_only_as_hashes(
+    services: Services, make_project: Any, make_key: Any
+) -> None:
     from sqlalchemy import select
 
     from ivr.store import ApiKey
@@ -76,13 +83,22 @@ def test_another_accounts_session_and_project_are_not_found(
     make_project("rival", "Rival LLC")
     rival = f"Bearer {make_key('rival')}"
     session_id = create(client, merchant["test"]).json["session_id"]
-    assert client.get(f"/v1/sessions/{session_id}", headers={"Authorization": rival}).status_code == 404
-    assert client.post(
-        f"/v1/sessions/{session_id}/cancel", headers={"Authorization": rival}
-    ).status_code == 404
-    assert client.get(
-        "/v1/sessions?caller=%2B14155552671", headers={"Authorization": rival}
-    ).status_code == 404
+    assert (
+        client.get(f"/v1/sessions/{session_id}", headers={"Authorization": rival}).status_code
+        == 404
+    )
+    assert (
+        client.post(
+            f"/v1/sessions/{session_id}/cancel", headers={"Authorization": rival}
+        ).status_code
+        == 404
+    )
+    assert (
+        client.get(
+            "/v1/sessions?caller=%2B14155552671", headers={"Authorization": rival}
+        ).status_code
+        == 404
+    )
     assert create(client, rival, project="acme").status_code == 404
 
 
@@ -99,11 +115,17 @@ def test_a_test_key_cannot_see_live_sessions_nor_the_reverse(
     live = create(client, merchant["live"]).json["session_id"]
     test = create(client, merchant["test"]).json["session_id"]
     get = client.get
-    assert get(f"/v1/sessions/{live}", headers={"Authorization": merchant["test"]}).status_code == 404
-    assert get(f"/v1/sessions/{test}", headers={"Authorization": merchant["live"]}).status_code == 404
-    assert get(f"/v1/sessions/{live}", headers={"Authorization": merchant["live"]}).json[
-        "environment"
-    ] == "live"
-    assert get(f"/v1/sessions/{test}", headers={"Authorization": merchant["test"]}).json[
-        "environment"
-    ] == "test"
+    assert (
+        get(f"/v1/sessions/{live}", headers={"Authorization": merchant["test"]}).status_code == 404
+    )
+    assert (
+        get(f"/v1/sessions/{test}", headers={"Authorization": merchant["live"]}).status_code == 404
+    )
+    assert (
+        get(f"/v1/sessions/{live}", headers={"Authorization": merchant["live"]}).json["environment"]
+        == "live"
+    )
+    assert (
+        get(f"/v1/sessions/{test}", headers={"Authorization": merchant["test"]}).json["environment"]
+        == "test"
+    )

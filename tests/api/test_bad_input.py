@@ -42,18 +42,24 @@ def test_malformed_bodies_are_422_with_a_detail_list(
 
 def test_non_finite_numbers_are_rejected(client: FlaskClient, merchant: dict[str, str]) -> None:
     for literal in (b"NaN", b"Infinity", b"1e400"):
-        body = (b'{"project":"acme","caller":"+14155552671","mode":"charge","gateway":"stripe",'
-                b'"amount":' + literal + b"}")
+        body = (
+            b'{"project":"acme","caller":"+14155552671","mode":"charge","gateway":"stripe",'
+            b'"amount":' + literal + b"}"
+        )
         response = client.post(
-            "/v1/sessions", data=body,
+            "/v1/sessions",
+            data=body,
             headers={"Authorization": merchant["test"], "Content-Type": "application/json"},
         )
         assert response.status_code == 422, literal
 
 
-def test_an_oversized_body_is_refused_as_json(client: FlaskClient, merchant: dict[str, str]) -> None:
+def test_an_oversized_body_is_refused_as_json(
+    client: FlaskClient, merchant: dict[str, str]
+) -> None:
     response = client.post(
-        "/v1/sessions", data=b"{" + b" " * (2 * 1024 * 1024) + b"}",
+        "/v1/sessions",
+        data=b"{" + b" " * (2 * 1024 * 1024) + b"}",
         headers={"Authorization": merchant["test"], "Content-Type": "application/json"},
     )
     assert response.status_code == 413
@@ -72,8 +78,13 @@ def test_the_errors_never_echo_the_submitted_values(
 ) -> None:
     response = client.post(
         "/v1/sessions",
-        json={"project": "acme", "caller": "4242424242424242", "amount": "x4242424242424242",
-              "mode": "charge", "gateway": "stripe"},
+        json={
+            "project": "acme",
+            "caller": "4242424242424242",
+            "amount": "x4242424242424242",
+            "mode": "charge",
+            "gateway": "stripe",
+        },
         headers={"Authorization": merchant["test"]},
     )
     assert response.status_code == 422

@@ -99,9 +99,13 @@ def api_schema(app: Flask) -> Any:
 
 @schema.parametrize()
 @settings(
-    max_examples=40, deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                           HealthCheck.filter_too_much],
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+    ],
 )
 def test_generated_requests_never_get_a_5xx_nor_an_undocumented_body(
     case: Any, merchant: dict[str, str]

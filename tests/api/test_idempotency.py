@@ -1,4 +1,4 @@
-"""Idempotency-Key: same key and body replay the first answer; another body is a 409; 24 h memory."""
+"""Idempotency-Key: same key and body replay the first answer; another body is a 409."""
 
 from __future__ import annotations
 
@@ -8,11 +8,18 @@ from api.idempotency import purge_expired
 from ivr.services import Services
 from tests.conftest import Clock
 
-BODY = {"project": "acme", "caller": "+14155552671", "amount": 5, "mode": "charge",
-        "gateway": "braintree"}
+BODY = {
+    "project": "acme",
+    "caller": "+14155552671",
+    "amount": 5,
+    "mode": "charge",
+    "gateway": "braintree",
+}
 
 
-def post(client: FlaskClient, auth: str, key: str | None, body: object = BODY, path: str = "/v1/sessions"):  # type: ignore[no-untyped-def]
+def post(
+    client: FlaskClient, auth: str, key: str | None, body: object = BODY, path: str = "/v1/sessions"
+):  # type: ignore[no-untyped-def]
     headers = {"Authorization": auth}
     if key is not None:
         headers["Idempotency-Key"] = key
@@ -41,13 +48,18 @@ def test_the_same_key_with_another_body_is_a_conflict(
     assert "different request" in response.json["detail"]
 
 
-def test_a_validation_failure_is_not_remembered(client: FlaskClient, merchant: dict[str, str]) -> None:
+def test_a_validation_failure_is_not_remembered(
+    client: FlaskClient, merchant: dict[str, str]
+) -> None:
     assert post(client, merchant["test"], "k", {**BODY, "amount": -1}).status_code == 422
     assert post(client, merchant["test"], "k").status_code == 201
 
 
 def test_keys_are_scoped_to_the_account_and_mode(
-    client: FlaskClient, merchant: dict[str, str], make_project, make_key  # type: ignore[no-untyped-def]
+    client: FlaskClient,
+    merchant: dict[str, str],
+    make_project,
+    make_key,  # type: ignore[no-untyped-def]
 ) -> None:
     make_project("rival", "Rival")
     test_one = post(client, merchant["test"], "same")
@@ -91,3 +103,23 @@ def test_an_overlong_key_is_a_422(client: FlaskClient, merchant: dict[str, str])
     response = post(client, merchant["test"], "k" * 256)
     assert response.status_code == 422
     assert response.json["detail"][0]["loc"] == ["header", "Idempotency-Key"]
+
+
+def test_concurrent_requests_with_one_key_create_one_session(
+    app, merchant: dict[str, str], services: Services  # type: ignore[no-untyped-def]
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sqlalchemy import func, select
+
+    from ivr.store import PaymentSession
+
+    def attempt(_: int) -> int:
+        with app.test_client() as client:
+            return post(client, merchant["test"], "race").status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(attempt, range(8)))
+    assert set(statuses) <= {201, 409} and 201 in statuses
+    with services.db.transaction() as tx:
+        assert tx.scalar(select(func.count()).select_from(PaymentSession)) == 1

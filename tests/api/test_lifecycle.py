@@ -13,12 +13,19 @@ from ivr.sessions import expire_due, transition
 from ivr.store import PaymentSession, SessionEvent
 from tests.conftest import Clock
 
-BODY = {"project": "acme", "caller": "+14155552671", "amount": "25.00", "mode": "charge",
-        "gateway": "stripe"}
+BODY = {
+    "project": "acme",
+    "caller": "+14155552671",
+    "amount": "25.00",
+    "mode": "charge",
+    "gateway": "stripe",
+}
 
 
 def create(client: FlaskClient, auth: str, **changes: Any) -> str:
-    response = client.post("/v1/sessions", json={**BODY, **changes}, headers={"Authorization": auth})
+    response = client.post(
+        "/v1/sessions", json={**BODY, **changes}, headers={"Authorization": auth}
+    )
     assert response.status_code == 201
     session_id: str = response.json["session_id"]
     return session_id
@@ -27,28 +34,59 @@ def create(client: FlaskClient, auth: str, **changes: Any) -> str:
 def events(services: Services, session_id: str) -> list[tuple[str | None, str, str]]:
     with services.db.transaction() as tx:
         rows = tx.scalars(
-            select(SessionEvent).where(SessionEvent.session_id == session_id).order_by(SessionEvent.id)
+            select(SessionEvent)
+            .where(SessionEvent.session_id == session_id)
+            .order_by(SessionEvent.id)
         ).all()
         return [(e.from_status, e.to_status, e.cause) for e in rows]
 
 
-def test_get_returns_the_whole_session_object(client: FlaskClient, merchant: dict[str, str]) -> None:
+def test_get_returns_the_whole_session_object(
+    client: FlaskClient, merchant: dict[str, str]
+) -> None:
     session_id = create(
-        client, merchant["test"], description="Invoice 7", callback="sip:agent@example.com",
-        memory="order 7", billing_address={"street": "1 Main", "city": "X", "state": "IL",
-                                            "zip": "62701"},
+        client,
+        merchant["test"],
+        description="Invoice 7",
+        callback="sip:agent@example.com",
+        memory="order 7",
+        billing_address={"street": "1 Main", "city": "X", "state": "IL", "zip": "62701"},
     )
-    body = client.get(f"/v1/sessions/{session_id}", headers={"Authorization": merchant["test"]}).json
+    body = client.get(
+        f"/v1/sessions/{session_id}", headers={"Authorization": merchant["test"]}
+    ).json
     assert body == {
-        "session_id": session_id, "status": "pending", "is_terminal": False,
-        "environment": "test", "project": "acme", "amount": "25.00", "currency": "usd",
-        "mode": "charge", "gateway": "stripe", "caller": "+14155552671",
-        "description": "Invoice 7", "callback": "sip:agent@example.com", "memory": "order 7",
-        "billing_address": {"street": "1 Main", "city": "X", "state": "IL", "zip": "62701",
-                            "country": "US", "first_name": None, "last_name": None},
-        "created_at": "2026-11-21T12:00:00Z", "updated_at": "2026-11-21T12:00:00Z",
-        "expires_at": "2026-11-21T12:30:00Z", "completed_at": None, "transfer_status": None,
-        "card_brand": None, "card_last4": None, "processor": None, "error": None,
+        "session_id": session_id,
+        "status": "pending",
+        "is_terminal": False,
+        "environment": "test",
+        "project": "acme",
+        "amount": "25.00",
+        "currency": "usd",
+        "mode": "charge",
+        "gateway": "stripe",
+        "caller": "+14155552671",
+        "description": "Invoice 7",
+        "callback": "sip:agent@example.com",
+        "memory": "order 7",
+        "billing_address": {
+            "street": "1 Main",
+            "city": "X",
+            "state": "IL",
+            "zip": "62701",
+            "country": "US",
+            "first_name": None,
+            "last_name": None,
+        },
+        "created_at": "2026-11-21T12:00:00Z",
+        "updated_at": "2026-11-21T12:00:00Z",
+        "expires_at": "2026-11-21T12:30:00Z",
+        "completed_at": None,
+        "transfer_status": None,
+        "card_brand": None,
+        "card_last4": None,
+        "processor": None,
+        "error": None,
     }
 
 
@@ -98,7 +136,8 @@ def test_cancel_moves_pending_to_cancelled_once(
     assert again.status_code == 409
     assert "cancelled" in again.json["detail"]
     assert events(services, session_id) == [
-        (None, "pending", "created"), ("pending", "cancelled", "cancelled_by_merchant"),
+        (None, "pending", "created"),
+        ("pending", "cancelled", "cancelled_by_merchant"),
     ]
 
 
@@ -111,8 +150,13 @@ def test_cancel_works_while_collecting_but_not_after_payment(
         for session_id in (collecting, paid):
             session = tx.get_one(PaymentSession, session_id)
             transition(tx, session, Status.COLLECTING, cause="call_bound", now=services.clock())
-        transition(tx, tx.get_one(PaymentSession, paid), Status.PAYMENT_SUCCESS,
-                   cause="payment_approved", now=services.clock())
+        transition(
+            tx,
+            tx.get_one(PaymentSession, paid),
+            Status.PAYMENT_SUCCESS,
+            cause="payment_approved",
+            now=services.clock(),
+        )
     assert client.post(f"/v1/sessions/{collecting}/cancel", headers=auth).status_code == 204
     assert client.post(f"/v1/sessions/{paid}/cancel", headers=auth).status_code == 409
     assert client.get(f"/v1/sessions/{paid}", headers=auth).json["status"] == "payment-success"
@@ -157,5 +201,10 @@ def test_terminal_sessions_never_change_again(
     session_id = create(client, merchant["test"])
     client.post(f"/v1/sessions/{session_id}/cancel", headers={"Authorization": merchant["test"]})
     with services.db.transaction() as tx, pytest.raises(Conflict):
-        transition(tx, tx.get_one(PaymentSession, session_id), Status.PAYMENT_SUCCESS,
-                   cause="late", now=services.clock())
+        transition(
+            tx,
+            tx.get_one(PaymentSession, session_id),
+            Status.PAYMENT_SUCCESS,
+            cause="late",
+            now=services.clock(),
+        )

@@ -102,24 +102,51 @@ def test_valid_bodies_create_a_session(
         ({"callback": "http://example.com"}, ["body", "callback"], "callback"),
         ({"memory": "m" * 20_001}, ["body"], "string_too_long"),
         ({"billing_address": {}}, ["body", "billing_address", "street"], "missing"),
-        ({"billing_address": {**ADDRESS, "street": ""}}, ["body", "billing_address", "street"],
-         "string_too_short"),
-        ({"billing_address": {**ADDRESS, "street": "s" * 61}},
-         ["body", "billing_address", "street"], "string_too_long"),
-        ({"billing_address": {**ADDRESS, "city": "c" * 41}}, ["body", "billing_address", "city"],
-         "string_too_long"),
-        ({"billing_address": {**ADDRESS, "state": "I"}}, ["body", "billing_address", "state"],
-         "string_too_short"),
-        ({"billing_address": {**ADDRESS, "zip": "12"}}, ["body", "billing_address", "zip"],
-         "string_too_short"),
-        ({"billing_address": {**ADDRESS, "zip": "1" * 21}}, ["body", "billing_address", "zip"],
-         "string_too_long"),
-        ({"billing_address": {**ADDRESS, "country": "U"}},
-         ["body", "billing_address", "country"], "string_too_short"),
-        ({"billing_address": {**ADDRESS, "first_name": "f" * 51}},
-         ["body", "billing_address", "first_name"], "string_too_long"),
-        ({"billing_address": {**ADDRESS, "last_name": "l" * 51}},
-         ["body", "billing_address", "last_name"], "string_too_long"),
+        (
+            {"billing_address": {**ADDRESS, "street": ""}},
+            ["body", "billing_address", "street"],
+            "string_too_short",
+        ),
+        (
+            {"billing_address": {**ADDRESS, "street": "s" * 61}},
+            ["body", "billing_address", "street"],
+            "string_too_long",
+        ),
+        (
+            {"billing_address": {**ADDRESS, "city": "c" * 41}},
+            ["body", "billing_address", "city"],
+            "string_too_long",
+        ),
+        (
+            {"billing_address": {**ADDRESS, "state": "I"}},
+            ["body", "billing_address", "state"],
+            "string_too_short",
+        ),
+        (
+            {"billing_address": {**ADDRESS, "zip": "12"}},
+            ["body", "billing_address", "zip"],
+            "string_too_short",
+        ),
+        (
+            {"billing_address": {**ADDRESS, "zip": "1" * 21}},
+            ["body", "billing_address", "zip"],
+            "string_too_long",
+        ),
+        (
+            {"billing_address": {**ADDRESS, "country": "U"}},
+            ["body", "billing_address", "country"],
+            "string_too_short",
+        ),
+        (
+            {"billing_address": {**ADDRESS, "first_name": "f" * 51}},
+            ["body", "billing_address", "first_name"],
+            "string_too_long",
+        ),
+        (
+            {"billing_address": {**ADDRESS, "last_name": "l" * 51}},
+            ["body", "billing_address", "last_name"],
+            "string_too_long",
+        ),
         ({"billing_address": "1 Main St"}, ["body", "billing_address"], "model_type"),
         ({"language": "fr-FR"}, ["body", "language"], "literal_error"),
     ],
@@ -149,7 +176,13 @@ def test_the_created_response_has_the_seed_fields_plus_access_code_and_expiry(
 ) -> None:
     body = post(client, merchant["test"], VALID).json
     assert set(body) == {
-        "session_id", "status", "phone_number", "sip_uri", "created_at", "access_code", "expires_at",
+        "session_id",
+        "status",
+        "phone_number",
+        "sip_uri",
+        "created_at",
+        "access_code",
+        "expires_at",
     }
     assert body["sip_uri"] == f"sip:{body['session_id']}@pay.sip.example.com"
     assert body["phone_number"] == "+15005550006"
