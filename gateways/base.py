@@ -1,0 +1,249 @@
+"""The gateway port: request/result dataclasses, the PaymentGateway Protocol and its error tree.
+
+    GatewayError(code, message, retryable, processor_code)
+    ├── CardDeclined               the issuer or gateway said no; `reason` is normalized
+    ├── GatewayUnavailable         nothing was charged (refused connection, 502/503): retry is safe
+    ├── GatewayOutcomeUnknown      it may have been processed: reconcile, never retry blindly
+    └── GatewayConfigurationError  bad or missing credentials, or an operation the gateway lacks
+
+Messages never carry card data; adapters build them from gateway codes and texts only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal, Protocol
+
+DeclineReason = Literal[
+    "card_declined",
+    "insufficient_funds",
+    "incorrect_cvc",
+    "expired_card",
+    "incorrect_zip",
+    "invalid_number",
+    "processing_error",
+]
+Outcome = Literal["captured", "authorized", "tokenized"]
+
+PROCESSOR_FIELDS: dict[str, tuple[str, ...]] = {
+    "stripe": (
+        "stripe_payment_intent_id",
+        "stripe_charge_id",
+        "payment_method_id",
+        "stripe_customer_id",
+        "receipt_url",
+    ),
+    "authorizenet": (
+        "authnet_transaction_id",
+        "authnet_auth_code",
+        "authnet_response_code",
+        "authnet_avs_result_code",
+        "authnet_cvv_result_code",
+        "authnet_customer_profile_id",
+        "authnet_payment_profile_id",
+    ),
+    "braintree": (
+        "braintree_transaction_id",
+        "braintree_customer_id",
+        "braintree_payment_method_token",
+    ),
+    "shift4": ("shift4_charge_id", "shift4_customer_id", "shift4_card_id"),
+}
+
+# (brand, prefix ranges as inclusive (low, high) over the first len(low) digits)
+_BRAND_RANGES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("amex", (("34", "34"), ("37", "37"))),
+    ("diners", (("300", "305"), ("36", "36"), ("38", "39"))),
+    ("jcb", (("3528", "3589"),)),
+    ("discover", (("6011", "6011"), ("644", "649"), ("65", "65"), ("622126", "622925"))),
+    ("mastercard", (("51", "55"), ("2221", "2720"))),
+    ("visa", (("4", "4"),)),
+)
+
+
+def card_brand(number: str) -> str:
+    """Brand from the IIN prefix, so results and prompts can name the card without the PAN."""
+    for brand, ranges in _BRAND_RANGES:
+        for low, high in ranges:
+            if low <= number[: len(low)] <= high:
+                return brand
+    return "unknown"
+
+
+def luhn_valid(number: str) -> bool:
+    """The mod-10 check every card number carries; catches most mistyped digits."""
+    if not number.isdigit():
+        return False
+    total = 0
+    for i, ch in enumerate(reversed(number)):
+        d = int(ch)
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def short_reference(idempotency_key: str, length: int = 20) -> str:
+    """A stable id that fits gateway fields capped at 20 characters (refId, invoiceNumber)."""
+    return "pd" + hashlib.sha256(idempotency_key.encode()).hexdigest()[: length - 2]
+
+
+@dataclass(frozen=True)
+class Card:
+    """Card data as entered; every field is hidden from repr so it cannot reach a log."""
+
+    number: str = field(repr=False)
+    exp_month: int = field(repr=False)
+    exp_year: int = field(repr=False)
+    cvc: str = field(repr=False)
+
+    @property
+    def brand(self) -> str:
+        return card_brand(self.number)
+
+    @property
+    def last4(self) -> str:
+        return self.number[-4:]
+
+    def __repr__(self) -> str:
+        return f"Card(brand={self.brand!r}, last4={self.last4!r})"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class BillingAddress:
+    street: str
+    city: str
+    state: str
+    zip: str
+    country: str = "US"
+    first_name: str | None = None
+    last_name: str | None = None
+
+
+@dataclass(frozen=True)
+class PaymentRequest:
+    amount_cents: int
+    currency: str
+    card: Card
+    idempotency_key: str
+    description: str | None = None
+    billing_address: BillingAddress | None = None
+    postal_code: str | None = None
+    session_id: str | None = None
+
+    @property
+    def zip_code(self) -> str | None:
+        """The ZIP for AVS: what the caller keyed wins over the merchant-supplied address."""
+        if self.postal_code:
+            return self.postal_code
+        return self.billing_address.zip if self.billing_address else None
+
+
+@dataclass(frozen=True)
+class PaymentResult:
+    outcome: Outcome
+    transaction_id: str | None
+    card_brand: str
+    card_last4: str
+    processor: dict[str, str | None]
+
+
+def processor_fields(gateway: str, **values: str | None) -> dict[str, str | None]:
+    """PRODUCT.md's processor object for a gateway: every documented key, None when n/a."""
+    fields = PROCESSOR_FIELDS[gateway]
+    unknown = set(values) - set(fields)
+    if unknown:
+        raise ValueError(f"not {gateway} processor fields: {sorted(unknown)}")
+    return {name: values.get(name) for name in fields}
+
+
+class PaymentGateway(Protocol):
+    name: str
+
+    def charge(self, request: PaymentRequest) -> PaymentResult:
+        """Authorize and capture in one step."""
+        ...
+
+    def authorize(self, request: PaymentRequest) -> PaymentResult:
+        """Authorize only (Authorize.net); the merchant captures later in their own dashboard."""
+        ...
+
+    def tokenize(self, request: PaymentRequest) -> PaymentResult:
+        """Save the card at the gateway for later merchant-initiated charges."""
+        ...
+
+    def reconcile(self, request: PaymentRequest) -> PaymentResult | None:
+        """After an unknown outcome: the gateway's record of this request, or None if none."""
+        ...
+
+
+class GatewayAdapter(PaymentGateway, Protocol):
+    """What `GATEWAYS` holds: an adapter class that builds itself from stored credentials."""
+
+    required_credentials: ClassVar[tuple[str, ...]]
+
+    @classmethod
+    def from_credentials(
+        cls, credentials: Mapping[str, str], *, timeout: float, environment: str = "test"
+    ) -> PaymentGateway: ...
+
+
+class GatewayError(Exception):
+    """Base of the tree; `code` is what the session's `error.code` shows."""
+
+    code: str = "gateway_error"
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        retryable: bool | None = None,
+        processor_code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if retryable is not None:
+            self.retryable = retryable
+        self.processor_code = processor_code
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code!r}, message={self.message!r})"
+
+
+class CardDeclined(GatewayError):
+    """The card was refused; another card may work, so the caller gets another try."""
+
+    def __init__(
+        self, reason: DeclineReason, message: str, *, processor_code: str | None = None
+    ) -> None:
+        super().__init__(message, code=reason, processor_code=processor_code)
+        self.reason: DeclineReason = reason
+
+
+class GatewayUnavailable(GatewayError):
+    code = "gateway_unavailable"
+    retryable = True
+
+
+class GatewayOutcomeUnknown(GatewayError):
+    code = "gateway_outcome_unknown"
+
+
+class GatewayConfigurationError(GatewayError):
+    code = "gateway_configuration"
+
+
+def require(credentials: Mapping[str, str], *keys: str) -> tuple[str, ...]:
+    """The named credential values, or a configuration error naming (only) the missing keys."""
+    missing = [key for key in keys if not credentials.get(key)]
+    if missing:
+        raise GatewayConfigurationError(f"missing gateway credentials: {', '.join(missing)}")
+    return tuple(credentials[key] for key in keys)

@@ -1,0 +1,227 @@
+"""Shift4 through its official SDK: charges with an Idempotency-Key, customers to tokenize.
+
+The SDK reads its key and URL from module globals and posts without a timeout, so every call here
+sets both under one module lock and goes through a `requests` shim that adds our timeout.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import requests
+import shift4
+import shift4.resource
+
+from gateways._http import TimeoutRequests, scrub, status_error, transport_error
+from gateways.base import (
+    CardDeclined,
+    DeclineReason,
+    GatewayConfigurationError,
+    GatewayError,
+    GatewayOutcomeUnknown,
+    PaymentRequest,
+    PaymentResult,
+    processor_fields,
+    require,
+)
+
+DEFAULT_API_BASE = "https://api.shift4.com"
+METADATA_KEY = "paydial_idempotency_key"
+RECONCILE_WINDOW = 100
+_SDK_LOCK = threading.Lock()
+_TRANSPORT = TimeoutRequests()
+_installed = False
+
+_REASONS: dict[str, DeclineReason] = {
+    "insufficient_funds": "insufficient_funds",
+    "limit_exceeded": "insufficient_funds",
+    "expired_card": "expired_card",
+    "invalid_expiry_month": "expired_card",
+    "invalid_expiry_year": "expired_card",
+    "incorrect_cvc": "incorrect_cvc",
+    "invalid_cvc": "incorrect_cvc",
+    "incorrect_zip": "incorrect_zip",
+    "invalid_number": "invalid_number",
+    "processing_error": "processing_error",
+}
+
+
+def _install_transport() -> None:
+    global _installed
+    if not _installed:
+        shift4.resource.requests = _TRANSPORT
+        _installed = True
+
+
+def _decline(code: str | None, message: str | None) -> CardDeclined:
+    return CardDeclined(
+        _REASONS.get(code or "", "card_declined"),
+        scrub(message) or "The card was declined.",
+        processor_code=code,
+    )
+
+
+class Shift4Gateway:
+    """One credential set; thread-safe because the SDK's globals are only touched under the lock."""
+
+    name = "shift4"
+    required_credentials: ClassVar[tuple[str, ...]] = ("secret_key",)
+
+    def __init__(self, *, secret_key: str, api_base: str = DEFAULT_API_BASE, timeout: float = 10.0):
+        self._secret_key = secret_key
+        self.api_base = api_base
+        self._timeout = timeout
+        with _SDK_LOCK:
+            _install_transport()
+
+    def __repr__(self) -> str:
+        return f"Shift4Gateway(api_base={self.api_base!r})"
+
+    @classmethod
+    def from_credentials(
+        cls, credentials: Mapping[str, str], *, timeout: float, environment: str = "test"
+    ) -> Shift4Gateway:
+        (secret_key,) = require(credentials, *cls.required_credentials)
+        return cls(
+            secret_key=secret_key,
+            api_base=credentials.get("api_base") or DEFAULT_API_BASE,
+            timeout=timeout,
+        )
+
+    def charge(self, request: PaymentRequest) -> PaymentResult:
+        params: dict[str, Any] = {
+            "amount": request.amount_cents,
+            "currency": request.currency.upper(),
+            "card": self._card(request),
+            "captured": True,
+            "metadata": self._metadata(request),
+        }
+        if request.description:
+            params["description"] = request.description
+        charge = self._call(
+            lambda: shift4.charges.create(
+                params, request_options={"idempotency_key": request.idempotency_key}
+            )
+        )
+        return self._charge_result(request, charge)
+
+    def authorize(self, request: PaymentRequest) -> PaymentResult:
+        raise GatewayConfigurationError("shift4 auth-only payments are not supported by Paydial")
+
+    def tokenize(self, request: PaymentRequest) -> PaymentResult:
+        params: dict[str, Any] = {"card": self._card(request), "metadata": self._metadata(request)}
+        if request.description:
+            params["description"] = request.description
+        customer = self._call(
+            lambda: shift4.customers.create(
+                params, request_options={"idempotency_key": request.idempotency_key}
+            )
+        )
+        return self._tokenized(request, customer)
+
+    def reconcile(self, request: PaymentRequest) -> PaymentResult | None:
+        """Find our charge or customer among the most recent ones by the key in its metadata."""
+        charges = self._call(lambda: shift4.charges.list({"limit": RECONCILE_WINDOW}))
+        for charge in charges.get("list", []):
+            if (charge.get("metadata") or {}).get(METADATA_KEY) == request.idempotency_key:
+                return self._charge_result(request, charge)
+        customers = self._call(lambda: shift4.customers.list({"limit": RECONCILE_WINDOW}))
+        for customer in customers.get("list", []):
+            if (customer.get("metadata") or {}).get(METADATA_KEY) == request.idempotency_key:
+                return self._tokenized(request, customer)
+        if charges.get("hasMore") or customers.get("hasMore"):
+            raise GatewayOutcomeUnknown("shift4: the payment is older than the reconcile window")
+        return None
+
+    def _card(self, request: PaymentRequest) -> dict[str, Any]:
+        card = request.card
+        params: dict[str, Any] = {
+            "number": card.number,
+            "expMonth": f"{card.exp_month:02d}",
+            "expYear": f"{card.exp_year:04d}",
+            "cvc": card.cvc,
+        }
+        if request.billing_address is not None:
+            a = request.billing_address
+            params |= {
+                "addressLine1": a.street,
+                "addressCity": a.city,
+                "addressState": a.state,
+                "addressCountry": a.country,
+            }
+            name = " ".join(part for part in (a.first_name, a.last_name) if part)
+            if name:
+                params["cardholderName"] = name
+        if request.zip_code:
+            params["addressZip"] = request.zip_code
+        return params
+
+    def _metadata(self, request: PaymentRequest) -> dict[str, str]:
+        metadata = {METADATA_KEY: request.idempotency_key}
+        if request.session_id:
+            metadata["paydial_session_id"] = request.session_id
+        return metadata
+
+    def _charge_result(self, request: PaymentRequest, charge: Mapping[str, Any]) -> PaymentResult:
+        status = charge.get("status")
+        if status == "failed":
+            raise _decline(charge.get("failureCode"), charge.get("failureMessage"))
+        if status != "successful" or not charge.get("id"):
+            raise GatewayOutcomeUnknown(f"shift4 charge is {status!r}", processor_code=str(status))
+        return PaymentResult(
+            "captured" if charge.get("captured", True) else "authorized",
+            charge["id"],
+            request.card.brand,
+            request.card.last4,
+            processor_fields("shift4", shift4_charge_id=charge["id"]),
+        )
+
+    def _tokenized(self, request: PaymentRequest, customer: Mapping[str, Any]) -> PaymentResult:
+        if not customer.get("id"):
+            raise GatewayOutcomeUnknown("shift4 answered without a customer id")
+        return PaymentResult(
+            "tokenized",
+            None,
+            request.card.brand,
+            request.card.last4,
+            processor_fields(
+                "shift4",
+                shift4_customer_id=customer["id"],
+                shift4_card_id=customer.get("defaultCardId"),
+            ),
+        )
+
+    def _call(self, fn: Callable[[], Any]) -> dict[str, Any]:
+        """One SDK call with our key, URL and timeout in its globals; errors become the tree."""
+        with _SDK_LOCK, _TRANSPORT.call(self._timeout):
+            shift4.secret_key = self._secret_key
+            shift4.api_url = self.api_base
+            try:
+                answer = fn()
+            except Exception as exc:
+                error = _translate(exc, _TRANSPORT.last_status)
+            else:
+                if isinstance(answer, dict):
+                    return answer
+                error = GatewayOutcomeUnknown("shift4 sent an unexpected answer")
+            finally:
+                shift4.secret_key = None
+        raise error
+
+
+def _translate(exc: Exception, status: int | None) -> GatewayError:
+    if isinstance(exc, shift4.Shift4Exception):
+        if exc.type == "card_error":
+            return _decline(exc.code, exc.message)
+        if status is not None and (status in (401, 403) or status >= 429):
+            return status_error(status, "shift4", processor_code=exc.code)
+        return GatewayConfigurationError(
+            f"shift4 rejected the request: {scrub(exc.message)}", processor_code=exc.code
+        )
+    if isinstance(exc, requests.JSONDecodeError) and status is not None and status >= 400:
+        return status_error(status, "shift4")
+    if isinstance(exc, requests.RequestException) and not isinstance(exc, requests.JSONDecodeError):
+        return transport_error(exc, "shift4")
+    return GatewayOutcomeUnknown(f"shift4 sent an unreadable answer ({type(exc).__name__})")

@@ -1,0 +1,149 @@
+"""The test-mode gateway: answers per PRODUCT.md's test cards, shaped like the gateway it mimics."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable
+from typing import ClassVar
+
+from gateways.base import (
+    PROCESSOR_FIELDS,
+    CardDeclined,
+    DeclineReason,
+    GatewayConfigurationError,
+    GatewayError,
+    Outcome,
+    PaymentRequest,
+    PaymentResult,
+    luhn_valid,
+    processor_fields,
+)
+
+DECLINING_CARDS: dict[str, tuple[DeclineReason, str]] = {
+    "4000000000000002": ("card_declined", "The card was declined."),
+    "4000000000009995": ("insufficient_funds", "The card has insufficient funds."),
+    "4000000000000127": ("incorrect_cvc", "The security code is incorrect."),
+    "4000000000000069": ("expired_card", "The card has expired."),
+    "4000000000000119": ("processing_error", "An error occurred while processing the card."),
+}
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+def _digits(hexdigest: str, n: int) -> str:
+    return str(int(hexdigest, 16) % 10**n).zfill(n)
+
+
+def _stripe(outcome: Outcome, h: str) -> tuple[str | None, dict[str, str | None]]:
+    if outcome == "tokenized":
+        return None, processor_fields(
+            "stripe", payment_method_id=f"pm_sim{h[:20]}", stripe_customer_id=f"cus_sim{h[20:34]}"
+        )
+    pi = f"pi_sim{h[:20]}"
+    return pi, processor_fields(
+        "stripe",
+        stripe_payment_intent_id=pi,
+        stripe_charge_id=f"ch_sim{h[20:40]}",
+        payment_method_id=f"pm_sim{h[40:60]}",
+    )
+
+
+def _authorizenet(outcome: Outcome, h: str) -> tuple[str | None, dict[str, str | None]]:
+    if outcome == "tokenized":
+        return None, processor_fields(
+            "authorizenet",
+            authnet_customer_profile_id=_digits(h[:16], 10),
+            authnet_payment_profile_id=_digits(h[16:32], 10),
+        )
+    txn = _digits(h[:16], 11)
+    return txn, processor_fields(
+        "authorizenet",
+        authnet_transaction_id=txn,
+        authnet_auth_code=h[16:22].upper(),
+        authnet_response_code="1",
+        authnet_avs_result_code="Y",
+        authnet_cvv_result_code="M",
+    )
+
+
+def _braintree(outcome: Outcome, h: str) -> tuple[str | None, dict[str, str | None]]:
+    if outcome == "tokenized":
+        return None, processor_fields(
+            "braintree", braintree_customer_id=h[:9], braintree_payment_method_token=h[9:16]
+        )
+    return h[:8], processor_fields("braintree", braintree_transaction_id=h[:8])
+
+
+def _shift4(outcome: Outcome, h: str) -> tuple[str | None, dict[str, str | None]]:
+    if outcome == "tokenized":
+        return None, processor_fields(
+            "shift4", shift4_customer_id=f"cust_sim{h[:16]}", shift4_card_id=f"card_sim{h[16:32]}"
+        )
+    charge = f"char_sim{h[:16]}"
+    return charge, processor_fields("shift4", shift4_charge_id=charge)
+
+
+_SHAPES: dict[str, Callable[[Outcome, str], tuple[str | None, dict[str, str | None]]]] = {
+    "stripe": _stripe,
+    "authorizenet": _authorizenet,
+    "braintree": _braintree,
+    "shift4": _shift4,
+}
+
+
+class SimulatorGateway:
+    """Deterministic and idempotent like a real gateway: one key, one answer."""
+
+    # What each (gateway, key) answered, so reconcile can tell "went through" from "never sent".
+    _answers: ClassVar[dict[tuple[str, str], PaymentResult | GatewayError]] = {}
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, name: str) -> None:
+        if name not in PROCESSOR_FIELDS:
+            raise GatewayConfigurationError(f"unknown gateway {name!r}")
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"SimulatorGateway({self.name!r})"
+
+    def charge(self, request: PaymentRequest) -> PaymentResult:
+        return self._answer(request, "captured")
+
+    def authorize(self, request: PaymentRequest) -> PaymentResult:
+        if self.name != "authorizenet":
+            raise GatewayConfigurationError(f"{self.name} does not support auth-only payments")
+        return self._answer(request, "authorized")
+
+    def tokenize(self, request: PaymentRequest) -> PaymentResult:
+        return self._answer(request, "tokenized")
+
+    def reconcile(self, request: PaymentRequest) -> PaymentResult | None:
+        with self._lock:
+            answer = self._answers.get((self.name, request.idempotency_key))
+        if isinstance(answer, GatewayError):
+            raise answer
+        return answer
+
+    def _answer(self, request: PaymentRequest, outcome: Outcome) -> PaymentResult:
+        key = (self.name, request.idempotency_key)
+        with self._lock:
+            answer = self._answers.get(key)
+            if answer is None:
+                answer = self._decide(request, outcome)
+                self._answers[key] = answer
+        if isinstance(answer, GatewayError):
+            raise answer
+        return answer
+
+    def _decide(self, request: PaymentRequest, outcome: Outcome) -> PaymentResult | GatewayError:
+        card = request.card
+        if not luhn_valid(card.number):
+            return CardDeclined("invalid_number", "The card number is not valid.")
+        if card.number in DECLINING_CARDS:
+            reason, message = DECLINING_CARDS[card.number]
+            return CardDeclined(reason, message, processor_code=f"simulated_{reason}")
+        txn, processor = _SHAPES[self.name](outcome, _digest(self.name, request.idempotency_key))
+        return PaymentResult(outcome, txn, card.brand, card.last4, processor)

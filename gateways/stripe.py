@@ -1,0 +1,284 @@
+"""Stripe through its official SDK: a PaymentMethod, then a confirmed MOTO PaymentIntent."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, TypeVar
+
+import stripe
+
+from gateways._http import quiet_debug_log, scrub, status_error, transport_error
+from gateways.base import (
+    CardDeclined,
+    DeclineReason,
+    GatewayConfigurationError,
+    GatewayError,
+    GatewayOutcomeUnknown,
+    GatewayUnavailable,
+    PaymentRequest,
+    PaymentResult,
+    processor_fields,
+    require,
+)
+
+T = TypeVar("T")
+
+# Stripe `code` / `decline_code` values -> our reasons; anything else is a plain decline.
+_REASONS: dict[str, DeclineReason] = {
+    "insufficient_funds": "insufficient_funds",
+    "expired_card": "expired_card",
+    "invalid_expiry_month": "expired_card",
+    "invalid_expiry_year": "expired_card",
+    "incorrect_cvc": "incorrect_cvc",
+    "invalid_cvc": "incorrect_cvc",
+    "incorrect_zip": "incorrect_zip",
+    "incorrect_number": "invalid_number",
+    "invalid_number": "invalid_number",
+    "processing_error": "processing_error",
+}
+METADATA_KEY = "paydial_idempotency_key"
+# How far back reconcile looks; a timed-out attempt is reconciled within minutes, not days.
+RECONCILE_WINDOW = 100
+
+
+def _decline(code: str | None, decline_code: str | None, message: str | None) -> CardDeclined:
+    reason = _REASONS.get(decline_code or "") or _REASONS.get(code or "") or "card_declined"
+    return CardDeclined(
+        reason, scrub(message) or "The card was declined.", processor_code=decline_code or code
+    )
+
+
+class StripeGateway:
+    """One StripeClient per merchant credential set; the client is thread-safe, so is this."""
+
+    name = "stripe"
+    required_credentials: ClassVar[tuple[str, ...]] = ("secret_key",)
+
+    def __init__(self, *, client: stripe.StripeClient) -> None:
+        self._client = client
+
+    def __repr__(self) -> str:
+        return "StripeGateway()"
+
+    @classmethod
+    def from_credentials(
+        cls, credentials: Mapping[str, str], *, timeout: float, environment: str = "test"
+    ) -> StripeGateway:
+        (secret_key,) = require(credentials, *cls.required_credentials)
+        quiet_debug_log("stripe")  # its DEBUG "Post details" line carries the card fields
+        client = stripe.StripeClient(
+            secret_key,
+            base_addresses={"api": credentials.get("api_base") or stripe.DEFAULT_API_BASE},
+            max_network_retries=0,
+            http_client=stripe.RequestsClient(timeout=timeout),
+        )
+        return cls(client=client)
+
+    def charge(self, request: PaymentRequest) -> PaymentResult:
+        pm = self._call(lambda: self._create_payment_method(request), money_at_stake=False)
+        params: dict[str, Any] = {
+            "amount": request.amount_cents,
+            "currency": request.currency.lower(),
+            "payment_method": pm.id,
+            "payment_method_types": ["card"],
+            "payment_method_options": {"card": {"moto": True}},
+            "confirm": True,
+            "metadata": self._metadata(request),
+            "expand": ["latest_charge"],
+        }
+        if request.description:
+            params["description"] = request.description
+        intent = self._call(
+            lambda: self._client.v1.payment_intents.create(
+                params=params,  # type: ignore[arg-type]
+                options={"idempotency_key": request.idempotency_key},
+            ),
+            money_at_stake=True,
+        )
+        return self._intent_result(request, intent)
+
+    def authorize(self, request: PaymentRequest) -> PaymentResult:
+        raise GatewayConfigurationError("stripe auth-only payments are not supported by Paydial")
+
+    def tokenize(self, request: PaymentRequest) -> PaymentResult:
+        pm = self._call(lambda: self._create_payment_method(request), money_at_stake=False)
+        params: dict[str, Any] = {"metadata": self._metadata(request)}
+        if request.description:
+            params["description"] = request.description
+        customer = self._call(
+            lambda: self._client.v1.customers.create(
+                params=params,  # type: ignore[arg-type]
+                options={"idempotency_key": f"{request.idempotency_key}:customer"},
+            ),
+            money_at_stake=False,
+        )
+        self._call(
+            lambda: self._client.v1.payment_methods.attach(
+                pm.id,
+                params={"customer": customer.id},
+                options={"idempotency_key": f"{request.idempotency_key}:attach"},
+            ),
+            money_at_stake=False,
+        )
+        return self._tokenized(request, customer.id, pm.id)
+
+    def reconcile(self, request: PaymentRequest) -> PaymentResult | None:
+        """Find our intent or customer among the most recent ones by the key in its metadata."""
+        intents: Any = self._call(
+            lambda: self._client.v1.payment_intents.list(
+                params={"limit": RECONCILE_WINDOW, "expand": ["data.latest_charge"]}
+            ),
+            money_at_stake=True,
+        )
+        for intent in intents.data:
+            if _tagged(intent, request.idempotency_key):
+                return self._intent_result(request, intent)
+        customers: Any = self._call(
+            lambda: self._client.v1.customers.list(params={"limit": RECONCILE_WINDOW}),
+            money_at_stake=True,
+        )
+        customer = next(
+            (c for c in customers.data if _tagged(c, request.idempotency_key)),
+            None,
+        )
+        if customer is not None:
+            params: Any = {"customer": customer.id, "type": "card"}
+            cards: Any = self._call(
+                lambda: self._client.v1.payment_methods.list(params=params), money_at_stake=True
+            )
+            if not cards.data:  # the attach (the card check) never completed
+                return None
+            return self._tokenized(request, customer.id, cards.data[0].id)
+        if intents.has_more or customers.has_more:
+            raise GatewayOutcomeUnknown("stripe: the payment is older than the reconcile window")
+        return None
+
+    def _create_payment_method(self, request: PaymentRequest) -> stripe.PaymentMethod:
+        card = request.card
+        params: dict[str, Any] = {
+            "type": "card",
+            "card": {
+                "number": card.number,
+                "exp_month": card.exp_month,
+                "exp_year": card.exp_year,
+                "cvc": card.cvc,
+            },
+        }
+        billing = _billing_details(request)
+        if billing:
+            params["billing_details"] = billing
+        return self._client.v1.payment_methods.create(
+            params=params,  # type: ignore[arg-type]
+            options={"idempotency_key": f"{request.idempotency_key}:pm"},
+        )
+
+    def _metadata(self, request: PaymentRequest) -> dict[str, str]:
+        metadata = {METADATA_KEY: request.idempotency_key}
+        if request.session_id:
+            metadata["paydial_session_id"] = request.session_id
+        return metadata
+
+    def _intent_result(self, request: PaymentRequest, intent: Any) -> PaymentResult:
+        charge = getattr(intent, "latest_charge", None)
+        receipt = None if isinstance(charge, str) else getattr(charge, "receipt_url", None)
+        status = getattr(intent, "status", None)
+        if status == "succeeded":
+            return PaymentResult(
+                "captured",
+                intent.id,
+                request.card.brand,
+                request.card.last4,
+                processor_fields(
+                    "stripe",
+                    stripe_payment_intent_id=intent.id,
+                    stripe_charge_id=_id(charge),
+                    payment_method_id=_id(getattr(intent, "payment_method", None)),
+                    receipt_url=receipt,
+                ),
+            )
+        error = getattr(intent, "last_payment_error", None)
+        if status == "requires_payment_method" and error:
+            raise _decline(
+                getattr(error, "code", None),
+                getattr(error, "decline_code", None),
+                getattr(error, "message", None),
+            )
+        raise GatewayOutcomeUnknown(f"stripe payment intent is {status!r}", processor_code=status)
+
+    def _tokenized(self, request: PaymentRequest, customer_id: str, pm_id: str) -> PaymentResult:
+        return PaymentResult(
+            "tokenized",
+            None,
+            request.card.brand,
+            request.card.last4,
+            processor_fields("stripe", payment_method_id=pm_id, stripe_customer_id=customer_id),
+        )
+
+    def _call(self, fn: Callable[[], T], *, money_at_stake: bool) -> T:
+        """Run one SDK call and translate whatever it raises into the error tree."""
+        try:
+            return fn()
+        except stripe.StripeError as exc:
+            error = _translate(exc)
+        if isinstance(error, GatewayOutcomeUnknown) and not money_at_stake:
+            # A PaymentMethod or Customer on its own moves no money: safe to start over.
+            error = GatewayUnavailable(error.message, processor_code=error.processor_code)
+        raise error
+
+
+def _tagged(obj: Any, idempotency_key: str) -> bool:
+    """Whether a listed object carries our idempotency key in its metadata."""
+    metadata = getattr(obj, "metadata", None)
+    try:
+        return metadata is not None and metadata[METADATA_KEY] == idempotency_key
+    except KeyError:
+        return False
+
+
+def _id(value: Any) -> str | None:
+    """An id from a field that is either the id itself or the expanded object."""
+    return value if isinstance(value, str) or value is None else getattr(value, "id", None)
+
+
+def _billing_details(request: PaymentRequest) -> dict[str, Any]:
+    address: dict[str, str] = {}
+    details: dict[str, Any] = {}
+    if request.billing_address:
+        a = request.billing_address
+        address = {
+            "line1": a.street,
+            "city": a.city,
+            "state": a.state,
+            "postal_code": a.zip,
+            "country": a.country,
+        }
+        name = " ".join(part for part in (a.first_name, a.last_name) if part)
+        if name:
+            details["name"] = name
+    if request.postal_code:
+        address["postal_code"] = request.postal_code
+    if address:
+        details["address"] = address
+    return details
+
+
+def _translate(exc: stripe.StripeError) -> GatewayError:
+    code = getattr(exc, "code", None)
+    if isinstance(exc, stripe.CardError):
+        decline_code = exc.error.decline_code if exc.error else None
+        return _decline(code, decline_code, exc.user_message)
+    if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
+        return GatewayConfigurationError("stripe rejected the API key", processor_code=code)
+    if isinstance(exc, stripe.APIConnectionError):
+        return transport_error(exc.__cause__ or exc, "stripe")
+    if isinstance(exc, stripe.IdempotencyError):
+        return GatewayOutcomeUnknown(
+            "stripe saw this idempotency key with another request", processor_code=code
+        )
+    if isinstance(exc, stripe.InvalidRequestError) and (exc.http_status or 0) < 500:
+        return GatewayConfigurationError(
+            f"stripe rejected the request: {scrub(exc.user_message)}", processor_code=code
+        )
+    if exc.http_status:
+        return status_error(exc.http_status, "stripe", processor_code=code)
+    return GatewayOutcomeUnknown("stripe returned an unreadable answer", processor_code=code)

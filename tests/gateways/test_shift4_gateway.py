@@ -1,0 +1,165 @@
+"""Shift4: the official SDK against a local server speaking its JSON API."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from gateway_helpers import CLIENT_TIMEOUT, make_request, recorder, stall
+from pytest_httpserver import HTTPServer
+from werkzeug import Response
+
+from gateways import build_gateway
+from gateways.base import (
+    CardDeclined,
+    GatewayConfigurationError,
+    GatewayOutcomeUnknown,
+    GatewayUnavailable,
+)
+from gateways.shift4 import Shift4Gateway
+
+CHARGE = {
+    "id": "char_9kQx",
+    "objectType": "charge",
+    "amount": 1999,
+    "currency": "USD",
+    "status": "successful",
+    "captured": True,
+    "card": {"id": "card_1", "last4": "4242", "brand": "Visa"},
+}
+
+
+def s4(body: Any, status: int = 200) -> Response:
+    return Response(json.dumps(body), status=status, content_type="application/json")
+
+
+def make_shift4(url: str, timeout: float = 5.0) -> Shift4Gateway:
+    gateway = build_gateway(
+        "shift4",
+        {"secret_key": "sk_test_s4", "api_base": url},
+        environment="test",
+        timeout=timeout,
+    )
+    assert isinstance(gateway, Shift4Gateway)
+    return gateway
+
+
+def serve(httpserver: HTTPServer, path: str, answer: Any) -> list[dict[str, Any]]:
+    fixed = isinstance(answer, Response)  # a Response is itself callable (WSGI), so ask first
+    seen, handler = recorder((lambda _: answer) if fixed else answer)
+    httpserver.expect_request(path).respond_with_handler(handler)
+    return seen
+
+
+def test_a_charge_sends_amount_card_and_idempotency_key(httpserver: HTTPServer) -> None:
+    seen = serve(httpserver, "/charges", s4(CHARGE))
+
+    result = make_shift4(httpserver.url_for("")).charge(make_request(key="pd-sess1-1"))
+
+    sent = json.loads(seen[0]["body"])
+    assert sent["amount"] == 1999
+    assert sent["currency"] == "USD"
+    assert sent["captured"] is True
+    assert sent["card"]["number"] == "4242424242424242"
+    assert sent["card"]["cvc"] == "987"
+    assert (sent["card"]["expMonth"], sent["card"]["expYear"]) == ("12", "2031")
+    assert sent["card"]["addressZip"] == "94107"
+    assert sent["metadata"]["paydial_idempotency_key"] == "pd-sess1-1"
+    assert seen[0]["headers"]["Idempotency-Key"] == "pd-sess1-1"
+    assert seen[0]["headers"]["Authorization"].startswith("Basic ")
+    assert result.outcome == "captured"
+    assert result.processor == {
+        "shift4_charge_id": "char_9kQx",
+        "shift4_customer_id": None,
+        "shift4_card_id": None,
+    }
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        ("card_declined", "card_declined"),
+        ("insufficient_funds", "insufficient_funds"),
+        ("incorrect_cvc", "incorrect_cvc"),
+        ("expired_card", "expired_card"),
+        ("incorrect_zip", "incorrect_zip"),
+        ("invalid_number", "invalid_number"),
+        ("processing_error", "processing_error"),
+    ],
+)
+def test_card_errors_map_to_normalized_reasons(
+    httpserver: HTTPServer, code: str, reason: str
+) -> None:
+    error = {"type": "card_error", "code": code, "message": "Declined.", "chargeId": "char_d"}
+    serve(httpserver, "/charges", s4({"error": error}, status=402))
+
+    with pytest.raises(CardDeclined) as caught:
+        make_shift4(httpserver.url_for("")).charge(make_request())
+
+    assert caught.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        (
+            s4({"error": {"type": "invalid_request", "message": "Invalid API key"}}, 401),
+            GatewayConfigurationError,
+        ),
+        (s4({"error": {"type": "gateway_error", "message": "boom"}}, 500), GatewayOutcomeUnknown),
+        (Response("<html>Bad Gateway</html>", status=502), GatewayUnavailable),
+        (Response("<html>half a charge", status=200), GatewayOutcomeUnknown),
+    ],
+)
+def test_http_failures_and_non_json_bodies_map_to_the_error_tree(
+    httpserver: HTTPServer, answer: Response, error: type[Exception]
+) -> None:
+    serve(httpserver, "/charges", answer)
+
+    with pytest.raises(error):
+        make_shift4(httpserver.url_for("")).charge(make_request())
+
+
+def test_a_refused_connection_is_unavailable(refused_url: str) -> None:
+    with pytest.raises(GatewayUnavailable):
+        make_shift4(refused_url).charge(make_request())
+
+
+def test_a_stalled_charge_times_out_as_an_unknown_outcome(httpserver: HTTPServer) -> None:
+    serve(httpserver, "/charges", stall(s4(CHARGE)))
+
+    with pytest.raises(GatewayOutcomeUnknown):
+        make_shift4(httpserver.url_for(""), timeout=CLIENT_TIMEOUT).charge(make_request())
+
+
+def test_tokenize_creates_a_customer_holding_the_card(httpserver: HTTPServer) -> None:
+    seen = serve(
+        httpserver, "/customers", s4({"id": "cust_5", "defaultCardId": "card_5", "cards": []})
+    )
+
+    result = make_shift4(httpserver.url_for("")).tokenize(make_request(key="pd-tok-1"))
+
+    sent = json.loads(seen[0]["body"])
+    assert sent["card"]["number"] == "4242424242424242"
+    assert seen[0]["headers"]["Idempotency-Key"] == "pd-tok-1"
+    assert result.outcome == "tokenized"
+    assert result.processor["shift4_customer_id"] == "cust_5"
+    assert result.processor["shift4_card_id"] == "card_5"
+
+
+def test_reconcile_finds_the_charge_by_the_key_in_its_metadata(httpserver: HTTPServer) -> None:
+    tagged = {**CHARGE, "metadata": {"paydial_idempotency_key": "pd-lost-1"}}
+    serve(httpserver, "/charges", s4({"list": [tagged], "hasMore": False}))
+
+    result = make_shift4(httpserver.url_for("")).reconcile(make_request(key="pd-lost-1"))
+
+    assert result is not None
+    assert result.transaction_id == "char_9kQx"
+
+
+def test_reconcile_answers_none_when_nothing_carries_the_key(httpserver: HTTPServer) -> None:
+    serve(httpserver, "/charges", s4({"list": [CHARGE], "hasMore": False}))
+    serve(httpserver, "/customers", s4({"list": [], "hasMore": False}))
+
+    assert make_shift4(httpserver.url_for("")).reconcile(make_request(key="pd-lost-2")) is None

@@ -1,0 +1,75 @@
+"""The simulator and the registry: PRODUCT.md's test cards, determinism, and who gets built."""
+
+from __future__ import annotations
+
+import pytest
+from gateway_helpers import make_request
+
+from gateways import build_gateway, required_credentials
+from gateways.authorizenet import AuthorizeNetGateway
+from gateways.base import CardDeclined, GatewayConfigurationError
+from gateways.simulator import SimulatorGateway
+
+
+@pytest.mark.parametrize(
+    ("number", "reason"),
+    [
+        ("4000000000000002", "card_declined"),
+        ("4000000000009995", "insufficient_funds"),
+        ("4000000000000127", "incorrect_cvc"),
+        ("4000000000000069", "expired_card"),
+        ("4000000000000119", "processing_error"),
+        ("4242424242424241", "invalid_number"),
+    ],
+)
+def test_test_cards_decline_with_their_documented_reason(number: str, reason: str) -> None:
+    with pytest.raises(CardDeclined) as caught:
+        SimulatorGateway("stripe").charge(make_request(number))
+    assert caught.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("number", "brand"),
+    [("4242424242424242", "visa"), ("378282246310005", "amex"), ("5555555555554444", "mastercard")],
+)
+def test_approving_cards_are_captured(number: str, brand: str) -> None:
+    result = SimulatorGateway("braintree").charge(make_request(number, cvc="1234"))
+    assert (result.outcome, result.card_brand) == ("captured", brand)
+
+
+def test_the_same_key_always_gets_the_same_answer_and_reconcile_repeats_it() -> None:
+    gateway = SimulatorGateway("authorizenet")
+    first = gateway.charge(make_request(key="pd-sim-1"))
+
+    assert SimulatorGateway("authorizenet").charge(make_request(key="pd-sim-1")) == first
+    assert gateway.reconcile(make_request(key="pd-sim-1")) == first
+    assert gateway.charge(make_request(key="pd-sim-2")).transaction_id != first.transaction_id
+    assert gateway.reconcile(make_request(key="pd-sim-never")) is None
+
+
+def test_auth_only_is_simulated_only_for_authorizenet() -> None:
+    assert SimulatorGateway("authorizenet").authorize(make_request()).outcome == "authorized"
+    with pytest.raises(GatewayConfigurationError):
+        SimulatorGateway("shift4").authorize(make_request())
+
+
+def test_test_mode_without_credentials_gets_the_simulator_and_live_mode_refuses() -> None:
+    assert isinstance(build_gateway("shift4", None, environment="test"), SimulatorGateway)
+    with pytest.raises(GatewayConfigurationError):
+        build_gateway("shift4", None, environment="live")
+
+
+def test_missing_credentials_are_named_without_their_values() -> None:
+    with pytest.raises(GatewayConfigurationError) as caught:
+        build_gateway("authorizenet", {"api_login_id": "x"}, environment="live")
+    assert "transaction_key" in caught.value.message
+    assert required_credentials("braintree") == ("merchant_id", "public_key", "private_key")
+
+
+def test_live_authorizenet_defaults_to_production_and_test_to_sandbox() -> None:
+    credentials = {"api_login_id": "l", "transaction_key": "k"}
+    live = build_gateway("authorizenet", credentials, environment="live")
+    test = build_gateway("authorizenet", credentials, environment="test")
+    assert isinstance(live, AuthorizeNetGateway) and isinstance(test, AuthorizeNetGateway)
+    assert live.endpoint == "https://api2.authorize.net/xml/v1/request.api"
+    assert test.endpoint == "https://apitest.authorize.net/xml/v1/request.api"
