@@ -1,0 +1,140 @@
+"""Which payment session an incoming call is for, in PRODUCT.md's order; binding is once per call.
+
+1. the SIP request-URI user part (`To` = `sip:<session_id>@<PAYDIAL_SIP_DOMAIN>`),
+2. the `X-Paydial-Session` SIP header (`SipHeader_X-Paydial-Session`),
+3. the caller ID (`From`, E.164) of the most recent `pending` voice session,
+4. the 6-digit access code the caller keys (the flow asks; `find_by_access_code` looks up).
+
+A candidate is bindable while `pending` (or `collecting` on this very CallSid, for a repeated
+webhook) and not expired; terminal sessions and sessions bound to another call never are.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session as Tx
+
+from ivr.errors import NotFound
+from ivr.model import Channel, Status
+from ivr.sessions import ACTIVE, UNRESOLVED_ATTEMPT_STATES, load_session, transition
+from ivr.store import PaymentAttempt, PaymentSession
+
+E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+_SIP_USER = re.compile(r"^<?sips?:([^@;?>]+)@", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class CallParams:
+    """The parts of Twilio's voice webhook that can name a session."""
+
+    call_sid: str
+    to: str = ""
+    sip_header: str = ""
+    caller: str = ""
+
+
+def sip_user(uri: str) -> str | None:
+    """`sip:abc@host;transport=tls` -> `abc`."""
+    match = _SIP_USER.match(uri.strip())
+    return match.group(1) if match else None
+
+
+def bind_call(tx: Tx, call: CallParams, *, now: datetime) -> PaymentSession | None:
+    """Bind the call to the first bindable session its parameters name; None: ask for the code."""
+    for how, session_id in _candidates(tx, call):
+        session = _bindable(tx, session_id, call.call_sid, now)
+        if session is not None:
+            _bind(tx, session, call.call_sid, now, how=how)
+            return session
+    return None
+
+
+def find_by_access_code(
+    tx: Tx, code: str, *, call_sid: str, now: datetime
+) -> PaymentSession | None:
+    """The bindable voice session with this access code (not yet bound: the flow binds next)."""
+    session_id = tx.scalar(
+        select(PaymentSession.id).where(
+            PaymentSession.access_code == code,
+            PaymentSession.channel == Channel.VOICE.value,
+            PaymentSession.status.in_(ACTIVE),
+        )
+    )
+    return None if session_id is None else _bindable(tx, session_id, call_sid, now)
+
+
+def bind_by_access_code(
+    tx: Tx, session_id: str, *, call_sid: str, now: datetime
+) -> PaymentSession | None:
+    """Bind after the caller keyed a matching code; None when someone else bound it meanwhile."""
+    session = _bindable(tx, session_id, call_sid, now)
+    if session is not None:
+        _bind(tx, session, call_sid, now, how="access_code")
+    return session
+
+
+def _candidates(tx: Tx, call: CallParams) -> Iterator[tuple[str, str]]:
+    """(how, session id) in the order PRODUCT.md gives."""
+    user = sip_user(call.to)
+    if user:
+        yield "sip_uri", user
+    if call.sip_header:
+        yield "sip_header", call.sip_header.strip()
+    if E164.match(call.caller):
+        recent = tx.scalars(
+            select(PaymentSession.id)
+            .where(
+                PaymentSession.caller == call.caller,
+                PaymentSession.channel == Channel.VOICE.value,
+                PaymentSession.status == Status.PENDING.value,
+            )
+            .order_by(PaymentSession.created_at.desc())
+            .limit(5)
+        ).all()
+        yield from (("caller_id", session_id) for session_id in recent)
+
+
+def _bindable(tx: Tx, session_id: str, call_sid: str, now: datetime) -> PaymentSession | None:
+    try:
+        session = load_session(tx, session_id, now=now, for_update=True)
+    except NotFound:
+        return None
+    if session.channel != Channel.VOICE.value or session.status not in ACTIVE:
+        return None
+    if session.call_sid not in (None, call_sid):
+        return None
+    return session
+
+
+def _bind(tx: Tx, session: PaymentSession, call_sid: str, now: datetime, *, how: str) -> None:
+    session.call_sid = call_sid
+    session.updated_at = now
+    transition(tx, session, Status.COLLECTING, cause="call_bound", now=now, detail={"by": how})
+
+
+def session_for_call(tx: Tx, call_sid: str, *, now: datetime) -> PaymentSession | None:
+    """The session bound to this CallSid, if any."""
+    session_id = tx.scalar(select(PaymentSession.id).where(PaymentSession.call_sid == call_sid))
+    return None if session_id is None else load_session(tx, session_id, now=now, for_update=True)
+
+
+def end_call(tx: Tx, call_sid: str, *, now: datetime) -> PaymentSession | None:
+    """The call is over: its open session is abandoned, unless a payment attempt is unresolved
+    (the gateway's answer, or reconciliation, decides then). Terminal sessions never change."""
+    session = session_for_call(tx, call_sid, now=now)
+    if session is None or Status(session.status).is_terminal:
+        return session
+    running = tx.scalar(
+        select(PaymentAttempt.id).where(
+            PaymentAttempt.session_id == session.id,
+            PaymentAttempt.state.in_(UNRESOLVED_ATTEMPT_STATES),
+        )
+    )
+    if running is None:
+        transition(tx, session, Status.ABANDONED, cause="caller_hung_up", now=now)
+    return session

@@ -1,0 +1,178 @@
+"""Gateway calls off the Twilio request, so a slow gateway never becomes a Twilio timeout.
+
+The confirm webhook calls `start_payment`: it claims `pay:<session>:<attempt>` once in call
+state (a webhook Twilio delivers twice, or ten times at once, starts one job), parks the card
+there for the job, and submits a `PaymentJob` carrying only the session id, the attempt number
+and the CallSid. The job takes the card out of call state (atomically, so it exists once) and
+runs `ivr.payments.pay`, whose attempt row is the second, durable guard. The result webhook
+polls `attempt_result` while the caller holds.
+
+Runners: an RQ queue when `REDIS_URL` is set (`paydial worker` runs it), else a thread pool
+inside the web process.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+from sqlalchemy import select
+
+from gateways.base import Card as GatewayCard
+from ivr import flow
+from ivr.binding import end_call
+from ivr.callstate import CallStates, callstate_from_url
+from ivr.errors import Conflict
+from ivr.payments import SUCCEEDED, pay
+from ivr.services import Services
+from ivr.sessions import UNRESOLVED_ATTEMPT_STATES
+from ivr.store import PaymentAttempt
+
+log = logging.getLogger(__name__)
+
+QUEUE_NAME = "paydial"
+CLAIM_TTL = 3600  # longer than any call, so a late duplicate webhook still finds the claim
+CONFIRMATION_LENGTH = 8  # the caller hears the last characters of the transaction id
+
+
+@dataclass(frozen=True)
+class PaymentJob:
+    """Everything a job may carry: no card data, which stays in call state."""
+
+    session_id: str
+    attempt: int
+    call_sid: str
+
+
+class JobRunner(Protocol):
+    def submit(self, job: PaymentJob) -> None: ...
+
+
+class ThreadJobs:
+    """The embedded default: a small pool in the web process."""
+
+    def __init__(self, services: Services, *, max_workers: int = 4) -> None:
+        self._services = services
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="paydial-pay")
+
+    def submit(self, job: PaymentJob) -> None:
+        self._pool.submit(run_payment_job, self._services, job)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+class RQJobs:
+    """Redis-backed: any `paydial worker` process picks the job up."""
+
+    def __init__(self, redis_url: str) -> None:
+        from redis import Redis
+        from rq import Queue
+
+        self._queue = Queue(QUEUE_NAME, connection=Redis.from_url(redis_url))
+
+    def submit(self, job: PaymentJob) -> None:
+        self._queue.enqueue(
+            rq_payment_job, job.session_id, job.attempt, job.call_sid,
+            job_id=f"pay-{job.session_id}-{job.attempt}", result_ttl=600, failure_ttl=86400,
+        )
+
+
+def wire_calls(services: Services) -> None:
+    """Give `services` call state and a job runner from its settings, unless it has them."""
+    if services.callstates is None:
+        if services.settings.secret_key is None:
+            raise RuntimeError("PAYDIAL_SECRET_KEY is not set")
+        services.callstates = callstate_from_url(
+            services.settings.redis_url, services.settings.secret_key.get_secret_value()
+        )
+    if services.jobs is None:
+        redis_url = services.settings.redis_url
+        services.jobs = RQJobs(redis_url) if redis_url else ThreadJobs(services)
+
+
+def callstates_of(services: Services) -> CallStates:
+    if services.callstates is None:
+        raise RuntimeError("call state is not configured (ivr.jobs.wire_calls)")
+    return services.callstates
+
+
+def start_payment(services: Services, job: PaymentJob, card: flow.Card) -> bool:
+    """Hand the card to a new job, once per (session, attempt); False when already started."""
+    calls = callstates_of(services)
+    if not calls.claim(f"pay:{job.session_id}:{job.attempt}", CLAIM_TTL):
+        return False
+    calls.put_card(job.call_sid, card)
+    if services.jobs is None:
+        raise RuntimeError("no job runner configured (ivr.jobs.wire_calls)")
+    services.jobs.submit(job)
+    return True
+
+
+def run_payment_job(services: Services, job: PaymentJob) -> None:
+    """Take the card out of call state, run the attempt, and close the session if the call ended."""
+    calls = callstates_of(services)
+    card = calls.take_card(job.call_sid)
+    if card is None:  # the call ended or the flow failed first: the card is already gone
+        log.info("payment job for session %s attempt %s found no card", job.session_id, job.attempt)
+        return
+    try:
+        pay(
+            services, job.session_id,
+            GatewayCard(number=card.number, exp_month=card.exp_month, exp_year=card.exp_year,
+                        cvc=card.security_code),
+            postal_code=card.postal_code or None, attempt=job.attempt,
+        )
+    except Conflict as error:
+        log.info("payment job for session %s not run: %s", job.session_id, error)
+    except Exception as error:
+        log.error("payment job for session %s failed: %s", job.session_id, type(error).__name__)
+    if calls.get(job.call_sid) is None:  # the caller hung up while the gateway worked
+        with services.db.transaction() as tx:
+            end_call(tx, job.call_sid, now=services.clock())
+
+
+def attempt_result(services: Services, session_id: str, number: int) -> flow.PaymentResult | None:
+    """The gateway's answer for one attempt as the flow hears it; None while it is still running."""
+    with services.db.transaction() as tx:
+        attempt = tx.scalar(
+            select(PaymentAttempt).where(
+                PaymentAttempt.session_id == session_id, PaymentAttempt.number == number
+            )
+        )
+        if attempt is None or attempt.state in UNRESOLVED_ATTEMPT_STATES:
+            return None  # running, or awaiting reconciliation: the caller keeps holding
+        if attempt.state == SUCCEEDED:
+            transaction = str((attempt.processor or {}).get("transaction_id") or "")
+            confirmation = transaction[-CONFIRMATION_LENGTH:]
+            return flow.PaymentResult(approved=True, confirmation=confirmation)
+        return flow.PaymentResult(approved=False, decline_code=attempt.error_code or "")
+
+
+# --- RQ ----------------------------------------------------------------------------------------
+
+_worker_services: Services | None = None
+
+
+def rq_payment_job(session_id: str, attempt: int, call_sid: str) -> None:
+    """The RQ entry point; runs in a `paydial worker` process."""
+    if _worker_services is None:
+        raise RuntimeError("rq_payment_job runs only inside run_worker")
+    run_payment_job(_worker_services, PaymentJob(session_id, attempt, call_sid))
+
+
+def run_worker(services: Services, *, burst: bool = False) -> None:
+    """Work the payment queue with `services` (no fork per job: connections stay in-process)."""
+    global _worker_services
+    from redis import Redis
+    from rq import Queue, SimpleWorker
+
+    if not services.settings.redis_url:
+        raise RuntimeError("paydial worker needs REDIS_URL")
+    wire_calls(services)
+    _worker_services = services
+    connection = Redis.from_url(services.settings.redis_url)
+    worker = SimpleWorker([Queue(QUEUE_NAME, connection=connection)], connection=connection)
+    worker.work(burst=burst, with_scheduler=False)

@@ -1,0 +1,125 @@
+"""Which session a call is for: SIP URI, SIP header, caller ID, then the keyed access code."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from ivr.binding import sip_user
+from ivr.services import Services
+from paydial.phone import Phone, ScriptedKeypad
+from tests.conftest import PUBLIC_URL
+from tests.ivr.conftest import APPROVED, CVV, EXPIRY, wire_backend
+
+
+@pytest.fixture
+def call_backend(services: Services) -> Iterator[str]:
+    """Binding does not depend on where call state lives: the embedded setup is enough."""
+    yield from wire_backend(services, "memory-threads")
+
+CARD = [APPROVED + "#", EXPIRY, CVV, "1"]
+PAYDIAL_NUMBER = "+15005550006"
+
+
+def test_the_user_part_of_a_sip_uri_names_the_session() -> None:
+    assert sip_user("sip:abc-123@pay.sip.example.com;transport=tls") == "abc-123"
+    assert sip_user("<sips:abc@host>") == "abc"
+    assert sip_user("+15005550006") is None
+
+
+def test_a_call_to_the_session_sip_uri_is_bound_to_it(
+    new_session: Callable[..., dict[str, Any]], phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]],
+) -> None:
+    created = new_session(caller="+14155550111")
+    new_session(caller="+14155550111")  # a newer session for the same caller must not win
+    result = phone(from_="+14155550111", to=created["sip_uri"]).call(ScriptedKeypad(CARD))
+
+    assert result.succeeded
+    assert read_session(created["session_id"])["status"] == "payment-success"
+
+
+def test_the_x_paydial_session_header_binds_when_the_uri_does_not(
+    new_session: Callable[..., dict[str, Any]], phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]],
+) -> None:
+    created = new_session()
+    call = phone(
+        from_="sip:agent@agents.example.com", to="sip:payments@pay.sip.example.com",
+        extra={"SipHeader_X-Paydial-Session": created["session_id"]},
+    )
+    assert call.call(ScriptedKeypad(CARD)).succeeded
+    assert read_session(created["session_id"])["status"] == "payment-success"
+
+
+def test_the_caller_id_binds_the_most_recent_pending_session(
+    new_session: Callable[..., dict[str, Any]], phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]], clock: Any,
+) -> None:
+    older = new_session(caller="+14155550122")
+    clock.advance(minutes=1)
+    newer = new_session(caller="+14155550122")
+    result = phone(from_="+14155550122", to=PAYDIAL_NUMBER).call(ScriptedKeypad(CARD))
+
+    assert result.succeeded
+    assert read_session(newer["session_id"])["status"] == "payment-success"
+    assert read_session(older["session_id"])["status"] == "pending"
+
+
+def test_an_unknown_caller_binds_by_keying_the_access_code(
+    new_session: Callable[..., dict[str, Any]], phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]],
+) -> None:
+    created = new_session(caller="+14155550133")
+    result = phone(from_="+14155550999", to=PAYDIAL_NUMBER).call(
+        ScriptedKeypad(["000000", created["access_code"], *CARD])
+    )
+
+    assert "That access code was not found." in result.heard
+    assert result.succeeded
+    assert read_session(created["session_id"])["status"] == "payment-success"
+
+
+def test_three_wrong_access_codes_end_the_call_politely(
+    new_session: Callable[..., dict[str, Any]], phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]],
+) -> None:
+    created = new_session(caller="+14155550144")
+    result = phone(from_="+14155550999", to=PAYDIAL_NUMBER).call(
+        ScriptedKeypad(["111111", "222222", "333333", created["access_code"]])
+    )
+
+    assert not result.caller_hung_up  # Paydial hung up, before the fourth entry
+    assert "Thank you. Goodbye." in result.heard
+    assert read_session(created["session_id"])["status"] == "pending"
+
+
+def test_a_finished_session_is_never_bound_again(
+    new_session: Callable[..., dict[str, Any]], phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]], client: FlaskClient,
+    merchant: dict[str, str],
+) -> None:
+    created = new_session()
+    cancel = client.post(f"/v1/sessions/{created['session_id']}/cancel",
+                         headers={"Authorization": merchant["test"]})
+    assert cancel.status_code == 204
+    result = phone(from_="+14155550999", to=created["sip_uri"]).call(ScriptedKeypad([None]))
+
+    assert "Please enter your six digit access code." in result.heard
+    assert read_session(created["session_id"])["status"] == "cancelled"
+
+
+def test_a_session_bound_to_one_call_is_not_bound_by_another(
+    new_session: Callable[..., dict[str, Any]], phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]],
+) -> None:
+    created = new_session()
+    first = phone(to=created["sip_uri"])
+    first.post(f"{PUBLIC_URL}/twilio/voice", status="ringing")
+    second = phone(to=created["sip_uri"]).call(ScriptedKeypad([None]))
+
+    assert "Please enter your six digit access code." in second.heard
+    assert read_session(created["session_id"])["status"] == "collecting"

@@ -1,0 +1,326 @@
+"""The whole call through the Flask app, played by a Twilio-behaving client.
+
+Every test here runs on SQLite and PostgreSQL, with call state in memory (jobs on a thread pool)
+and in Redis (jobs inline). After each test, the captured log (DEBUG, SQL parameters included),
+every row of every table and every Redis key and value are searched for the card data entered.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import redis
+from flask import Flask
+from sqlalchemy import func, select
+from werkzeug.serving import make_server
+
+import gateways
+from gateways.base import PaymentRequest, PaymentResult
+from gateways.simulator import SimulatorGateway
+from ivr.services import Services
+from ivr.store import Base, PaymentAttempt
+from ivr.transfer import MEMORY, MEMORY_REF, SESSION, STATUS, signing_key, verify
+from paydial.phone import Phone, ScriptedKeypad, http_transport
+from tests.conftest import PUBLIC_URL, REDIS_TEST_URL, TEST_SECRET_KEY, TEST_TWILIO_TOKEN
+from tests.ivr.conftest import AMEX, AMEX_CVV, APPROVED, CVV, DECLINED, EXPIRY
+from tests.ivr.twilio_client import sip_headers, twiml
+
+PHONE_CALLBACK = "+14155550199"
+SIP_CALLBACK = "sip:agent@agents.example.com"
+ENTERED = (APPROVED, AMEX, DECLINED, EXPIRY, CVV, AMEX_CVV)
+
+
+def _leaks(text: str) -> list[str]:
+    """Entered card values found in `text`; short ones only as whole tokens (not inside ids)."""
+    found = []
+    for value in ENTERED:
+        pattern = re.escape(value) if len(value) > 6 else rf"(?<![0-9A-Za-z]){value}(?![0-9A-Za-z])"
+        if re.search(pattern, text):
+            found.append(value)
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_card_data_anywhere(
+    caplog: pytest.LogCaptureFixture, services: Services, call_backend: str
+) -> Iterator[None]:
+    """After each test: no card number, expiry or code in logs, database rows or Redis."""
+    caplog.set_level(logging.DEBUG)
+    yield
+    assert _leaks(caplog.text) == [], "card data in the log"
+    with services.db.transaction() as tx:
+        for table in Base.metadata.sorted_tables:
+            rows = "\n".join(repr(tuple(row)) for row in tx.execute(select(table)))
+            assert _leaks(rows) == [], f"card data in table {table.name}"
+    if call_backend == "redis-inline":
+        client = redis.Redis.from_url(REDIS_TEST_URL)
+        for key in client.keys("*"):
+            value = client.dump(key) or b""
+            text = (key + b"\n" + value).decode("latin-1")
+            assert _leaks(text) == [], f"card data in Redis key {key!r}"
+        client.close()
+
+
+@pytest.fixture
+def gateway_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Idempotency keys of every call that reaches the (simulated) gateway, in order."""
+    calls: list[str] = []
+
+    class CountingSimulator(SimulatorGateway):
+        def charge(self, request: PaymentRequest) -> PaymentResult:
+            calls.append(request.idempotency_key)
+            return super().charge(request)
+
+        def tokenize(self, request: PaymentRequest) -> PaymentResult:
+            calls.append(request.idempotency_key)
+            return super().tokenize(request)
+
+    monkeypatch.setattr(gateways, "SimulatorGateway", CountingSimulator)
+    return calls
+
+
+def _attempt_rows(services: Services, session_id: str) -> list[tuple[int, str]]:
+    with services.db.transaction() as tx:
+        rows = tx.execute(
+            select(PaymentAttempt.number, PaymentAttempt.state)
+            .where(PaymentAttempt.session_id == session_id)
+            .order_by(PaymentAttempt.number)
+        )
+        return [(number, state) for number, state in rows]
+
+
+@pytest.mark.parametrize("mode", ["charge", "tokenize"])
+@pytest.mark.parametrize("callback", [PHONE_CALLBACK, SIP_CALLBACK])
+def test_a_caller_pays_by_keypad_and_is_handed_back(
+    mode: str, callback: str, new_session: Callable[..., dict[str, Any]],
+    phone: Callable[..., Phone], read_session: Callable[[str], dict[str, Any]],
+    gateway_calls: list[str],
+) -> None:
+    created = new_session(mode=mode, callback=callback, memory="Order 42")
+    result = phone(to=created["sip_uri"]).call(
+        ScriptedKeypad([APPROVED + "#", EXPIRY, CVV, "1"])
+    )
+
+    session = read_session(created["session_id"])
+    assert session["status"] == "payment-success"
+    assert (session["card_brand"], session["card_last4"]) == ("visa", "4242")
+    assert session["transfer_status"] == "completed"
+    assert len(gateway_calls) == 1
+    expected = "Your card has been saved." if mode == "tokenize" else "Your payment was approved."
+    assert expected in result.heard
+    assert result.succeeded and not result.caller_hung_up
+    [dialed] = result.dialed
+    if callback == PHONE_CALLBACK:
+        assert dialed == PHONE_CALLBACK
+    else:
+        assert dialed.startswith(SIP_CALLBACK + "?")
+        headers = sip_headers(dialed)
+        assert headers[SESSION] == created["session_id"]
+        assert headers[STATUS] == "payment-success"
+        assert headers[MEMORY] == "Order 42"
+        assert verify(headers, signing_key(TEST_SECRET_KEY))
+
+
+def test_an_amex_card_with_a_billing_zip_is_charged(
+    new_session: Callable[..., dict[str, Any]], phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]], configure_project: Callable[..., None],
+) -> None:
+    configure_project(require_zip=True)
+    created = new_session()
+    result = phone(to=created["sip_uri"]).call(
+        ScriptedKeypad([AMEX + "#", EXPIRY, AMEX_CVV, "94107#", "1"])
+    )
+
+    session = read_session(created["session_id"])
+    assert (session["status"], session["card_brand"]) == ("payment-success", "amex")
+    assert "Please enter the four digit security code." in result.heard
+    assert result.dialed == []  # no callback: thank and hang up
+    assert result.heard[-1] == "Thank you. Goodbye."
+
+
+def test_a_declined_card_can_be_replaced_by_another(
+    new_session: Callable[..., dict[str, Any]], phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]], services: Services,
+    gateway_calls: list[str],
+) -> None:
+    created = new_session(callback=PHONE_CALLBACK)
+    result = phone(to=created["sip_uri"]).call(ScriptedKeypad([
+        DECLINED + "#", EXPIRY, CVV, "1",
+        "1",  # try another card
+        APPROVED + "#", EXPIRY, CVV, "1",
+    ]))
+
+    assert "The card was declined by the bank." in result.heard
+    assert read_session(created["session_id"])["status"] == "payment-success"
+    assert _attempt_rows(services, created["session_id"]) == [(1, "declined"), (2, "succeeded")]
+    assert len(gateway_calls) == 2
+
+
+def test_a_caller_who_gives_up_after_a_decline_ends_payment_failed(
+    new_session: Callable[..., dict[str, Any]], phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]],
+) -> None:
+    created = new_session(callback=SIP_CALLBACK)
+    result = phone(to=created["sip_uri"]).call(
+        ScriptedKeypad([DECLINED + "#", EXPIRY, CVV, "1", "2"])
+    )
+
+    session = read_session(created["session_id"])
+    assert session["status"] == "payment-failed"
+    assert session["error"]["code"] == "card_declined"
+    assert sip_headers(result.dialed[0])[STATUS] == "payment-failed"
+    assert not result.succeeded
+
+
+def test_hanging_up_mid_card_abandons_the_session_and_destroys_the_card(
+    new_session: Callable[..., dict[str, Any]], phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]], services: Services,
+) -> None:
+    created = new_session()
+    call = phone(to=created["sip_uri"])
+    result = call.call(ScriptedKeypad([APPROVED + "#", EXPIRY, None]))
+
+    assert result.caller_hung_up
+    assert read_session(created["session_id"])["status"] == "abandoned"
+    assert services.callstates is not None
+    assert services.callstates.get(call.call_sid) is None
+    assert services.callstates.take_card(call.call_sid) is None
+    assert _attempt_rows(services, created["session_id"]) == []
+
+
+def _enter_until_confirm(call: Phone, created: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    """Key a card up to the confirmation; returns the confirm webhook (url, form) unsent."""
+    reply = call.post(f"{PUBLIC_URL}/twilio/voice", status="ringing")
+    for keys in (APPROVED, EXPIRY, CVV):
+        action = twiml(reply.body).find("Gather")
+        assert action is not None
+        reply = call.post(action.get("action", ""), {"Digits": keys, "FinishedOnKey": "#"})
+    gather = twiml(reply.body).find("Gather")
+    assert gather is not None and gather.get("action", "").endswith("step=confirm")
+    return gather.get("action", ""), {"Digits": "1", "FinishedOnKey": ""}
+
+
+def _hold_until_result(call: Phone, reply_body: str) -> list[str]:
+    """Follow the hold redirects until the result; what the caller heard."""
+    heard: list[str] = []
+    for _ in range(200):
+        root = twiml(reply_body)
+        heard += [(say.text or "") for say in root.iter("Say")]
+        redirect = root.find("Redirect")
+        if redirect is None:
+            return heard
+        reply_body = call.post(redirect.text or "").body
+    raise AssertionError("the caller held forever")
+
+
+def test_a_confirmation_twilio_delivers_twice_charges_once(
+    new_session: Callable[..., dict[str, Any]], phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]], services: Services,
+    gateway_calls: list[str],
+) -> None:
+    created = new_session()
+    call = phone(to=created["sip_uri"])
+    url, form = _enter_until_confirm(call, created)
+
+    first, second = call.post(url, form), call.post(url, form)
+
+    for reply in (first, second):
+        assert twiml(reply.body).find("Redirect") is not None  # both hear the hold message
+    heard = _hold_until_result(call, second.body)
+    assert "Your payment was approved." in heard
+    assert read_session(created["session_id"])["status"] == "payment-success"
+    assert gateway_calls == [f"pd-{created['session_id']}-1"]
+    assert _attempt_rows(services, created["session_id"]) == [(1, "succeeded")]
+
+
+def test_ten_simultaneous_deliveries_of_a_confirmation_make_one_gateway_call(
+    app: Flask, new_session: Callable[..., dict[str, Any]],
+    read_session: Callable[[str], dict[str, Any]], services: Services,
+    gateway_calls: list[str],
+) -> None:
+    created = new_session()
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        call = Phone(
+            http_transport(f"http://127.0.0.1:{server.server_port}"),
+            auth_token=TEST_TWILIO_TOKEN, public_url=PUBLIC_URL, from_="+14155550100",
+            to=created["sip_uri"], out=lambda _line: None, pause_scale=0.01,
+        )
+        url, form = _enter_until_confirm(call, created)
+        start = threading.Barrier(10)
+
+        def deliver() -> str:
+            start.wait()
+            return call.post(url, form).body
+
+        with ThreadPoolExecutor(10) as pool:
+            bodies = list(pool.map(lambda _: deliver(), range(10)))
+        assert all(twiml(body).find("Redirect") is not None for body in bodies)
+        assert "Your payment was approved." in _hold_until_result(call, bodies[0])
+    finally:
+        server.shutdown()
+    assert len(gateway_calls) == 1
+    assert read_session(created["session_id"])["status"] == "payment-success"
+    with services.db.transaction() as tx:
+        assert tx.scalar(select(func.count()).select_from(PaymentAttempt)) == 1
+
+
+def test_unicode_and_quotes_in_memory_reach_a_sip_agent_intact(
+    new_session: Callable[..., dict[str, Any]], phone: Callable[..., Phone],
+) -> None:
+    memory = 'Zoë "VIP"'  # the headers and signature leave room for ~36 encoded characters
+    created = new_session(callback=SIP_CALLBACK, memory=memory)
+    result = phone(to=created["sip_uri"]).call(ScriptedKeypad([APPROVED + "#", EXPIRY, CVV, "1"]))
+
+    [dialed] = result.dialed
+    assert len(dialed) <= 255
+    headers = sip_headers(dialed)
+    assert headers[MEMORY] == memory
+    assert verify(headers, signing_key(TEST_SECRET_KEY))
+
+
+def test_a_long_memory_travels_as_a_reference_the_agent_can_fetch(
+    new_session: Callable[..., dict[str, Any]], phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]],
+) -> None:
+    memory = ('Caller "Zoë" said: ' + "ünïcode ✓ " * 200)[:2000]
+    created = new_session(callback=SIP_CALLBACK, memory=memory)
+    result = phone(to=created["sip_uri"]).call(ScriptedKeypad([APPROVED + "#", EXPIRY, CVV, "1"]))
+
+    headers = sip_headers(result.dialed[0])
+    assert MEMORY not in headers
+    assert headers[MEMORY_REF] == created["session_id"]
+    assert verify(headers, signing_key(TEST_SECRET_KEY))
+    assert read_session(headers[MEMORY_REF])["memory"] == memory
+
+
+@pytest.mark.parametrize("call_backend", ["redis-inline"], indirect=True)
+def test_with_redis_a_worker_runs_the_payment_from_a_job_without_card_data(
+    new_session: Callable[..., dict[str, Any]], phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]], services: Services,
+) -> None:
+    from rq import Queue
+
+    from ivr.jobs import QUEUE_NAME, RQJobs, run_worker
+
+    services.jobs = RQJobs(REDIS_TEST_URL)
+    services.settings = services.settings.model_copy(update={"redis_url": REDIS_TEST_URL})
+    created = new_session()
+    call = phone(to=created["sip_uri"])
+    url, form = _enter_until_confirm(call, created)
+    hold = call.post(url, form).body
+
+    [job] = Queue(QUEUE_NAME, connection=redis.Redis.from_url(REDIS_TEST_URL)).get_jobs()
+    assert job.args == (created["session_id"], 1, call.call_sid) and job.kwargs == {}
+    assert read_session(created["session_id"])["status"] == "collecting"
+    run_worker(services, burst=True)
+
+    assert "Your payment was approved." in _hold_until_result(call, hold)
+    assert read_session(created["session_id"])["status"] == "payment-success"
