@@ -55,6 +55,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
             key = issue_key(tx, DEMO_SLUG, Environment.TEST, now=services.clock())
     port = args.port or int(os.environ.get("PORT", "8000"))
     base = f"http://{args.host}:{port}"
+    if "PAYDIAL_PUBLIC_URL" not in os.environ:  # Twilio (or `paydial call`) reaches us right here
+        services.settings = services.settings.model_copy(update={"public_url": base})
     if first_start:
         print(f"Created project '{DEMO_SLUG}' with a test key (shown once):\n  {key.plaintext}")
     print(f"Paydial on {base}  (API {base}/v1, demo {base}/demo, contract {base}/openapi.json)")

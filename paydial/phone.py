@@ -12,6 +12,7 @@ The same `Phone` drives the end-to-end tests through a Flask test client (`Trans
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import time
 import urllib.error
@@ -272,7 +273,8 @@ def cmd_call(args: argparse.Namespace) -> None:
     phone = Phone(
         http_transport(args.server),
         auth_token=settings.twilio_auth_token.get_secret_value(),
-        public_url=args.public_url or settings.public_url,
+        public_url=args.public_url
+        or (settings.public_url if "PAYDIAL_PUBLIC_URL" in os.environ else args.server),
         from_=from_, to=to, extra=extra,
     )
     keypad: Keypad = ScriptedKeypad.from_digits(args.digits, print) if args.digits is not None \
@@ -296,7 +298,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                       help=f"where the server listens (default: {DEFAULT_URL})")
     call.add_argument("--public-url", default=None,
                       help="the server's PAYDIAL_PUBLIC_URL, signed like Twilio (default: "
-                           "$PAYDIAL_PUBLIC_URL or http://127.0.0.1:8000)")
+                           "$PAYDIAL_PUBLIC_URL, else the --server URL)")
     call.add_argument("--digits", default=None,
                       help='run unattended, e.g. "4242424242424242#1230#123#1"; exit 0 on success')
     call.set_defaults(func=cmd_call)
