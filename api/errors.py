@@ -8,11 +8,15 @@ from typing import Any
 
 from flask import Flask, Response, jsonify
 from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from ivr.errors import Conflict, InvalidInput, NotFound
+from ivr.velocity import VelocityLimited
 
 log = logging.getLogger(__name__)
+DATABASE_RETRY_AFTER = 5  # seconds
 
 
 class RequestValidationError(Exception):
@@ -62,6 +66,26 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(Conflict)
     def _conflict(error: Conflict) -> Response:
         return _json(409, {"detail": str(error)})
+
+    @app.errorhandler(VelocityLimited)
+    def _velocity(error: VelocityLimited) -> Response:
+        response = _json(429, {"detail": str(error)})
+        response.headers["Retry-After"] = str(error.retry_after)
+        return response
+
+    @app.errorhandler(DBAPIError)
+    @app.errorhandler(PoolTimeout)
+    def _database(error: Exception) -> Response:
+        """The database is down or unreachable: a retryable 503, never a 500 with a trace."""
+        unreachable = isinstance(error, OperationalError | InterfaceError | PoolTimeout) or (
+            isinstance(error, DBAPIError) and error.connection_invalidated
+        )
+        if not unreachable:
+            return _unexpected(error)
+        log.error("database unavailable: %s", type(error).__name__)
+        response = _json(503, {"detail": "Service temporarily unavailable; try again shortly"})
+        response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER)
+        return response
 
     @app.errorhandler(HTTPException)
     def _http(error: HTTPException) -> Response:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, models_json_schema
 from pydantic_core import core_schema
 
@@ -45,6 +45,45 @@ def path_param(name: str) -> dict[str, Any]:
 
 AUTH_ERRORS: dict[int, type[BaseModel] | str] = {401: schemas.Detail, 404: schemas.Detail}
 
+class TwilioWebhookForm(BaseModel):
+    """What Twilio posts to /twilio/* (form-encoded); Twilio adds parameters without notice."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    CallSid: str
+    AccountSid: str
+    From: str | None = None
+    To: str | None = None
+    CallStatus: str | None = None
+    Digits: str | None = None
+    FinishedOnKey: str | None = None
+    DialCallStatus: str | None = None
+    ErrorCode: str | None = None
+    ErrorUrl: str | None = None
+    SipHeader_X_Paydial_Session: str | None = Field(None, alias="SipHeader_X-Paydial-Session")
+
+
+_TWIML_RESPONSES = {
+    "200": {"description": "TwiML", "content": {"text/xml": {"schema": {"type": "string"}}}},
+    "403": {"description": "Missing or invalid X-Twilio-Signature (nothing was changed)"},
+}
+
+
+def _twilio(path: str, summary: str, parameters: tuple[dict[str, Any], ...] = ()) -> Operation:
+    """A Twilio webhook: signed form post in, TwiML out."""
+    name = path.strip("/").replace("/", "_")
+    return Operation(
+        "post", path, f"{name}_post", summary, ("Twilio webhooks",),
+        request=TwilioWebhookForm, request_content_type="application/x-www-form-urlencoded",
+        parameters=(
+            {"name": "X-Twilio-Signature", "in": "header", "required": True,
+             "schema": {"type": "string"}},
+            *parameters,
+        ),
+        responses={}, api_key=False, extra={"responses": _TWIML_RESPONSES},
+    )
+
+
 OPERATIONS: list[Operation] = [
     Operation(
         "post", "/v1/sessions", "create_session_v1_sessions_post", "Create Session",
@@ -76,6 +115,30 @@ OPERATIONS: list[Operation] = [
         responses={201: schemas.WidgetSessionCreated, 409: schemas.Detail,
                    422: schemas.HTTPValidationError, **AUTH_ERRORS},
     ),
+    Operation(
+        "get", "/v1/webhook-deliveries", "list_webhook_deliveries_v1_webhook_deliveries_get",
+        "Webhook delivery attempts for a session", ("Webhooks",),
+        parameters=({"name": "session_id", "in": "query", "required": True,
+                     "schema": {"type": "string"}},),
+        responses={200: schemas.WebhookDeliveryList, 422: schemas.HTTPValidationError,
+                   429: schemas.Detail, **AUTH_ERRORS},
+    ),
+    Operation(
+        "post", "/v1/webhook-deliveries/{delivery_id}/replay",
+        "replay_webhook_delivery_v1_webhook_deliveries__delivery_id__replay_post",
+        "Send a delivery's event again now", ("Webhooks",),
+        parameters=(path_param("delivery_id"),),
+        responses={201: schemas.WebhookDeliveryOut, 409: schemas.Detail,
+                   422: schemas.HTTPValidationError, 429: schemas.Detail, **AUTH_ERRORS},
+    ),
+    _twilio("/twilio/voice", "Voice URL of the number and the SIP domain: bind the call"),
+    _twilio("/twilio/gather", "A <Gather> action", (
+        {"name": "step", "in": "query", "required": False, "schema": {"type": "string"}},
+    )),
+    _twilio("/twilio/result", "The hold <Redirect> while the gateway answers"),
+    _twilio("/twilio/dial", "The <Dial action> of the transfer back: records transfer_status"),
+    _twilio("/twilio/status", "Call status callback: an ended call abandons its open session"),
+    _twilio("/twilio/fallback", "Fallback URL: apologise, transfer back or hang up"),
     Operation(
         "get", "/health", "health_get", "Liveness", ("Operations",), api_key=False,
         responses={200: schemas.Health},

@@ -246,6 +246,29 @@ class WidgetSessionCreated(BaseModel):
     expires_at: datetime
 
 
+class WebhookDeliveryOut(BaseModel):
+    """One attempt to deliver a webhook event (Paydial addition)."""
+
+    id: str
+    event_id: str
+    event_type: str = Field(description="The session status the event announces")
+    session_id: str
+    attempt: int = Field(description="1 for the first send of the event, then 2, 3, ...")
+    url: str
+    status_code: int | None = Field(description="The receiver's HTTP status; null when none came")
+    latency_ms: int | None
+    error: str | None
+    created_at: datetime
+    event_delivered: bool = Field(description="Whether any attempt for this event succeeded")
+    next_attempt_at: datetime | None = Field(
+        description="When the event is retried next; null once delivered or given up"
+    )
+
+
+class WebhookDeliveryList(BaseModel):
+    data: list[WebhookDeliveryOut]
+
+
 class ValidationErrorItem(BaseModel):
     model_config = ConfigDict(title="ValidationError")
 

@@ -121,6 +121,26 @@ class WidgetSessionOut(BaseModel):
     expires_at: datetime
 
 
+class ChargeApproved(BaseModel):
+    """What onSuccess hands the merchant's page."""
+
+    transaction_id: str | None
+    card_brand: str | None
+    card_last4: str | None
+    amount_cents: int
+    currency: str
+    status: str
+
+
+class ChargeDeclined(BaseModel):
+    """What onFailure hands the merchant's page; `attempts_remaining` > 0 offers "Try again"."""
+
+    error_code: str | None
+    error_message: str | None
+    attempts_remaining: int
+    status: str
+
+
 def csrf_token(secret_key: str, session_id: str) -> str:
     """The token only the frame for this session carries; useless for any other session."""
     return hmac.new(
@@ -322,7 +342,7 @@ def charge(session_id: str) -> Response:
         postal_code=postal_code,
     )
     if outcome.approved:
-        return jsonify(
+        approved = ChargeApproved(
             transaction_id=outcome.transaction_id,
             card_brand=outcome.card_brand,
             card_last4=outcome.card_last4,
@@ -330,12 +350,14 @@ def charge(session_id: str) -> Response:
             currency=outcome.currency,
             status=outcome.status.value,
         )
-    response = jsonify(
+        return jsonify(approved.model_dump(mode="json"))
+    declined = ChargeDeclined(
         error_code=outcome.error_code,
         error_message=outcome.error_message,
         attempts_remaining=outcome.attempts_remaining,
         status=outcome.status.value,
     )
+    response = jsonify(declined.model_dump(mode="json"))
     response.status_code = 402
     return response
 

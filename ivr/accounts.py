@@ -45,6 +45,8 @@ class ProjectSettings(BaseModel):
     authorize_only: bool = False
     max_payment_attempts: int = Field(3, ge=1, le=10)
     webhook_events: list[str] = Field(default_factory=list)
+    # Countries (ISO 3166 alpha-2) a callback phone number may be in: transfers dial out on our bill.
+    callback_countries: list[str] = Field(default_factory=lambda: ["US", "CA"])
     widget: WidgetSettings = Field(default_factory=WidgetSettings)
 
 

@@ -3,33 +3,39 @@
 The attempt row (keyed by session and attempt number) is committed before the gateway is called,
 and its idempotency key is what the gateway sees, so a repeated request for the same attempt never
 moves money twice: it returns the recorded outcome, or Conflict while the first is still running.
+An attempt whose outcome is unknown (the gateway timed out, or the worker died mid-call) holds the
+session open and blocks further attempts until `ivr.reconcile` has looked it up at the gateway.
+Failed attempts count against the caller and the card across sessions (`ivr.velocity`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session as Tx
 
 from gateways import build_gateway
+from gateways.base import BillingAddress as GatewayBillingAddress
 from gateways.base import (
     Card,
     CardDeclined,
     GatewayConfigurationError,
     GatewayError,
     GatewayOutcomeUnknown,
+    PaymentGateway,
     PaymentRequest,
     PaymentResult,
 )
-from gateways.base import BillingAddress as GatewayBillingAddress
-from ivr.accounts import project_settings
+from ivr import velocity
+from ivr.accounts import ProjectSettings, project_settings
 from ivr.credentials import PURPOSE as CREDENTIALS_PURPOSE
 from ivr.credentials import load_credentials
 from ivr.errors import Conflict
 from ivr.model import Gateway, PaymentMode, Status
 from ivr.services import Services
-from ivr.sessions import load_session, transition
+from ivr.sessions import UNRESOLVED_ATTEMPT_STATES, load_session, transition
 from ivr.store import PaymentAttempt, PaymentSession, Project
 
 PENDING, SUCCEEDED, DECLINED, FAILED, UNKNOWN = "pending", "succeeded", "declined", "failed", "unknown"
@@ -45,7 +51,13 @@ PLAIN_MESSAGES = {
     "gateway_unavailable": "The payment processor could not be reached.",
     "gateway_configuration": "The payment processor is not configured correctly.",
     "outcome_unknown": "The payment processor did not confirm the payment; it is being checked.",
+    "outcome_unconfirmed": (
+        "The payment processor never confirmed whether the payment went through; "
+        "check the gateway's dashboard before charging again."
+    ),
 }
+# An attempt still pending this long after it started lost its worker: reconcile it.
+STALE_AFTER_TIMEOUTS = 3
 
 
 @dataclass(frozen=True)
@@ -69,7 +81,7 @@ def attempt_key(session_id: str, number: int) -> str:
 
 
 @dataclass(frozen=True)
-class _Started:
+class StartedAttempt:
     """An attempt recorded as pending, with everything needed to call the gateway outside a transaction."""
 
     session_id: str
@@ -79,6 +91,8 @@ class _Started:
     environment: str
     operation: str  # "charge" | "authorize" | "tokenize"
     request: PaymentRequest
+    caller: str | None = None
+    card_key: str | None = None  # keyed HMAC of the card number, for the velocity counters
 
 
 def pay(
@@ -97,12 +111,12 @@ def pay(
         result: PaymentResult | GatewayError = _call_gateway(services, started)
     except GatewayError as error:
         result = error
-    return _finish(services, started, result)
+    return record_result(services, started, result)
 
 
 def _start(
     services: Services, session_id: str, card: Card, postal_code: str | None, attempt: int | None
-) -> _Started | PaymentOutcome:
+) -> StartedAttempt | PaymentOutcome:
     """Record the attempt as pending in its own transaction, or return the outcome already recorded."""
     now = services.clock()
     with services.db.transaction() as tx:
@@ -117,46 +131,95 @@ def _start(
             return _outcome(session, existing, settings.max_payment_attempts)
         if Status(session.status).is_terminal:
             raise Conflict(f"Session is {session.status}")
+        if _unresolved_attempt(tx, session.id) is not None:
+            raise Conflict("The previous payment attempt is still being confirmed")
         if number != session.attempt_count + 1 or number > settings.max_payment_attempts:
             raise Conflict("No payment attempts remain for this session")
+        card_key = velocity.services_card_key(services, card.number)
+        velocity.check(tx, services, caller=session.caller, card=card_key, now=now)
         if session.status == Status.PENDING:
             transition(tx, session, Status.COLLECTING, cause="payment_started", now=now)
         session.attempt_count = number
         session.updated_at = now
         key = attempt_key(session.id, number)
+        stale_after = timedelta(
+            seconds=services.settings.gateway_timeout_seconds * STALE_AFTER_TIMEOUTS
+        )
         tx.add(
             PaymentAttempt(
                 session_id=session.id, number=number, idempotency_key=key, state=PENDING,
                 card_brand=card.brand, card_last4=card.last4, created_at=now,
+                reconcile_checks=0, next_check_at=now + stale_after,
             )
         )
-        if session.mode == PaymentMode.TOKENIZE:
-            operation = "tokenize"
-        elif settings.authorize_only and session.gateway == Gateway.AUTHORIZENET:
-            operation = "authorize"
-        else:
-            operation = "charge"
-        billing = (
-            GatewayBillingAddress(**session.billing_address) if session.billing_address else None
-        )
-        return _Started(
+        started = _started(session, project.id, settings, number, card, postal_code)
+        return replace(started, card_key=card_key)
+
+
+def _started(
+    session: PaymentSession,
+    project_id: str,
+    settings: ProjectSettings,
+    number: int,
+    card: Card,
+    postal_code: str | None,
+) -> StartedAttempt:
+    if session.mode == PaymentMode.TOKENIZE:
+        operation = "tokenize"
+    elif settings.authorize_only and session.gateway == Gateway.AUTHORIZENET:
+        operation = "authorize"
+    else:
+        operation = "charge"
+    billing = GatewayBillingAddress(**session.billing_address) if session.billing_address else None
+    return StartedAttempt(
+        session_id=session.id,
+        number=number,
+        project_id=project_id,
+        gateway=session.gateway,
+        environment=session.environment,
+        operation=operation,
+        caller=session.caller,
+        request=PaymentRequest(
+            amount_cents=session.amount_cents,
+            currency=session.currency,
+            card=card,
+            idempotency_key=attempt_key(session.id, number),
+            description=session.description,
+            billing_address=billing,
+            postal_code=postal_code,
             session_id=session.id,
-            number=number,
-            project_id=project.id,
-            gateway=session.gateway,
-            environment=session.environment,
-            operation=operation,
-            request=PaymentRequest(
-                amount_cents=session.amount_cents,
-                currency=session.currency,
-                card=card,
-                idempotency_key=key,
-                description=session.description,
-                billing_address=billing,
-                postal_code=postal_code,
-                session_id=session.id,
-            ),
+        ),
+    )
+
+
+def resume_attempt(tx: Tx, attempt: PaymentAttempt) -> StartedAttempt:
+    """An unresolved attempt rebuilt for a gateway look-up; the card itself is long gone.
+
+    Adapters read only brand and last four from the card when they reconcile, so a stand-in with
+    the recorded brand's prefix and last four takes its place.
+    """
+    session = tx.get_one(PaymentSession, attempt.session_id)
+    project = tx.get_one(Project, session.project_id)
+    prefix = BRAND_PREFIXES.get(attempt.card_brand or "", "0")
+    stand_in = Card(
+        number=prefix + "0" * 8 + (attempt.card_last4 or "0000"), exp_month=1, exp_year=1, cvc=""
+    )
+    return _started(session, project.id, project_settings(project), attempt.number, stand_in, None)
+
+
+BRAND_PREFIXES = {
+    "visa": "4", "mastercard": "51", "amex": "34", "discover": "6011", "jcb": "3528",
+    "diners": "36",
+}
+
+
+def _unresolved_attempt(tx: Tx, session_id: str) -> PaymentAttempt | None:
+    return tx.scalar(
+        select(PaymentAttempt).where(
+            PaymentAttempt.session_id == session_id,
+            PaymentAttempt.state.in_(UNRESOLVED_ATTEMPT_STATES),
         )
+    )
 
 
 def _attempt_row(tx: Tx, session_id: str, number: int) -> PaymentAttempt | None:
@@ -167,28 +230,48 @@ def _attempt_row(tx: Tx, session_id: str, number: int) -> PaymentAttempt | None:
     )
 
 
-def _call_gateway(services: Services, started: _Started) -> PaymentResult:
+def attempt_gateway(services: Services, started: StartedAttempt) -> PaymentGateway:
+    """The project's adapter for this attempt's gateway and mode."""
     with services.db.transaction() as tx:
         credentials = load_credentials(
             tx, started.project_id, started.gateway, started.environment,
             sealer=services.sealer(CREDENTIALS_PURPOSE),
         )
-    gateway = build_gateway(
+    return build_gateway(
         started.gateway,
         credentials,
         environment="live" if started.environment == "live" else "test",
         timeout=services.settings.gateway_timeout_seconds,
     )
+
+
+def _call_gateway(services: Services, started: StartedAttempt) -> PaymentResult:
+    gateway = attempt_gateway(services, started)
     operation = getattr(gateway, started.operation)
     try:
         result: PaymentResult = operation(started.request)
-    except GatewayOutcomeUnknown:
-        # One look-up at once; a payment the gateway can't find is safe to call failed.
-        reconciled = gateway.reconcile(started.request)
-        if reconciled is None:
-            raise GatewayUnavailableAfterCheck() from None
-        return reconciled
+    except GatewayOutcomeUnknown as unknown:
+        # One look-up at once; ivr.reconcile keeps looking when this one can't tell either.
+        return look_up(gateway, started, unknown)
     return result
+
+
+def look_up(
+    gateway: PaymentGateway, started: StartedAttempt, unknown: GatewayOutcomeUnknown
+) -> PaymentResult:
+    """The gateway's record of an attempt; raises `unknown` again while it cannot say.
+
+    Found: its result (or its decline). Not found: nothing was charged, so the attempt failed.
+    """
+    try:
+        reconciled = gateway.reconcile(started.request)
+    except CardDeclined:
+        raise
+    except GatewayError:
+        raise unknown from None
+    if reconciled is None:
+        raise GatewayUnavailableAfterCheck()
+    return reconciled
 
 
 class GatewayUnavailableAfterCheck(GatewayError):
@@ -201,10 +284,10 @@ class GatewayUnavailableAfterCheck(GatewayError):
         )
 
 
-def _finish(
-    services: Services, started: _Started, result: PaymentResult | GatewayError
+def record_result(
+    services: Services, started: StartedAttempt, result: PaymentResult | GatewayError
 ) -> PaymentOutcome:
-    """Record the gateway's answer and move the session on, in one transaction."""
+    """Record the gateway's answer and move the session on, in one transaction, exactly once."""
     now = services.clock()
     with services.db.transaction() as tx:
         session = load_session(tx, started.session_id, now=now, for_update=True)
@@ -212,14 +295,18 @@ def _finish(
         max_attempts = project_settings(project).max_payment_attempts
         attempt = _attempt_row(tx, session.id, started.number)
         assert attempt is not None  # written by _start, never deleted
+        if attempt.state not in UNRESOLVED_ATTEMPT_STATES:
+            return _outcome(session, attempt, max_attempts)  # a racing worker or reconciler won
         attempt.finished_at = now
+        attempt.next_check_at = None
         if isinstance(result, PaymentResult):
             attempt.state = SUCCEEDED
             attempt.processor = {"transaction_id": result.transaction_id, **result.processor}
             session.card_brand, session.card_last4 = result.card_brand, result.card_last4
             session.processor = dict(result.processor)
             session.error_code = session.error_message = None
-            to = Status.PAYMENT_AUTHORIZED if result.outcome == "authorized" else Status.PAYMENT_SUCCESS
+            authorized = result.outcome == "authorized"
+            to: Status | None = Status.PAYMENT_AUTHORIZED if authorized else Status.PAYMENT_SUCCESS
             cause = "payment_approved"
         else:
             code = _error_code(result)
@@ -230,8 +317,13 @@ def _finish(
             attempt.error_message = PLAIN_MESSAGES.get(code, PLAIN_MESSAGES["processing_error"])
             session.card_brand, session.card_last4 = attempt.card_brand, attempt.card_last4
             session.error_code, session.error_message = attempt.error_code, attempt.error_message
+            if attempt.state == UNKNOWN:
+                attempt.finished_at = None
+                attempt.next_check_at = now  # the session waits open for ivr.reconcile
+            elif attempt.state == DECLINED:
+                velocity.record_failure(tx, caller=started.caller, card=started.card_key, now=now)
             out_of_attempts = session.attempt_count >= max_attempts
-            to = Status.PAYMENT_FAILED if out_of_attempts or attempt.state == UNKNOWN else None
+            to = Status.PAYMENT_FAILED if out_of_attempts and attempt.state != UNKNOWN else None
             cause = "payment_" + attempt.state
         session.updated_at = now
         if to is not None and not Status(session.status).is_terminal:
@@ -254,9 +346,28 @@ def _error_code(error: GatewayError) -> str:
     return "processing_error"
 
 
+def give_up(services: Services, attempt_id: int, now: datetime) -> None:
+    """Reconciliation ran out of time: fail the session and tell the merchant it is unconfirmed."""
+    with services.db.transaction() as tx:
+        attempt = tx.get_one(PaymentAttempt, attempt_id, with_for_update=True)
+        if attempt.state not in UNRESOLVED_ATTEMPT_STATES:
+            return
+        attempt.state, attempt.finished_at, attempt.next_check_at = UNKNOWN, now, None
+        attempt.error_code = "outcome_unconfirmed"
+        attempt.error_message = PLAIN_MESSAGES["outcome_unconfirmed"]
+        session = load_session(tx, attempt.session_id, now=now, for_update=True)
+        if Status(session.status).is_terminal:
+            return
+        session.error_code, session.error_message = attempt.error_code, attempt.error_message
+        transition(
+            tx, session, Status.PAYMENT_FAILED, cause="payment_unconfirmed", now=now,
+            detail={"attempt": attempt.number, "error_code": attempt.error_code},
+        )
+
+
 def _outcome(session: PaymentSession, attempt: PaymentAttempt, max_attempts: int) -> PaymentOutcome:
     processor = attempt.processor or {}
-    terminal = Status(session.status).is_terminal
+    terminal = Status(session.status).is_terminal or attempt.state == UNKNOWN
     return PaymentOutcome(
         status=Status(session.status),
         approved=attempt.state == SUCCEEDED,

@@ -5,10 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from ivr.crypto import Sealer
 from ivr.store import Database
 from paydial.settings import Settings
+
+if TYPE_CHECKING:
+    from ivr.callstate import CallStates
+    from ivr.jobs import JobRunner
 
 
 def utc_now() -> datetime:
@@ -20,6 +25,9 @@ class Services:
     settings: Settings
     db: Database
     clock: Callable[[], datetime] = utc_now
+    # The phone call's transient state and gateway job runner; ivr.jobs.wire_calls fills them.
+    callstates: CallStates | None = None
+    jobs: JobRunner | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:

@@ -7,15 +7,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import phonenumbers
 from sqlalchemy import case, select
 from sqlalchemy.orm import Session as Tx
 
-from ivr.accounts import find_account_project
-from ivr.errors import Conflict, NotFound
+from ivr.accounts import find_account_project, project_settings
+from ivr.errors import Conflict, InvalidInput, NotFound
 from ivr.model import Channel, Environment, Gateway, PaymentMode, Status
-from ivr.store import PaymentSession, SessionEvent
+from ivr.notify import record_status_change
+from ivr.store import PaymentAttempt, PaymentSession, SessionEvent
 
 ACTIVE = (Status.PENDING.value, Status.COLLECTING.value)
+# Payment attempt states whose outcome is not known yet (see ivr.payments, ivr.reconcile).
+UNRESOLVED_ATTEMPT_STATES = ("pending", "unknown")
 
 
 @dataclass(frozen=True)
@@ -50,10 +54,24 @@ def _new_access_code(tx: Tx) -> str:
             return code
 
 
+def _check_callback_country(callback: str | None, countries: list[str]) -> None:
+    """A transfer dials out on the operator's bill, so only to the project's allowed countries."""
+    if callback is None or not callback.startswith("+"):
+        return
+    region = phonenumbers.region_code_for_number(phonenumbers.parse(callback))
+    if region not in countries:
+        raise InvalidInput(
+            ("body", "callback"),
+            f"Callback numbers must be in one of: {', '.join(countries)}",
+            "callback_country",
+        )
+
+
 def create_session(
     tx: Tx, *, account_id: str, environment: Environment, new: NewSession, now: datetime
 ) -> PaymentSession:
     project = find_account_project(tx, account_id, new.project)
+    _check_callback_country(new.callback, project_settings(project).callback_countries)
     session = PaymentSession(
         account_id=account_id,
         project_id=project.id,
@@ -112,11 +130,26 @@ def transition(
             cause=cause, detail=detail,
         )
     )
+    record_status_change(tx, session, to, now)
+
+
+def _payment_in_flight(tx: Tx, session_id: str) -> bool:
+    """An attempt whose outcome is not known yet holds the session open until it is resolved."""
+    return tx.scalar(
+        select(PaymentAttempt.id).where(
+            PaymentAttempt.session_id == session_id,
+            PaymentAttempt.state.in_(UNRESOLVED_ATTEMPT_STATES),
+        ).limit(1)
+    ) is not None
 
 
 def expire_if_due(tx: Tx, session: PaymentSession, now: datetime) -> None:
     """Sessions still open past `expires_at` read as expired (and the log says so)."""
-    if session.status in ACTIVE and now >= session.expires_at:
+    if (
+        session.status in ACTIVE
+        and now >= session.expires_at
+        and not _payment_in_flight(tx, session.id)
+    ):
         transition(tx, session, Status.EXPIRED, cause="expired", now=now)
 
 
@@ -124,7 +157,16 @@ def expire_due(tx: Tx, now: datetime, *, limit: int = 500) -> int:
     """The sweep: expire open sessions whose time has passed. Returns how many it expired."""
     due = tx.scalars(
         select(PaymentSession)
-        .where(PaymentSession.status.in_(ACTIVE), PaymentSession.expires_at <= now)
+        .where(
+            PaymentSession.status.in_(ACTIVE),
+            PaymentSession.expires_at <= now,
+            ~select(PaymentAttempt.id)
+            .where(
+                PaymentAttempt.session_id == PaymentSession.id,
+                PaymentAttempt.state.in_(UNRESOLVED_ATTEMPT_STATES),
+            )
+            .exists(),
+        )
         .limit(limit)
         .with_for_update(skip_locked=True)
     ).all()

@@ -186,6 +186,9 @@ class PaymentAttempt(Base):
     error_message: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
+    # Reconciliation of an attempt whose outcome is unresolved (ivr.reconcile).
+    reconcile_checks: Mapped[int] = mapped_column(Integer, default=0)
+    next_check_at: Mapped[datetime | None] = mapped_column(index=True)
 
 
 class WebhookEvent(Base):
@@ -200,6 +203,9 @@ class WebhookEvent(Base):
     payload: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime]
     delivered: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # When the next scheduled delivery is due; None once delivered or given up (ivr.delivery).
+    next_attempt_at: Mapped[datetime | None] = mapped_column(index=True)
 
 
 class WebhookDelivery(Base):
@@ -215,6 +221,17 @@ class WebhookDelivery(Base):
     latency_ms: Mapped[int | None]
     error: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime]
+
+
+class VelocityEvent(Base):
+    """A failed payment attempt counted against a caller or a card (keyed HMAC, never the PAN)."""
+
+    __tablename__ = "velocity_events"
+    __table_args__ = (Index("ix_velocity_events_subject_at", "subject", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    subject: Mapped[str] = mapped_column(String(80))
+    at: Mapped[datetime]
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -34,6 +34,24 @@ class Settings(BaseSettings):
         10.0, gt=0, validation_alias=_env("PAYDIAL_GATEWAY_TIMEOUT")
     )
     json_logs: bool = Field(False, validation_alias=_env("PAYDIAL_JSON_LOGS"))
+    log_level: str = Field("INFO", validation_alias=_env("PAYDIAL_LOG_LEVEL"))
+    webhook_timeout_seconds: float = Field(
+        5.0, gt=0, validation_alias=_env("PAYDIAL_WEBHOOK_TIMEOUT")
+    )
+    # Flask-Limiter notation, per API key per endpoint.
+    rate_limit_live: str = Field("20/minute", validation_alias=_env("PAYDIAL_RATE_LIMIT_LIVE"))
+    rate_limit_test: str = Field("100/minute", validation_alias=_env("PAYDIAL_RATE_LIMIT_TEST"))
+    # Failed payment attempts allowed per card and per caller within the window, across sessions.
+    card_failure_limit: int = Field(5, ge=1, validation_alias=_env("PAYDIAL_CARD_FAILURE_LIMIT"))
+    caller_failure_limit: int = Field(
+        5, ge=1, validation_alias=_env("PAYDIAL_CALLER_FAILURE_LIMIT")
+    )
+    velocity_window_hours: int = Field(
+        24, ge=1, validation_alias=_env("PAYDIAL_VELOCITY_WINDOW_HOURS")
+    )
+    sweep_interval_seconds: float = Field(
+        5.0, gt=0, validation_alias=_env("PAYDIAL_SWEEP_INTERVAL")
+    )
 
     @property
     def embedded(self) -> bool:

@@ -43,7 +43,7 @@ def with_(**changes: Any) -> dict[str, Any]:
         {"gateway": "shift4"},
         {"description": "x" * 500},
         {"description": None},
-        {"callback": "+442071838750"},
+        {"callback": "+16135550123"},
         {"callback": "sip:agent@example.com"},
         {"callback": "sips:agent@pbx.example.com:5061;transport=tls"},
         {"callback": None},

@@ -1,0 +1,195 @@
+"""Merchant webhooks, part two: sending outbox events, with retries for up to three days.
+
+Each send is one signed POST with a short timeout, recorded as a `WebhookDelivery` (status code,
+latency, error). A failed event is retried with exponential backoff and jitter; time comes from
+`services.clock`, so a test moves it forward instead of sleeping. Events are claimed with a lease
+(`next_attempt_at` pushed forward under `SKIP LOCKED`), so several workers never send one event
+at the same time, and an event claimed by a worker that died is simply picked up again later.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+import requests
+from sqlalchemy import select
+
+from ivr.errors import NotFound
+from ivr.model import Environment
+from ivr.notify import SECRET_PURPOSE, SIGNATURE_HEADER, project_secret, signature_header
+from ivr.services import Services
+from ivr.store import PaymentSession, Project, WebhookDelivery, WebhookEvent
+
+log = logging.getLogger(__name__)
+
+RETRY_WINDOW = timedelta(days=3)
+FIRST_DELAY = timedelta(seconds=30)
+MAX_DELAY = timedelta(hours=6)
+LEASE = timedelta(minutes=2)
+USER_AGENT = "Paydial-Webhooks/1"
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """30 s, 1 min, 2 min, ... capped at 6 h, each shortened by up to a quarter at random.
+
+    The jitter keeps retries of many events from arriving at a recovering receiver in lockstep,
+    and stays below the doubling, so every delay is still longer than the one before.
+    """
+    base = min(FIRST_DELAY * 2 ** max(0, attempts - 1), MAX_DELAY)
+    return base * random.uniform(0.75, 1.0)
+
+
+@dataclass(frozen=True)
+class _Send:
+    """Everything a send needs, read in one transaction and used outside it."""
+
+    event_id: str
+    url: str | None
+    secret: str | None
+    body: bytes
+
+
+def deliver_due(services: Services, *, limit: int = 50) -> int:
+    """Send every event whose time has come; returns how many were attempted."""
+    now = services.clock()
+    with services.db.transaction() as tx:
+        due = tx.scalars(
+            select(WebhookEvent)
+            .where(WebhookEvent.delivered.is_(False), WebhookEvent.next_attempt_at <= now)
+            .order_by(WebhookEvent.next_attempt_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+        for event in due:
+            event.next_attempt_at = now + LEASE
+        claimed = [event.id for event in due]
+    for event_id in claimed:
+        send_event(services, event_id, scheduled=True)
+    return len(claimed)
+
+
+def send_event(services: Services, event_id: str, *, scheduled: bool) -> WebhookDelivery:
+    """One delivery attempt, recorded; a scheduled one also books the next retry on failure."""
+    send = _prepare(services, event_id)
+    status_code, latency_ms, error = _post(services, send)
+    now = services.clock()
+    with services.db.transaction() as tx:
+        event = tx.get_one(WebhookEvent, event_id, with_for_update=True)
+        event.attempts += 1
+        delivery = WebhookDelivery(
+            event_id=event_id, attempt=event.attempts, url=send.url or "", status_code=status_code,
+            latency_ms=latency_ms, error=error, created_at=now,
+        )
+        tx.add(delivery)
+        ok = status_code is not None and 200 <= status_code < 300
+        if ok:
+            event.delivered, event.next_attempt_at = True, None
+        elif scheduled:
+            retry_at = now + retry_delay(event.attempts)
+            give_up = retry_at > event.created_at + RETRY_WINDOW
+            event.next_attempt_at = None if give_up else retry_at
+            if give_up:
+                log.warning("webhook %s given up after %d attempts", event_id, event.attempts)
+        tx.flush()
+        return delivery
+
+
+def _prepare(services: Services, event_id: str) -> _Send:
+    with services.db.transaction() as tx:
+        event = tx.get_one(WebhookEvent, event_id)
+        project = tx.get_one(Project, event.project_id)
+        secret = project_secret(project, services.sealer(SECRET_PURPOSE))
+        return _Send(event.id, project.webhook_url, secret, event.payload.encode())
+
+
+def _post(services: Services, send: _Send) -> tuple[int | None, int | None, str | None]:
+    """POST the signed body; (status code, latency in ms, error) and never an exception."""
+    if not send.url or not send.secret:
+        return None, None, "no webhook URL configured"
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+    }
+    timestamp = int(services.clock().timestamp())
+    headers[SIGNATURE_HEADER] = signature_header(send.secret, send.body, timestamp)
+    started = time.monotonic()
+    try:
+        response = requests.post(
+            send.url, data=send.body, headers=headers,
+            timeout=services.settings.webhook_timeout_seconds, allow_redirects=False,
+        )
+    except requests.Timeout:
+        return None, _ms_since(started), "timeout"
+    except requests.RequestException as failure:
+        return None, _ms_since(started), f"connection error: {type(failure).__name__}"
+    elapsed = _ms_since(started)
+    response.close()
+    problem = None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
+    return response.status_code, elapsed, problem
+
+
+def _ms_since(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+@dataclass(frozen=True)
+class DeliveryView:
+    """A delivery attempt as the merchant API lists it."""
+
+    delivery: WebhookDelivery
+    event: WebhookEvent
+
+
+def deliveries_for_session(
+    services: Services, session_id: str, *, account_id: str, environment: Environment
+) -> list[DeliveryView]:
+    """Every attempt for a session's events, oldest first; NotFound outside the key's reach."""
+    with services.db.transaction() as tx:
+        session = tx.scalar(
+            select(PaymentSession).where(
+                PaymentSession.id == session_id,
+                PaymentSession.account_id == account_id,
+                PaymentSession.environment == environment.value,
+            )
+        )
+        if session is None:
+            raise NotFound("Session not found")
+        rows = tx.execute(
+            select(WebhookDelivery, WebhookEvent)
+            .join(WebhookEvent, WebhookDelivery.event_id == WebhookEvent.id)
+            .where(WebhookEvent.session_id == session_id)
+            .order_by(WebhookDelivery.created_at, WebhookDelivery.attempt)
+        ).all()
+        return [DeliveryView(delivery, event) for delivery, event in rows]
+
+
+def replay(
+    services: Services, delivery_id: str, *, account_id: str, environment: Environment
+) -> DeliveryView:
+    """Send a delivery's event again now (same body and event_id, fresh signature)."""
+    try:
+        uuid.UUID(delivery_id)
+    except ValueError:
+        raise NotFound("Delivery not found") from None
+    with services.db.transaction() as tx:
+        row = tx.execute(
+            select(WebhookEvent)
+            .join(WebhookDelivery, WebhookDelivery.event_id == WebhookEvent.id)
+            .join(PaymentSession, PaymentSession.id == WebhookEvent.session_id)
+            .where(
+                WebhookDelivery.id == delivery_id,
+                PaymentSession.account_id == account_id,
+                PaymentSession.environment == environment.value,
+            )
+        ).scalar_one_or_none()
+        if row is None:
+            raise NotFound("Delivery not found")
+        event_id = row.id
+    delivery = send_event(services, event_id, scheduled=False)
+    with services.db.transaction() as tx:
+        return DeliveryView(delivery, tx.get_one(WebhookEvent, event_id))

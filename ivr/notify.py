@@ -1,0 +1,101 @@
+"""Merchant webhooks, part one: the transactional outbox and the signature.
+
+`record_status_change` runs inside `ivr.sessions.transition`, so the event row commits or rolls
+back together with the status it announces; `ivr.delivery` sends it later. The body is the session
+object plus `event_id`, `source` and `caller`, signed as `Maven-Signature: t=<unix>,v1=<hex>`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from datetime import datetime
+from urllib.parse import urlsplit
+
+from sqlalchemy.orm import Session as Tx
+
+from ivr.accounts import get_project_by_slug, project_settings
+from ivr.crypto import Sealer
+from ivr.errors import InvalidInput
+from ivr.model import Channel, Status
+from ivr.store import PaymentSession, Project, WebhookEvent
+from ivr.views import session_out
+
+SECRET_PURPOSE = "webhook-secret"  # noqa: S105  # a key-derivation label, not a secret
+SECRET_PREFIX = "whsec_"  # noqa: S105  # the public prefix of every secret
+SIGNATURE_HEADER = "Maven-Signature"
+ALWAYS_SENT = frozenset({Status.PAYMENT_SUCCESS, Status.PAYMENT_AUTHORIZED, Status.PAYMENT_FAILED})
+OPT_IN = frozenset({Status.EXPIRED, Status.CANCELLED, Status.ABANDONED})
+
+
+def new_event_id() -> str:
+    return "evt_" + secrets.token_hex(16)
+
+
+def wants_event(project: Project, status: Status) -> bool:
+    """Payment results always go out; expired/cancelled/abandoned only when the project opted in."""
+    if not project.webhook_url:
+        return False
+    if status in ALWAYS_SENT:
+        return True
+    return status in OPT_IN and status.value in project_settings(project).webhook_events
+
+
+def record_status_change(tx: Tx, session: PaymentSession, to: Status, now: datetime) -> None:
+    """Write the outbox row for a status change, in the caller's transaction."""
+    project = tx.get_one(Project, session.project_id)
+    if not wants_event(project, to):
+        return
+    event_id = new_event_id()
+    body = session_out(session, project.slug).model_dump(mode="json")
+    source = Channel(session.channel)
+    body |= {
+        "event_id": event_id,
+        "source": source.value,
+        "caller": session.caller if source is Channel.VOICE else None,
+    }
+    tx.add(
+        WebhookEvent(
+            id=event_id,
+            project_id=project.id,
+            session_id=session.id,
+            type=to.value,
+            payload=json.dumps(body, separators=(",", ":")),
+            created_at=now,
+            delivered=False,
+            attempts=0,
+            next_attempt_at=now,
+        )
+    )
+
+
+def signature_header(secret: str, body: bytes, timestamp: int) -> str:
+    """`t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>`, exactly as Maven signs."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={mac.hexdigest()}"
+
+
+def project_secret(project: Project, sealer: Sealer) -> str | None:
+    if project.webhook_secret_sealed is None:
+        return None
+    return sealer.open(project.webhook_secret_sealed).decode()
+
+
+def rotate_secret(project: Project, sealer: Sealer) -> str:
+    """Make a new `whsec_` secret; the plaintext is returned once and stored only sealed."""
+    secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+    project.webhook_secret_sealed = sealer.seal(secret.encode())
+    return secret
+
+
+def set_webhook_url(tx: Tx, slug: str, url: str, sealer: Sealer) -> str | None:
+    """Point a project's webhooks at `url`; returns a new secret when the project had none."""
+    if urlsplit(url).scheme not in ("https", "http") or not urlsplit(url).netloc:
+        raise InvalidInput(("url",), "The webhook URL must be an absolute https:// URL")
+    project = get_project_by_slug(tx, slug)
+    project.webhook_url = url
+    if project.webhook_secret_sealed is None:
+        return rotate_secret(project, sealer)
+    return None

@@ -1,0 +1,66 @@
+"""Periodic work: expire sessions, send due webhooks, reconcile payments, forget old records.
+
+Every task is safe to run in several processes at once (rows are claimed with SKIP LOCKED), so
+each `paydial worker` runs the loop; the embedded `paydial serve` runs it in a background thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+
+from ivr import delivery, reconcile, velocity
+from ivr.services import Services
+from ivr.sessions import expire_due
+
+log = logging.getLogger(__name__)
+
+Task = Callable[[Services], int]
+
+
+def _expire(services: Services) -> int:
+    with services.db.transaction() as tx:
+        return expire_due(tx, services.clock())
+
+
+CORE_TASKS: Mapping[str, Task] = {
+    "expire_sessions": _expire,
+    "deliver_webhooks": delivery.deliver_due,
+    "reconcile_payments": reconcile.reconcile_due,
+    "purge_velocity": velocity.purge_expired,
+}
+
+
+def run_once(services: Services, tasks: Mapping[str, Task]) -> dict[str, int]:
+    """Run each task once; one task failing (say, the database is down) never stops the others."""
+    done: dict[str, int] = {}
+    for name, task in tasks.items():
+        try:
+            done[name] = task(services)
+        except Exception as error:
+            log.error("sweep %s failed: %s", name, type(error).__name__, exc_info=error)
+    return done
+
+
+class Sweeper:
+    """Runs the tasks every `interval` seconds in a daemon thread until stopped."""
+
+    def __init__(self, services: Services, tasks: Mapping[str, Task], *, interval: float) -> None:
+        self._services = services
+        self._tasks = tasks
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="paydial-sweeps", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            run_once(self._services, self._tasks)
+            self._stop.wait(self._interval)

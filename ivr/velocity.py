@@ -1,0 +1,115 @@
+"""Abuse controls across sessions and days: failed payment attempts counted per caller and per card.
+
+A card is known only by a keyed HMAC of its number (the key is derived from PAYDIAL_SECRET_KEY),
+so the counters stop card testing (say, 1,000 security codes tried on one card over many
+sessions) without the database ever holding anything that leads back to the card number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import datetime, timedelta
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session as Tx
+
+from ivr.errors import PaydialError
+from ivr.services import Services
+from ivr.store import VelocityEvent
+
+KEY_PURPOSE = b"card-velocity"
+
+
+class VelocityLimited(PaydialError):
+    """Too many failed attempts: nothing is sent to the gateway until `retry_after` seconds pass."""
+
+    message = "Too many failed payment attempts. Please try again later."
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(self.message)
+        self.retry_after = retry_after
+
+
+class CardLocked(VelocityLimited):
+    """This card failed too often, whichever session or caller tried it."""
+
+    message = "This card cannot be used right now because of too many failed attempts."
+
+
+class CallerLockedOut(VelocityLimited):
+    """This phone number failed too often; the IVR says so and ends the payment."""
+
+    message = "Too many failed payment attempts from this phone number. Please try again later."
+
+
+def card_key(secret_key: str, number: str) -> str:
+    """HMAC-SHA256 of the card number under a key derived for this purpose only."""
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=KEY_PURPOSE).derive(
+        secret_key.encode()
+    )
+    return hmac.new(key, number.encode(), hashlib.sha256).hexdigest()
+
+
+def services_card_key(services: Services, number: str) -> str:
+    if services.settings.secret_key is None:
+        raise RuntimeError("PAYDIAL_SECRET_KEY is not set")
+    return card_key(services.settings.secret_key.get_secret_value(), number)
+
+
+def _subjects(caller: str | None, card: str | None) -> list[str]:
+    return ([f"caller:{caller}"] if caller else []) + ([f"card:{card}"] if card else [])
+
+
+def _check(
+    tx: Tx, subject: str, limit: int, window: timedelta, now: datetime
+) -> int | None:
+    """Seconds until `subject` may try again, or None when it is under its limit."""
+    recent = (
+        select(VelocityEvent.at)
+        .where(VelocityEvent.subject == subject, VelocityEvent.at > now - window)
+        .order_by(VelocityEvent.at.desc())
+        .limit(limit)
+    ).subquery()
+    count, oldest = tx.execute(select(func.count(), func.min(recent.c.at))).one()
+    if count < limit:
+        return None
+    return max(1, int((oldest + window - now).total_seconds()) + 1)
+
+
+def check(
+    tx: Tx, services: Services, *, caller: str | None, card: str | None, now: datetime
+) -> None:
+    """Raise CallerLockedOut or CardLocked when either has used up its failures in the window."""
+    settings = services.settings
+    window = timedelta(hours=settings.velocity_window_hours)
+    if caller:
+        wait = _check(tx, f"caller:{caller}", settings.caller_failure_limit, window, now)
+        if wait is not None:
+            raise CallerLockedOut(wait)
+    if card:
+        wait = _check(tx, f"card:{card}", settings.card_failure_limit, window, now)
+        if wait is not None:
+            raise CardLocked(wait)
+
+
+def check_caller(services: Services, caller: str | None) -> None:
+    """For the IVR before it collects a card: raises CallerLockedOut for a locked-out number."""
+    with services.db.transaction() as tx:
+        check(tx, services, caller=caller, card=None, now=services.clock())
+
+
+def record_failure(tx: Tx, *, caller: str | None, card: str | None, now: datetime) -> None:
+    """Count one failed attempt against the caller and the card."""
+    for subject in _subjects(caller, card):
+        tx.add(VelocityEvent(subject=subject, at=now))
+
+
+def purge_expired(services: Services) -> int:
+    """Forget failures older than the window; they can no longer lock anyone out."""
+    cutoff = services.clock() - timedelta(hours=services.settings.velocity_window_hours)
+    with services.db.transaction() as tx:
+        result = tx.execute(delete(VelocityEvent).where(VelocityEvent.at <= cutoff))
+    return int(getattr(result, "rowcount", 0) or 0)

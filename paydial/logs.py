@@ -1,0 +1,166 @@
+"""Structured logs with request and session ids, and a filter that masks card numbers in any line.
+
+`configure` installs the filters on every handler of the root logger, so a record from any logger
+that propagates to the root (ours, a library's, an SDK's) is masked before it is written: any run
+of 12 to 19 digits, spaces or dashes allowed between them, that passes the Luhn check.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime
+
+from flask import Flask, Response, g, request
+
+from ivr.cards import luhn_ok
+
+REQUEST_ID_HEADER = "X-Request-Id"
+MASK = "[redacted card number]"
+_DIGIT_RUN = re.compile(r"\d(?:[ -]?\d){11,}")
+_REQUEST_ID_SAFE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+request_id_var: ContextVar[str | None] = ContextVar("paydial_request_id", default=None)
+session_id_var: ContextVar[str | None] = ContextVar("paydial_session_id", default=None)
+
+
+def redact(text: str) -> str:
+    """Mask every run of 12-19 digits (spaces or dashes allowed) that passes Luhn.
+
+    A longer run may be a card number followed by its expiry, so every 12-19 digit stretch of it
+    is checked instead.
+    """
+    return _DIGIT_RUN.sub(_mask_run, text)
+
+
+def _mask_run(match: re.Match[str]) -> str:
+    run = match.group()
+    positions = [i for i, ch in enumerate(run) if ch.isdigit()]
+    digits = "".join(run[i] for i in positions)
+    masked = [False] * len(digits)
+    if len(digits) <= 19:
+        masked = [luhn_ok(digits)] * len(digits)
+    else:
+        for start in range(len(digits)):
+            for length in range(12, min(19, len(digits) - start) + 1):
+                if luhn_ok(digits[start : start + length]):
+                    masked[start : start + length] = [True] * length
+    if not any(masked):
+        return run
+    first, last = masked.index(True), len(masked) - 1 - masked[::-1].index(True)
+    return run[: positions[first]] + MASK + run[positions[last] + 1 :]
+
+
+class RedactCardNumbers(logging.Filter):
+    """Rewrites the record in place, so every handler after this one sees the masked text too."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # arguments that don't fit the format: keep the text
+            message = str(record.msg)
+            record.msg, record.args = message, None
+        masked = redact(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+class AddContext(logging.Filter):
+    """Puts the current request id and session id on every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id_var.get()
+        record.session_id = session_id_var.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log shippers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", None),
+            "session_id": getattr(record, "session_id", None),
+        }
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exc"] = record.exc_text
+        return json.dumps(entry)
+
+
+TEXT_FORMAT = (
+    "%(asctime)s %(levelname)s %(name)s [req=%(request_id)s session=%(session_id)s] %(message)s"
+)
+
+
+def configure(*, json_logs: bool, level: str = "INFO") -> None:
+    """Idempotent: give the root a handler if it has none, and every root handler the filters."""
+    root = logging.getLogger()
+    if not root.handlers:
+        stream = logging.StreamHandler(sys.stderr)
+        stream.setFormatter(JsonFormatter() if json_logs else logging.Formatter(TEXT_FORMAT))
+        root.addHandler(stream)
+        root.setLevel(level.upper())
+    for handler in root.handlers:
+        install_filters(handler)
+
+
+def install_filters(handler: logging.Handler) -> None:
+    if not any(isinstance(f, AddContext) for f in handler.filters):
+        handler.addFilter(AddContext())
+    if not any(isinstance(f, RedactCardNumbers) for f in handler.filters):
+        handler.addFilter(RedactCardNumbers())
+
+
+@contextmanager
+def bound(*, session_id: str | None) -> Iterator[None]:
+    """Tag log lines with a session id for the duration of the block (jobs, sweeps, calls)."""
+    token = session_id_var.set(session_id)
+    try:
+        yield
+    finally:
+        session_id_var.reset(token)
+
+
+def init_app(app: Flask) -> None:
+    """A request id per request (the caller's X-Request-Id when sane), echoed in the response."""
+
+    @app.before_request
+    def _start() -> None:
+        offered = request.headers.get(REQUEST_ID_HEADER, "")
+        g.request_id = offered if _REQUEST_ID_SAFE.match(offered) else uuid.uuid4().hex
+        g.log_tokens = (
+            request_id_var.set(g.request_id),
+            session_id_var.set((request.view_args or {}).get("session_id")),
+        )
+
+    @app.after_request
+    def _echo(response: Response) -> Response:
+        if "request_id" in g:
+            response.headers[REQUEST_ID_HEADER] = g.request_id
+        return response
+
+    @app.teardown_request
+    def _end(_error: BaseException | None) -> None:
+        tokens = g.pop("log_tokens", None)
+        if tokens is not None:
+            request_id_var.reset(tokens[0])
+            session_id_var.reset(tokens[1])

@@ -1,0 +1,79 @@
+"""Builders for the operations tests: sessions via the API, webhook receivers, tuned services."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from pytest_httpserver import HTTPServer
+
+from api import create_app
+from ivr.accounts import get_project_by_slug, update_project_settings
+from ivr.notify import SECRET_PURPOSE, set_webhook_url
+from ivr.services import Services
+
+VOICE_SESSION = {
+    "project": "acme", "caller": "+14155550100", "amount": "25.00", "mode": "charge",
+    "gateway": "stripe", "description": "Order 1042",
+}
+
+
+def tuned(services: Services, **settings: Any) -> Services:
+    """The same database and clock with some settings changed."""
+    return dataclasses.replace(services, settings=services.settings.model_copy(update=settings))
+
+
+def app_for(services: Services) -> Flask:
+    app = create_app(services=services)
+    app.config["TESTING"] = True
+    return app
+
+
+@pytest.fixture
+def receiver() -> Iterator[HTTPServer]:
+    """A real HTTP server in a thread standing in for the merchant's webhook endpoint."""
+    server = HTTPServer(threaded=True)
+    server.start()
+    yield server
+    server.clear()
+    if server.is_running():
+        server.stop()
+
+
+@pytest.fixture
+def hook_secret(services: Services, merchant: dict[str, str], receiver: HTTPServer) -> str:
+    """Point acme's webhooks at the receiver; returns the `whsec_` secret."""
+    with services.db.transaction() as tx:
+        secret = set_webhook_url(
+            tx, "acme", receiver.url_for("/hooks"), services.sealer(SECRET_PURPOSE)
+        )
+    assert secret is not None
+    return secret
+
+
+@pytest.fixture
+def opt_in(services: Services) -> Callable[..., None]:
+    def set_events(*events: str, slug: str = "acme") -> None:
+        with services.db.transaction() as tx:
+            update_project_settings(get_project_by_slug(tx, slug), webhook_events=list(events))
+
+    return set_events
+
+
+@pytest.fixture
+def new_session(client: FlaskClient, merchant: dict[str, str]) -> Callable[..., str]:
+    """Create a voice session through the API; returns its id."""
+
+    def create(mode: str = "test", **fields: Any) -> str:
+        response = client.post(
+            "/v1/sessions", json=VOICE_SESSION | fields, headers={"Authorization": merchant[mode]}
+        )
+        assert response.status_code == 201, response.get_json()
+        session_id: str = response.get_json()["session_id"]
+        return session_id
+
+    return create

@@ -1,0 +1,62 @@
+"""Rate limits per API key per endpoint: 429 JSON with Retry-After, the same in every process."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from flask.testing import FlaskClient
+
+from ivr.services import Services
+from tests.ops.conftest import app_for, tuned
+
+
+def test_every_process_sharing_redis_enforces_one_budget_with_the_same_retry_after(
+    services: Services, redis_url: str, new_session: Callable[..., str], merchant: dict[str, str]
+) -> None:
+    session_id = new_session()
+    shared = tuned(services, redis_url=redis_url, rate_limit_test="3/hour")
+    first, second = app_for(shared).test_client(), app_for(shared).test_client()
+    auth = {"Authorization": merchant["test"]}
+    path = f"/v1/sessions/{session_id}"
+
+    answers = [c.get(path, headers=auth) for c in (first, second, first, second, first)]
+
+    assert [r.status_code for r in answers] == [200, 200, 200, 429, 429]
+    assert answers[3].get_json() == {"detail": answers[3].get_json()["detail"]}
+    assert "3 per 1 hour" in answers[3].get_json()["detail"]
+    waits = [int(r.headers["Retry-After"]) for r in answers[3:]]
+    assert 0 < waits[0] <= 3600 and abs(waits[0] - waits[1]) <= 1
+    # Per endpoint and per key: other routes and other keys have budgets of their own.
+    assert first.get(f"/v1/webhook-deliveries?session_id={session_id}",
+                     headers=auth).status_code == 200
+    assert second.get(path, headers={"Authorization": merchant["live"]}).status_code == 404
+
+
+def test_live_keys_get_the_live_limit(
+    services: Services, client: FlaskClient, merchant: dict[str, str]
+) -> None:
+    app = app_for(tuned(services, rate_limit_live="2/hour", rate_limit_test="50/hour"))
+    limited = app.test_client()
+    live, test = {"Authorization": merchant["live"]}, {"Authorization": merchant["test"]}
+    assert [limited.get("/v1/sessions/nope", headers=live).status_code for _ in range(3)] == [
+        404, 404, 429
+    ]
+    assert limited.get("/v1/sessions/nope", headers=test).status_code == 404
+
+
+def test_requests_without_a_key_are_not_counted(services: Services) -> None:
+    app = app_for(tuned(services, rate_limit_test="1/hour"))
+    client = app.test_client()
+    assert [client.get("/v1/sessions/x").status_code for _ in range(3)] == [401, 401, 401]
+    assert client.get("/health").status_code == 200
+
+
+def test_with_redis_unreachable_the_api_keeps_answering(
+    services: Services, new_session: Callable[..., str], merchant: dict[str, str]
+) -> None:
+    session_id = new_session()
+    app = app_for(tuned(services, redis_url="redis://127.0.0.1:1/0", rate_limit_test="1/hour"))
+    client = app.test_client()
+    auth = {"Authorization": merchant["test"]}
+    assert [client.get(f"/v1/sessions/{session_id}", headers=auth).status_code
+            for _ in range(2)] == [200, 200]

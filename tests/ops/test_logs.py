@@ -1,0 +1,87 @@
+"""Logs: card numbers masked whatever the logger, request and session ids on every line."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from paydial import logs
+
+PANS = ["4242424242424242", "4000 0566 5566 5556", "3782-822463-10005", "6011000990139424"]
+
+
+@pytest.fixture
+def captured() -> Iterator[io.StringIO]:
+    """A plain handler on the root logger, as a production deployment would have."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs.JsonFormatter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    old_level = root.level
+    root.setLevel(logging.INFO)
+    logs.configure(json_logs=True)
+    yield stream
+    root.removeHandler(handler)
+    root.setLevel(old_level)
+
+
+def lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+@pytest.mark.parametrize("logger", ["paydial", "twilio.http_client", "urllib3.connectionpool", ""])
+def test_card_numbers_are_masked_in_any_loggers_lines(captured: io.StringIO, logger: str) -> None:
+    log = logging.getLogger(logger)
+    for pan in PANS:
+        log.info("card %s exp 1230", pan)
+        log.warning(f"inline {pan}#")
+    try:
+        raise ValueError(f"bad card {PANS[0]}")
+    except ValueError:
+        log.exception("failed for %s", PANS[1])
+    text = captured.getvalue()
+    for pan in PANS:
+        assert pan not in text
+        assert pan.replace(" ", "").replace("-", "") not in text
+    assert text.count(logs.MASK) == 2 * len(PANS) + 2
+    assert "exp 1230" in text
+
+
+def test_numbers_that_are_not_card_numbers_are_left_alone(captured: io.StringIO) -> None:
+    log = logging.getLogger("paydial.test")
+    log.info("order 4242424242424241 at 1700000000 for +14155550100, code 123456")
+    [entry] = lines(captured)
+    assert entry["message"] == "order 4242424242424241 at 1700000000 for +14155550100, code 123456"
+
+
+def test_a_card_number_run_together_with_its_expiry_is_still_masked() -> None:
+    assert "4242424242424242" not in logs.redact("digits 42424242424242421230 end")
+    spaced = logs.redact("digits 4242 4242 4242 4242 1230 end")
+    assert "4242" not in spaced and logs.MASK in spaced
+
+
+def test_every_line_of_a_request_carries_its_request_id_and_session_id(
+    app: Flask, client: FlaskClient, captured: io.StringIO
+) -> None:
+    app.add_url_rule(
+        "/probe/<session_id>", "probe",
+        lambda session_id: (logging.getLogger("ivr.any").info("working"), "ok")[1],
+    )
+    response = client.get("/probe/sess-123", headers={"X-Request-Id": "req-abc"})
+    assert response.headers["X-Request-Id"] == "req-abc"
+    [entry] = [e for e in lines(captured) if e["message"] == "working"]
+    assert (entry["request_id"], entry["session_id"]) == ("req-abc", "sess-123")
+    client.get("/probe/other", headers={"X-Request-Id": "bad id with spaces"})
+    second = [e for e in lines(captured) if e["message"] == "working"][-1]
+    assert second["request_id"] not in (None, "req-abc", "bad id with spaces")
+    assert second["session_id"] == "other"
+    logging.getLogger("ivr.any").info("outside")
+    outside = lines(captured)[-1]
+    assert (outside["request_id"], outside["session_id"]) == (None, None)
