@@ -10,6 +10,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, models_jso
 from pydantic_core import core_schema
 
 from api import schemas
+from api.widget import CSRF_HEADER, ChargeApproved, ChargeDeclined, ChargeRequest, WidgetSessionOut
 
 REF_TEMPLATE = "#/components/schemas/{model}"
 
@@ -45,6 +46,7 @@ def path_param(name: str) -> dict[str, Any]:
 
 AUTH_ERRORS: dict[int, type[BaseModel] | str] = {401: schemas.Detail, 404: schemas.Detail}
 
+
 class TwilioWebhookForm(BaseModel):
     """What Twilio posts to /twilio/* (form-encoded); Twilio adds parameters without notice."""
 
@@ -73,78 +75,237 @@ def _twilio(path: str, summary: str, parameters: tuple[dict[str, Any], ...] = ()
     """A Twilio webhook: signed form post in, TwiML out."""
     name = path.strip("/").replace("/", "_")
     return Operation(
-        "post", path, f"{name}_post", summary, ("Twilio webhooks",),
-        request=TwilioWebhookForm, request_content_type="application/x-www-form-urlencoded",
+        "post",
+        path,
+        f"{name}_post",
+        summary,
+        ("Twilio webhooks",),
+        request=TwilioWebhookForm,
+        request_content_type="application/x-www-form-urlencoded",
         parameters=(
-            {"name": "X-Twilio-Signature", "in": "header", "required": True,
-             "schema": {"type": "string"}},
+            {
+                "name": "X-Twilio-Signature",
+                "in": "header",
+                "required": True,
+                "schema": {"type": "string"},
+            },
             *parameters,
         ),
-        responses={}, api_key=False, extra={"responses": _TWIML_RESPONSES},
+        responses={},
+        api_key=False,
+        extra={"responses": _TWIML_RESPONSES},
     )
 
 
-OPERATIONS: list[Operation] = [
+def _page(
+    path: str,
+    operation_id: str,
+    summary: str,
+    media_type: str,
+    parameters: tuple[dict[str, Any], ...] = (),
+) -> Operation:
+    """A non-JSON resource of the widget (script, stylesheet, the card frame, the demo)."""
+    return Operation(
+        "get",
+        path,
+        operation_id,
+        summary,
+        ("Widget",),
+        parameters=parameters,
+        responses={},
+        api_key=False,
+        extra={
+            "responses": {
+                "200": {
+                    "description": summary,
+                    "content": {media_type: {"schema": {"type": "string"}}},
+                },
+                "403": {
+                    "description": "The requesting origin is not allowed to frame this session"
+                },
+                "404": {"description": "No such resource"},
+                "410": {"description": "The session has expired"},
+            }
+        },
+    )
+
+
+WIDGET_OPERATIONS: list[Operation] = [
+    _page("/widget/v1/widget.js", "widget_js_get", "The embeddable script", "text/javascript"),
+    _page(
+        "/widget/assets/{filename}",
+        "widget_asset_get",
+        "A static asset of the card frame",
+        "application/octet-stream",
+        (path_param("filename"),),
+    ),
+    _page(
+        "/widget/{session_id}",
+        "widget_frame_get",
+        "The hosted card form",
+        "text/html",
+        (
+            path_param("session_id"),
+            {"name": "origin", "in": "query", "required": False, "schema": {"type": "string"}},
+        ),
+    ),
+    _page("/demo", "demo_get", "A test-mode demo page (only under `paydial serve`)", "text/html"),
     Operation(
-        "post", "/v1/sessions", "create_session_v1_sessions_post", "Create Session",
-        ("Public API (v1)", "Sessions"), request=schemas.SessionCreate,
-        responses={201: schemas.SessionCreateResponse, 409: schemas.Detail,
-                   422: schemas.HTTPValidationError, **AUTH_ERRORS},
+        "get",
+        "/v1/widget-sessions/{session_id}",
+        "get_widget_session_v1_widget_sessions__id__get",
+        "What the frame needs to render (the id is the credential)",
+        ("Widget Sessions",),
+        parameters=(path_param("session_id"),),
+        api_key=False,
+        responses={200: WidgetSessionOut, 404: schemas.Detail},
     ),
     Operation(
-        "get", "/v1/sessions/{session_id}", "get_session_v1_sessions__session_id__get",
-        "Get Session", ("Public API (v1)", "Sessions"), parameters=(path_param("session_id"),),
+        "post",
+        "/v1/widget-sessions/{session_id}/charge",
+        "charge_widget_session_v1_widget_sessions__id__charge_post",
+        "Charge from the card frame (CSRF-bound to the session)",
+        ("Widget Sessions",),
+        request=ChargeRequest,
+        api_key=False,
+        parameters=(
+            path_param("session_id"),
+            {"name": CSRF_HEADER, "in": "header", "required": True, "schema": {"type": "string"}},
+        ),
+        responses={
+            200: ChargeApproved,
+            402: ChargeDeclined,
+            403: schemas.Detail,
+            404: schemas.Detail,
+            409: schemas.Detail,
+            410: schemas.Detail,
+            422: schemas.HTTPValidationError,
+            429: schemas.Detail,
+        },
+    ),
+]
+
+OPERATIONS: list[Operation] = [
+    Operation(
+        "post",
+        "/v1/sessions",
+        "create_session_v1_sessions_post",
+        "Create Session",
+        ("Public API (v1)", "Sessions"),
+        request=schemas.SessionCreate,
+        responses={
+            201: schemas.SessionCreateResponse,
+            409: schemas.Detail,
+            422: schemas.HTTPValidationError,
+            **AUTH_ERRORS,
+        },
+    ),
+    Operation(
+        "get",
+        "/v1/sessions/{session_id}",
+        "get_session_v1_sessions__session_id__get",
+        "Get Session",
+        ("Public API (v1)", "Sessions"),
+        parameters=(path_param("session_id"),),
         responses={200: schemas.SessionOut, **AUTH_ERRORS},
     ),
     Operation(
-        "get", "/v1/sessions", "find_session_v1_sessions_get",
-        "Most recent session for a caller", ("Public API (v1)", "Sessions"),
-        parameters=({"name": "caller", "in": "query", "required": True,
-                     "schema": {"type": "string"}},),
+        "get",
+        "/v1/sessions",
+        "find_session_v1_sessions_get",
+        "Most recent session for a caller",
+        ("Public API (v1)", "Sessions"),
+        parameters=(
+            {"name": "caller", "in": "query", "required": True, "schema": {"type": "string"}},
+        ),
         responses={200: schemas.SessionOut, 422: schemas.HTTPValidationError, **AUTH_ERRORS},
     ),
     Operation(
-        "post", "/v1/sessions/{session_id}/cancel", "cancel_session_v1_sessions__session_id__cancel_post",
-        "Cancel Session", ("Public API (v1)", "Sessions"), parameters=(path_param("session_id"),),
-        responses={204: "Cancelled", 409: schemas.Detail, 422: schemas.HTTPValidationError,
-                   **AUTH_ERRORS},
+        "post",
+        "/v1/sessions/{session_id}/cancel",
+        "cancel_session_v1_sessions__session_id__cancel_post",
+        "Cancel Session",
+        ("Public API (v1)", "Sessions"),
+        parameters=(path_param("session_id"),),
+        responses={
+            204: "Cancelled",
+            409: schemas.Detail,
+            422: schemas.HTTPValidationError,
+            **AUTH_ERRORS,
+        },
     ),
     Operation(
-        "post", "/v1/widget-sessions", "create_widget_session_v1_widget_sessions_post",
-        "Create a chat payment session", ("Widget Sessions",), request=schemas.CreateWidgetSession,
-        responses={201: schemas.WidgetSessionCreated, 409: schemas.Detail,
-                   422: schemas.HTTPValidationError, **AUTH_ERRORS},
+        "post",
+        "/v1/widget-sessions",
+        "create_widget_session_v1_widget_sessions_post",
+        "Create a chat payment session",
+        ("Widget Sessions",),
+        request=schemas.CreateWidgetSession,
+        responses={
+            201: schemas.WidgetSessionCreated,
+            409: schemas.Detail,
+            422: schemas.HTTPValidationError,
+            **AUTH_ERRORS,
+        },
     ),
     Operation(
-        "get", "/v1/webhook-deliveries", "list_webhook_deliveries_v1_webhook_deliveries_get",
-        "Webhook delivery attempts for a session", ("Webhooks",),
-        parameters=({"name": "session_id", "in": "query", "required": True,
-                     "schema": {"type": "string"}},),
-        responses={200: schemas.WebhookDeliveryList, 422: schemas.HTTPValidationError,
-                   429: schemas.Detail, **AUTH_ERRORS},
+        "get",
+        "/v1/webhook-deliveries",
+        "list_webhook_deliveries_v1_webhook_deliveries_get",
+        "Webhook delivery attempts for a session",
+        ("Webhooks",),
+        parameters=(
+            {"name": "session_id", "in": "query", "required": True, "schema": {"type": "string"}},
+        ),
+        responses={
+            200: schemas.WebhookDeliveryList,
+            422: schemas.HTTPValidationError,
+            429: schemas.Detail,
+            **AUTH_ERRORS,
+        },
     ),
     Operation(
-        "post", "/v1/webhook-deliveries/{delivery_id}/replay",
+        "post",
+        "/v1/webhook-deliveries/{delivery_id}/replay",
         "replay_webhook_delivery_v1_webhook_deliveries__delivery_id__replay_post",
-        "Send a delivery's event again now", ("Webhooks",),
+        "Send a delivery's event again now",
+        ("Webhooks",),
         parameters=(path_param("delivery_id"),),
-        responses={201: schemas.WebhookDeliveryOut, 409: schemas.Detail,
-                   422: schemas.HTTPValidationError, 429: schemas.Detail, **AUTH_ERRORS},
+        responses={
+            201: schemas.WebhookDeliveryOut,
+            409: schemas.Detail,
+            422: schemas.HTTPValidationError,
+            429: schemas.Detail,
+            **AUTH_ERRORS,
+        },
     ),
     _twilio("/twilio/voice", "Voice URL of the number and the SIP domain: bind the call"),
-    _twilio("/twilio/gather", "A <Gather> action", (
-        {"name": "step", "in": "query", "required": False, "schema": {"type": "string"}},
-    )),
+    _twilio(
+        "/twilio/gather",
+        "A <Gather> action",
+        ({"name": "step", "in": "query", "required": False, "schema": {"type": "string"}},),
+    ),
     _twilio("/twilio/result", "The hold <Redirect> while the gateway answers"),
     _twilio("/twilio/dial", "The <Dial action> of the transfer back: records transfer_status"),
     _twilio("/twilio/status", "Call status callback: an ended call abandons its open session"),
     _twilio("/twilio/fallback", "Fallback URL: apologise, transfer back or hang up"),
+    *WIDGET_OPERATIONS,
     Operation(
-        "get", "/health", "health_get", "Liveness", ("Operations",), api_key=False,
+        "get",
+        "/health",
+        "health_get",
+        "Liveness",
+        ("Operations",),
+        api_key=False,
         responses={200: schemas.Health},
     ),
     Operation(
-        "get", "/openapi.json", "openapi_get", "This document", ("Operations",), api_key=False,
+        "get",
+        "/openapi.json",
+        "openapi_get",
+        "This document",
+        ("Operations",),
+        api_key=False,
         responses={200: "The OpenAPI 3.1 document"},
     ),
 ]
@@ -155,7 +316,9 @@ def _response(status: int, body: type[BaseModel] | str) -> dict[str, Any]:
         return {"description": body}
     return {
         "description": "Successful Response" if status < 300 else body.__name__,
-        "content": {"application/json": {"schema": {"$ref": REF_TEMPLATE.format(model=body.__name__)}}},
+        "content": {
+            "application/json": {"schema": {"$ref": REF_TEMPLATE.format(model=body.__name__)}}
+        },
     }
 
 

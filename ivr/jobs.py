@@ -25,10 +25,11 @@ from ivr import flow
 from ivr.binding import end_call
 from ivr.callstate import CallStates, callstate_from_url
 from ivr.errors import Conflict
-from ivr.payments import SUCCEEDED, pay
+from ivr.payments import SUCCEEDED, pay, refuse
 from ivr.services import Services
 from ivr.sessions import UNRESOLVED_ATTEMPT_STATES
 from ivr.store import PaymentAttempt
+from ivr.velocity import VelocityLimited
 
 log = logging.getLogger(__name__)
 
@@ -118,13 +119,17 @@ def run_payment_job(services: Services, job: PaymentJob) -> None:
     if card is None:  # the call ended or the flow failed first: the card is already gone
         log.info("payment job for session %s attempt %s found no card", job.session_id, job.attempt)
         return
+    gateway_card = GatewayCard(
+        number=card.number, exp_month=card.exp_month, exp_year=card.exp_year,
+        cvc=card.security_code,
+    )
     try:
         pay(
-            services, job.session_id,
-            GatewayCard(number=card.number, exp_month=card.exp_month, exp_year=card.exp_year,
-                        cvc=card.security_code),
+            services, job.session_id, gateway_card,
             postal_code=card.postal_code or None, attempt=job.attempt,
         )
+    except VelocityLimited as error:  # stopped before the gateway: the caller hears why
+        refuse(services, job.session_id, job.attempt, gateway_card, error.message)
     except Conflict as error:
         log.info("payment job for session %s not run: %s", job.session_id, error)
     except Exception as error:

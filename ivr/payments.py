@@ -334,6 +334,30 @@ def record_result(
         return _outcome(session, attempt, max_attempts)
 
 
+def refuse(services: Services, session_id: str, number: int, card: Card, reason: str) -> None:
+    """Record an attempt the velocity limits stopped before the gateway, so the call can say why."""
+    now = services.clock()
+    with services.db.transaction() as tx:
+        session = load_session(tx, session_id, now=now, for_update=True)
+        if Status(session.status).is_terminal or _attempt_row(tx, session.id, number) is not None:
+            return
+        max_attempts = project_settings(tx.get_one(Project, session.project_id)).max_payment_attempts
+        session.attempt_count = number
+        session.error_code, session.error_message = "velocity_limited", reason
+        session.updated_at = now
+        tx.add(
+            PaymentAttempt(
+                session_id=session.id, number=number, idempotency_key=attempt_key(session.id, number),
+                state=DECLINED, card_brand=card.brand, card_last4=card.last4,
+                error_code="velocity_limited", error_message=reason, created_at=now,
+                finished_at=now, reconcile_checks=0,
+            )
+        )
+        if number >= max_attempts:
+            transition(tx, session, Status.PAYMENT_FAILED, cause="payment_refused", now=now,
+                       detail={"attempt": number, "error_code": "velocity_limited"})
+
+
 def _error_code(error: GatewayError) -> str:
     if isinstance(error, CardDeclined):
         return error.reason

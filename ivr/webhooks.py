@@ -21,6 +21,7 @@ from dataclasses import replace
 from typing import Any
 
 from flask import Blueprint, Response, g, request, url_for
+from redis.exceptions import RedisError
 from sqlalchemy.orm import Session as Tx
 from twilio.request_validator import RequestValidator
 from werkzeug.exceptions import HTTPException
@@ -40,6 +41,7 @@ from ivr.cards import Brand
 from ivr.jobs import PaymentJob, attempt_result, callstates_of, start_payment
 from ivr.model import PaymentMode, Status
 from ivr.prompts import DEFAULT_LANGUAGE, catalog
+from ivr.services import Services
 from ivr.sessions import load_session, transition
 from ivr.store import PaymentSession, Project
 from ivr.transfer import Transfer, transfer_for
@@ -329,6 +331,14 @@ def _render(reply: flow.Reply, transfer: Transfer | None) -> Response:
     return _twiml(render_twiml(reply.template, **context))
 
 
+def _forget_card_state(services: Services, call_sid: str) -> None:
+    """Destroy the call's state; when Redis itself is down it is out of reach, and expires there."""
+    try:
+        callstates_of(services).delete(call_sid)
+    except RedisError as error:
+        log.error("call state unreachable while ending a failed call: %s", type(error).__name__)
+
+
 def _error_twiml(call_sid: str) -> Response:
     """Apologise; transfer back when the call's session has a callback, else hang up.
 
@@ -339,7 +349,7 @@ def _error_twiml(call_sid: str) -> Response:
     language = DEFAULT_LANGUAGE
     try:
         if call_sid:
-            callstates_of(services).delete(call_sid)
+            _forget_card_state(services, call_sid)
             with services.db.transaction() as tx:
                 session = session_for_call(tx, call_sid, now=services.clock())
                 if session is not None:

@@ -98,6 +98,10 @@ def api_schema(app: Flask) -> Any:
 
 
 @schema.parametrize()
+# Schemathesis's WSGI transport never closes streamed file responses (widget.js, assets).
+@pytest.mark.filterwarnings(
+    "ignore:Exception ignored in. <_io.FileIO:pytest.PytestUnraisableExceptionWarning"
+)
 @settings(
     max_examples=40,
     deadline=None,

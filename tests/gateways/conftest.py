@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from gateway_helpers import free_port
+from tests.gateways.gateway_helpers import free_port
 
 
 @pytest.fixture

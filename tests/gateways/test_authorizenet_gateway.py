@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from authorizenet import apicontrollersbase
-from gateway_helpers import CLIENT_TIMEOUT, make_request, recorder, stall
+from tests.gateways.gateway_helpers import CLIENT_TIMEOUT, make_request, recorder, stall
 from lxml import etree
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from gateway_helpers import CLIENT_TIMEOUT, make_request, recorder, stall
+from tests.gateways.gateway_helpers import CLIENT_TIMEOUT, make_request, recorder, stall
 from lxml import etree
 from pytest_httpserver import HTTPServer
 from werkzeug import Response

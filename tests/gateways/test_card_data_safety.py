@@ -6,7 +6,7 @@ import json
 import logging
 
 import pytest
-from gateway_helpers import make_request
+from tests.gateways.gateway_helpers import make_request
 from pytest_httpserver import HTTPServer
 
 from gateways import build_gateway

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from gateway_helpers import make_request
+from tests.gateways.gateway_helpers import make_request
 from lxml import etree
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from gateway_helpers import CLIENT_TIMEOUT, make_request, recorder, stall
+from tests.gateways.gateway_helpers import CLIENT_TIMEOUT, make_request, recorder, stall
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
 

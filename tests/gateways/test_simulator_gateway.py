@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from gateway_helpers import make_request
+from tests.gateways.gateway_helpers import make_request
 
 from gateways import build_gateway, required_credentials
 from gateways.authorizenet import AuthorizeNetGateway

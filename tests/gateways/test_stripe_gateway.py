@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
-from gateway_helpers import CLIENT_TIMEOUT, make_request, recorder, stall
+from tests.gateways.gateway_helpers import CLIENT_TIMEOUT, make_request, recorder, stall
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 

@@ -162,6 +162,27 @@ def test_a_declined_card_can_be_replaced_by_another(
     assert len(gateway_calls) == 2
 
 
+def test_a_card_over_its_failure_limit_is_refused_before_the_gateway_and_the_caller_hears_why(
+    new_session: Callable[..., dict[str, Any]], phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]], services: Services,
+    gateway_calls: list[str],
+) -> None:
+    services.settings = services.settings.model_copy(update={"card_failure_limit": 1})
+    first = new_session(callback=PHONE_CALLBACK)
+    phone(to=first["sip_uri"]).call(ScriptedKeypad([DECLINED + "#", EXPIRY, CVV, "1", "2"]))
+    second = new_session(callback=PHONE_CALLBACK)
+    result = phone(to=second["sip_uri"]).call(
+        ScriptedKeypad([DECLINED + "#", EXPIRY, CVV, "1", "2"])
+    )
+
+    assert len(gateway_calls) == 1, "the locked card never reached the gateway again"
+    assert any("Too many payments with this card" in line for line in result.heard), result.heard
+    session = read_session(second["session_id"])
+    assert session["status"] == "payment-failed"
+    assert session["error"]["code"] == "velocity_limited"
+    assert result.dialed == [PHONE_CALLBACK]
+
+
 def test_a_caller_who_gives_up_after_a_decline_ends_payment_failed(
     new_session: Callable[..., dict[str, Any]], phone: Callable[..., Phone],
     read_session: Callable[[str], dict[str, Any]],
@@ -324,3 +345,4 @@ def test_with_redis_a_worker_runs_the_payment_from_a_job_without_card_data(
 
     assert "Your payment was approved." in _hold_until_result(call, hold)
     assert read_session(created["session_id"])["status"] == "payment-success"
+
