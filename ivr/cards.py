@@ -11,6 +11,8 @@ from collections.abc import Collection
 from datetime import date
 from enum import StrEnum
 
+from gateways.base import luhn_valid as luhn_ok  # one mod-10 check for keypad, frame and gateways
+
 CARD_NUMBER_LENGTHS = range(12, 20)
 POSTAL_CODE_LENGTHS = (5, 9)
 _MAX_YEARS_AHEAD = 20  # a card valid further out than this is a mistyped year
@@ -55,19 +57,6 @@ _PREFIXES: tuple[tuple[Brand, int, int, tuple[int, ...]], ...] = (
     (Brand.DINERS, 36, 36, (14, 15, 16, 17, 18, 19)),
     (Brand.DINERS, 38, 39, (16, 17, 18, 19)),
 )
-
-
-def luhn_ok(digits: str) -> bool:
-    """The mod-10 checksum catches nearly every single-digit slip on the keypad."""
-    if not digits.isdigit():
-        return False
-    total = 0
-    for position, char in enumerate(reversed(digits)):
-        value = int(char)
-        if position % 2:
-            value = value * 2 - 9 if value > 4 else value * 2
-        total += value
-    return total % 10 == 0
 
 
 def _match(number: str) -> tuple[Brand, tuple[int, ...]] | None:
