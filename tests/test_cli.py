@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from ivr.credentials import load_credentials
 from ivr.crypto import Sealer
 from ivr.store import GatewayCredential, Project
 from paydial.cli import main
-from tests.conftest import TEST_SECRET_KEY, TEST_TWILIO_TOKEN
+from tests.conftest import TEST_SECRET_KEY, TEST_TWILIO_TOKEN, free_port
 
 
 @pytest.fixture
@@ -104,11 +103,6 @@ def test_db_upgrade_creates_the_schema(
     assert {"accounts", "projects", "api_keys", "sessions", "session_events"} <= tables
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def test_serve_runs_on_embedded_defaults_and_prints_a_test_key_once(tmp_path: Path) -> None:

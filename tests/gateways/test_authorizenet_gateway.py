@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from authorizenet import apicontrollersbase
-from tests.gateways.gateway_helpers import CLIENT_TIMEOUT, make_request, recorder, stall
 from lxml import etree
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
@@ -24,6 +23,7 @@ from gateways.base import (
     GatewayUnavailable,
     short_reference,
 )
+from tests.gateways.gateway_helpers import CLIENT_TIMEOUT, make_request, recorder, stall
 
 BOM = b"\xef\xbb\xbf"
 NS = 'xmlns="AnetApi/xml/v1/schema/AnetApiSchema.xsd"'

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from tests.gateways.gateway_helpers import CLIENT_TIMEOUT, make_request, recorder, stall
 from lxml import etree
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
@@ -19,6 +18,7 @@ from gateways.base import (
     short_reference,
 )
 from gateways.braintree import BraintreeGateway
+from tests.gateways.gateway_helpers import CLIENT_TIMEOUT, make_request, recorder, stall
 
 MERCHANT = "/merchants/mid"
 

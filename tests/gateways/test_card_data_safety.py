@@ -6,11 +6,11 @@ import json
 import logging
 
 import pytest
-from tests.gateways.gateway_helpers import make_request
 from pytest_httpserver import HTTPServer
 
 from gateways import build_gateway
 from gateways.base import GatewayError, PaymentRequest
+from tests.gateways.gateway_helpers import make_request
 
 PAN = "4000056655665556"
 CVC = "737"

@@ -7,13 +7,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from tests.gateways.gateway_helpers import make_request
 from lxml import etree
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from gateways import build_gateway
 from gateways.base import PROCESSOR_FIELDS, CardDeclined, PaymentGateway
+from tests.gateways.gateway_helpers import make_request
 
 DECLINED = "4000000000000002"
 # localstripe declines 0002 only when attaching; at charge time it declines 0341.

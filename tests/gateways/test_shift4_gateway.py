@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 import pytest
-from tests.gateways.gateway_helpers import CLIENT_TIMEOUT, make_request, recorder, stall
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
@@ -18,6 +17,7 @@ from gateways.base import (
     GatewayUnavailable,
 )
 from gateways.shift4 import Shift4Gateway
+from tests.gateways.gateway_helpers import CLIENT_TIMEOUT, make_request, recorder, stall
 
 CHARGE = {
     "id": "char_9kQx",

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from tests.gateways.gateway_helpers import make_request
 
 from gateways import build_gateway, required_credentials
 from gateways.authorizenet import AuthorizeNetGateway
 from gateways.base import CardDeclined, GatewayConfigurationError
 from gateways.simulator import SimulatorGateway
+from tests.gateways.gateway_helpers import make_request
 
 
 @pytest.mark.parametrize(

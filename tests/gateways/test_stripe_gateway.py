@@ -8,7 +8,6 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
-from tests.gateways.gateway_helpers import CLIENT_TIMEOUT, make_request, recorder, stall
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
@@ -21,6 +20,7 @@ from gateways.base import (
     PaymentRequest,
 )
 from gateways.stripe import StripeGateway
+from tests.gateways.gateway_helpers import CLIENT_TIMEOUT, make_request, recorder, stall
 
 
 def make_stripe(url: str, timeout: float = 5.0) -> StripeGateway:
