@@ -47,36 +47,39 @@ def _render(session: PaymentSession, project: Project) -> Response:
     return jsonify(session_out(session, project.slug).model_dump(mode="json"))
 
 
+def _open(new: NewSession) -> PaymentSession:
+    """Create a session for the calling key's account, in the key's mode."""
+    services = current_services()
+    caller = current_caller()
+    with services.db.transaction() as tx:
+        return create_session(
+            tx, account_id=caller.account_id, environment=caller.environment,
+            now=services.clock(), new=new,
+        )
+
+
 @bp.post("/sessions")
 @require_api_key
 @idempotent
 def create_voice_session() -> Response:
     body = parse_body(SessionCreate)
     services = current_services()
-    caller = current_caller()
-    with services.db.transaction() as tx:
-        session = create_session(
-            tx,
-            account_id=caller.account_id,
-            environment=caller.environment,
-            now=services.clock(),
-            new=NewSession(
-                project=body.project,
-                amount_cents=int(body.amount * 100),
-                mode=body.mode,
-                gateway=body.gateway,
-                channel=Channel.VOICE,
-                ttl=timedelta(minutes=services.settings.session_ttl_minutes),
-                caller=body.caller,
-                description=body.description,
-                callback=body.callback,
-                memory=body.memory,
-                billing_address=body.billing_address.model_dump()
-                if body.billing_address
-                else None,
-                language=body.language,
-            ),
+    session = _open(
+        NewSession(
+            project=body.project,
+            amount_cents=int(body.amount * 100),
+            mode=body.mode,
+            gateway=body.gateway,
+            channel=Channel.VOICE,
+            ttl=timedelta(minutes=services.settings.session_ttl_minutes),
+            caller=body.caller,
+            description=body.description,
+            callback=body.callback,
+            memory=body.memory,
+            billing_address=body.billing_address.model_dump() if body.billing_address else None,
+            language=body.language,
         )
+    )
     return _created(
         SessionCreateResponse(
             session_id=session.id,
@@ -137,23 +140,17 @@ def cancel(session_id: str) -> Response:
 def create_widget_session() -> Response:
     body = parse_body(CreateWidgetSession)
     services = current_services()
-    caller = current_caller()
-    with services.db.transaction() as tx:
-        session = create_session(
-            tx,
-            account_id=caller.account_id,
-            environment=caller.environment,
-            now=services.clock(),
-            new=NewSession(
-                project=body.project,
-                amount_cents=body.amount_cents,
-                mode=PaymentMode(body.mode),
-                gateway=Gateway(body.gateway),
-                channel=Channel.CHAT,
-                ttl=timedelta(minutes=services.settings.widget_ttl_minutes),
-                description=body.description,
-            ),
+    session = _open(
+        NewSession(
+            project=body.project,
+            amount_cents=body.amount_cents,
+            mode=PaymentMode(body.mode),
+            gateway=Gateway(body.gateway),
+            channel=Channel.CHAT,
+            ttl=timedelta(minutes=services.settings.widget_ttl_minutes),
+            description=body.description,
         )
+    )
     return _created(
         WidgetSessionCreated(
             session_id=session.id,
