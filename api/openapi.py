@@ -1,4 +1,4 @@
-"""The machine-readable contract at /openapi.json, generated from the same pydantic models the views use."""
+"""The machine-readable contract at /openapi.json, built from the pydantic models the views use."""
 
 from __future__ import annotations
 

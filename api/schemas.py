@@ -1,4 +1,4 @@
-"""Request and response bodies of the merchant API; the two request models mirror the seeds field for field."""
+"""Request and response bodies of the merchant API; seed request models match field for field."""
 
 from __future__ import annotations
 
@@ -43,7 +43,8 @@ def _parse_amount(value: Any) -> Decimal:
         raise PydanticCustomError("amount_type", "Amount must be a number or a decimal string")
     if isinstance(value, str) and not re.match(AMOUNT_PATTERN, value):
         raise PydanticCustomError(
-            "string_pattern_mismatch", "String should match pattern '{pattern}'",
+            "string_pattern_mismatch",
+            "String should match pattern '{pattern}'",
             {"pattern": AMOUNT_PATTERN},
         )
     amount = Decimal(str(value))  # the pattern above admits only plain decimals
@@ -67,13 +68,16 @@ def e164(value: str) -> str:
     try:
         number = phonenumbers.parse(value, None)
     except phonenumbers.NumberParseException:
-        raise PydanticCustomError("phone_number", "Value is not a valid E.164 phone number") from None
+        raise PydanticCustomError(
+            "phone_number", "Value is not a valid E.164 phone number"
+        ) from None
     if not phonenumbers.is_valid_number(number):
         raise PydanticCustomError("phone_number", "Value is not a valid E.164 phone number")
     formatted = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     if formatted != value:
         raise PydanticCustomError(
-            "phone_number", "Phone number must be in E.164 format, e.g. {example}",
+            "phone_number",
+            "Phone number must be in E.164 format, e.g. {example}",
             {"example": formatted},
         )
     return formatted
@@ -127,25 +131,36 @@ Amount = Annotated[
 class BillingAddress(BaseModel):
     """Cardholder billing address for AVS. Forwarded to the processor's billTo block. Always pass the cardholder's billing address (the one on file with the card issuer), not shipping — AVS only matches against billing."""  # noqa: E501
 
-    street: str = Field(min_length=1, max_length=60, title="Street", description="Street address line 1")
+    street: str = Field(
+        min_length=1, max_length=60, title="Street", description="Street address line 1"
+    )
     city: str = Field(min_length=1, max_length=40, title="City", description="City")
     state: str = Field(
-        min_length=2, max_length=40, title="State",
+        min_length=2,
+        max_length=40,
+        title="State",
         description="State / region (2-letter code for US)",
     )
     zip: str = Field(
         min_length=3, max_length=20, title="Zip", description="Postal code (5 or 9 digits for US)"
     )
     country: str | None = Field(
-        "US", min_length=2, max_length=60, title="Country",
+        "US",
+        min_length=2,
+        max_length=60,
+        title="Country",
         description="ISO-3166-1 alpha-2 country code; defaults to US",
     )
     first_name: str | None = Field(
-        None, max_length=50, title="First Name",
+        None,
+        max_length=50,
+        title="First Name",
         description="Cardholder first name; falls back to value collected during card capture",
     )
     last_name: str | None = Field(
-        None, max_length=50, title="Last Name",
+        None,
+        max_length=50,
+        title="Last Name",
         description="Cardholder last name; falls back to value collected during card capture",
     )
 
@@ -166,19 +181,23 @@ class SessionCreate(BaseModel):
         None, max_length=500, title="Description", description="Charge description"
     )
     callback: Annotated[str | None, AfterValidator(_callback)] = Field(
-        None, max_length=256, title="Callback",
+        None,
+        max_length=256,
+        title="Callback",
         description="Callback phone number or SIP URI for transfer-back",
     )
     memory: str | None = Field(
         None, title="Memory", description="Call context passed back on transfer"
     )
     billing_address: BillingAddress | None = Field(
-        None, title="Billing Address",
+        None,
+        title="Billing Address",
         description="Cardholder billing address. When provided, forwarded to the processor's billTo block so AVS can return a real match code instead of 'U' (unavailable). Authorize.net only today; ignored for other gateways.",  # noqa: E501
     )
     language: Literal["en-US", "es-US"] | None = Field(
-        None, title="Language",
-        description="Prompt language for this call; defaults to the project's language (Paydial addition)",
+        None,
+        title="Language",
+        description="Prompt language for this call; defaults to the project's (Paydial addition)",
     )
 
     @model_validator(mode="after")
@@ -189,7 +208,8 @@ class SessionCreate(BaseModel):
             )
         if self.memory is not None and len(self.memory) > MAX_MEMORY_CHARS:
             raise PydanticCustomError(
-                "string_too_long", "Memory should have at most {max_length} characters",
+                "string_too_long",
+                "Memory should have at most {max_length} characters",
                 {"max_length": MAX_MEMORY_CHARS},
             )
         return self
@@ -200,8 +220,12 @@ class SessionCreateResponse(BaseModel):
 
     session_id: str = Field(title="Session Id", description="Session UUID")
     status: str = Field(title="Status", description="Session status")
-    phone_number: str | None = Field(None, title="Phone Number", description="IVR phone number to call")
-    sip_uri: str | None = Field(None, title="Sip Uri", description="Twilio SIP domain for SIP calls")
+    phone_number: str | None = Field(
+        None, title="Phone Number", description="IVR phone number to call"
+    )
+    sip_uri: str | None = Field(
+        None, title="Sip Uri", description="Twilio SIP domain for SIP calls"
+    )
     created_at: datetime = Field(title="Created At", description="Creation timestamp")
     access_code: str = Field(
         title="Access Code", description="Six digits the caller can key to reach this session"
@@ -212,7 +236,8 @@ class SessionCreateResponse(BaseModel):
 class CreateWidgetSession(BaseModel):
     project: str = Field(title="Project", description="Project UUID or slug")
     amount_cents: int = Field(
-        ge=0, title="Amount Cents",
+        ge=0,
+        title="Amount Cents",
         description="Charge amount in cents. For mode='tokenize' may be 0.",
     )
     gateway: Annotated[str, AfterValidator(_known_gateway)] = Field(
@@ -229,11 +254,14 @@ class CreateWidgetSession(BaseModel):
             )
         if self.amount_cents > int(MAX_AMOUNT * 100):
             raise PydanticCustomError(
-                "less_than_equal", "amount_cents must be at most {le}", {"le": int(MAX_AMOUNT * 100)}
+                "less_than_equal",
+                "amount_cents must be at most {le}",
+                {"le": int(MAX_AMOUNT * 100)},
             )
         if self.description is not None and len(self.description) > 500:
             raise PydanticCustomError(
-                "string_too_long", "Description should have at most 500 characters",
+                "string_too_long",
+                "Description should have at most 500 characters",
                 {"max_length": 500},
             )
         return self

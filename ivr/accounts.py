@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import secrets
@@ -45,7 +46,7 @@ class ProjectSettings(BaseModel):
     authorize_only: bool = False
     max_payment_attempts: int = Field(3, ge=1, le=10)
     webhook_events: list[str] = Field(default_factory=list)
-    # Countries (ISO 3166 alpha-2) a callback phone number may be in: transfers dial out on our bill.
+    # ISO 3166 alpha-2 countries a callback number may be in: transfers dial out on our bill.
     callback_countries: list[str] = Field(default_factory=lambda: ["US", "CA"])
     widget: WidgetSettings = Field(default_factory=WidgetSettings)
 
@@ -108,10 +109,8 @@ def get_project_by_slug(tx: Tx, slug: str) -> Project:
 def find_account_project(tx: Tx, account_id: str, identifier: str) -> Project:
     """A project of this account by UUID or slug; anything else is NotFound."""
     clauses = [Project.slug == identifier]
-    try:
+    with contextlib.suppress(ValueError):  # not a UUID: the slug alone decides
         clauses.append(Project.id == str(uuid.UUID(identifier)))
-    except ValueError:
-        pass
     project = tx.scalar(select(Project).where(Project.account_id == account_id, or_(*clauses)))
     if project is None:
         raise NotFound("Project not found")
@@ -147,7 +146,7 @@ def revoke_key(tx: Tx, prefix: str, *, now: datetime) -> ApiKey:
 
 
 def authenticate(tx: Tx, presented: str) -> ApiKey | None:
-    """The live key matching `presented`, or None. Looks up by hash, then compares in constant time."""
+    """The live key matching `presented`, or None: looked up by hash, compared in constant time."""
     if not presented.startswith(("mvn_test_", "mvn_live_")):
         return None
     digest = hash_key(presented)

@@ -38,7 +38,13 @@ from ivr.services import Services
 from ivr.sessions import UNRESOLVED_ATTEMPT_STATES, load_session, transition
 from ivr.store import PaymentAttempt, PaymentSession, Project
 
-PENDING, SUCCEEDED, DECLINED, FAILED, UNKNOWN = "pending", "succeeded", "declined", "failed", "unknown"
+PENDING, SUCCEEDED, DECLINED, FAILED, UNKNOWN = (
+    "pending",
+    "succeeded",
+    "declined",
+    "failed",
+    "unknown",
+)
 
 PLAIN_MESSAGES = {
     "card_declined": "The card was declined.",
@@ -82,7 +88,7 @@ def attempt_key(session_id: str, number: int) -> str:
 
 @dataclass(frozen=True)
 class StartedAttempt:
-    """An attempt recorded as pending, with everything needed to call the gateway outside a transaction."""
+    """A pending attempt with all it takes to call the gateway outside a transaction."""
 
     session_id: str
     number: int
@@ -117,7 +123,7 @@ def pay(
 def _start(
     services: Services, session_id: str, card: Card, postal_code: str | None, attempt: int | None
 ) -> StartedAttempt | PaymentOutcome:
-    """Record the attempt as pending in its own transaction, or return the outcome already recorded."""
+    """Record the attempt as pending in its own transaction, or return the recorded outcome."""
     now = services.clock()
     with services.db.transaction() as tx:
         session = load_session(tx, session_id, now=now, for_update=True)
@@ -147,9 +153,15 @@ def _start(
         )
         tx.add(
             PaymentAttempt(
-                session_id=session.id, number=number, idempotency_key=key, state=PENDING,
-                card_brand=card.brand, card_last4=card.last4, created_at=now,
-                reconcile_checks=0, next_check_at=now + stale_after,
+                session_id=session.id,
+                number=number,
+                idempotency_key=key,
+                state=PENDING,
+                card_brand=card.brand,
+                card_last4=card.last4,
+                created_at=now,
+                reconcile_checks=0,
+                next_check_at=now + stale_after,
             )
         )
         started = _started(session, project.id, settings, number, card, postal_code)
@@ -208,7 +220,11 @@ def resume_attempt(tx: Tx, attempt: PaymentAttempt) -> StartedAttempt:
 
 
 BRAND_PREFIXES = {
-    "visa": "4", "mastercard": "51", "amex": "34", "discover": "6011", "jcb": "3528",
+    "visa": "4",
+    "mastercard": "51",
+    "amex": "34",
+    "discover": "6011",
+    "jcb": "3528",
     "diners": "36",
 }
 
@@ -234,7 +250,10 @@ def attempt_gateway(services: Services, started: StartedAttempt) -> PaymentGatew
     """The project's adapter for this attempt's gateway and mode."""
     with services.db.transaction() as tx:
         credentials = load_credentials(
-            tx, started.project_id, started.gateway, started.environment,
+            tx,
+            started.project_id,
+            started.gateway,
+            started.environment,
             sealer=services.sealer(CREDENTIALS_PURPOSE),
         )
     return build_gateway(
@@ -279,7 +298,8 @@ class GatewayUnavailableAfterCheck(GatewayError):
 
     def __init__(self) -> None:
         super().__init__(
-            code="gateway_unavailable", message=PLAIN_MESSAGES["gateway_unavailable"],
+            code="gateway_unavailable",
+            message=PLAIN_MESSAGES["gateway_unavailable"],
             retryable=True,
         )
 
@@ -310,8 +330,10 @@ def record_result(
             cause = "payment_approved"
         else:
             code = _error_code(result)
-            attempt.state = UNKNOWN if isinstance(result, GatewayOutcomeUnknown) else (
-                DECLINED if isinstance(result, CardDeclined) else FAILED
+            attempt.state = (
+                UNKNOWN
+                if isinstance(result, GatewayOutcomeUnknown)
+                else (DECLINED if isinstance(result, CardDeclined) else FAILED)
             )
             attempt.error_code = code
             attempt.error_message = PLAIN_MESSAGES.get(code, PLAIN_MESSAGES["processing_error"])
@@ -328,7 +350,11 @@ def record_result(
         session.updated_at = now
         if to is not None and not Status(session.status).is_terminal:
             transition(
-                tx, session, to, cause=cause, now=now,
+                tx,
+                session,
+                to,
+                cause=cause,
+                now=now,
                 detail={"attempt": started.number, "error_code": attempt.error_code},
             )
         return _outcome(session, attempt, max_attempts)
@@ -341,21 +367,36 @@ def refuse(services: Services, session_id: str, number: int, card: Card, reason:
         session = load_session(tx, session_id, now=now, for_update=True)
         if Status(session.status).is_terminal or _attempt_row(tx, session.id, number) is not None:
             return
-        max_attempts = project_settings(tx.get_one(Project, session.project_id)).max_payment_attempts
+        max_attempts = project_settings(
+            tx.get_one(Project, session.project_id)
+        ).max_payment_attempts
         session.attempt_count = number
         session.error_code, session.error_message = "velocity_limited", reason
         session.updated_at = now
         tx.add(
             PaymentAttempt(
-                session_id=session.id, number=number, idempotency_key=attempt_key(session.id, number),
-                state=DECLINED, card_brand=card.brand, card_last4=card.last4,
-                error_code="velocity_limited", error_message=reason, created_at=now,
-                finished_at=now, reconcile_checks=0,
+                session_id=session.id,
+                number=number,
+                idempotency_key=attempt_key(session.id, number),
+                state=DECLINED,
+                card_brand=card.brand,
+                card_last4=card.last4,
+                error_code="velocity_limited",
+                error_message=reason,
+                created_at=now,
+                finished_at=now,
+                reconcile_checks=0,
             )
         )
         if number >= max_attempts:
-            transition(tx, session, Status.PAYMENT_FAILED, cause="payment_refused", now=now,
-                       detail={"attempt": number, "error_code": "velocity_limited"})
+            transition(
+                tx,
+                session,
+                Status.PAYMENT_FAILED,
+                cause="payment_refused",
+                now=now,
+                detail={"attempt": number, "error_code": "velocity_limited"},
+            )
 
 
 def _error_code(error: GatewayError) -> str:
@@ -384,7 +425,11 @@ def give_up(services: Services, attempt_id: int, now: datetime) -> None:
             return
         session.error_code, session.error_message = attempt.error_code, attempt.error_message
         transition(
-            tx, session, Status.PAYMENT_FAILED, cause="payment_unconfirmed", now=now,
+            tx,
+            session,
+            Status.PAYMENT_FAILED,
+            cause="payment_unconfirmed",
+            now=now,
             detail={"attempt": attempt.number, "error_code": attempt.error_code},
         )
 

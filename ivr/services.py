@@ -1,4 +1,4 @@
-"""The process's wired-together dependencies, handed to use cases that need more than a transaction."""
+"""The process's wired-together dependencies, for use cases that need more than a transaction."""
 
 from __future__ import annotations
 

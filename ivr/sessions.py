@@ -1,4 +1,4 @@
-"""Use cases of a payment session: create, read, cancel, expire, and the one place status changes."""
+"""Use cases of a payment session: create, read, cancel, expire; the one place status changes."""
 
 from __future__ import annotations
 
@@ -98,8 +98,12 @@ def create_session(
     tx.flush()
     tx.add(
         SessionEvent(
-            session_id=session.id, at=now, from_status=None, to_status=Status.PENDING.value,
-            cause="created", detail=None,
+            session_id=session.id,
+            at=now,
+            from_status=None,
+            to_status=Status.PENDING.value,
+            cause="created",
+            detail=None,
         )
     )
     return session
@@ -126,8 +130,12 @@ def transition(
         session.completed_at = now
     tx.add(
         SessionEvent(
-            session_id=session.id, at=now, from_status=current.value, to_status=to.value,
-            cause=cause, detail=detail,
+            session_id=session.id,
+            at=now,
+            from_status=current.value,
+            to_status=to.value,
+            cause=cause,
+            detail=detail,
         )
     )
     record_status_change(tx, session, to, now)
@@ -135,12 +143,17 @@ def transition(
 
 def _payment_in_flight(tx: Tx, session_id: str) -> bool:
     """An attempt whose outcome is not known yet holds the session open until it is resolved."""
-    return tx.scalar(
-        select(PaymentAttempt.id).where(
-            PaymentAttempt.session_id == session_id,
-            PaymentAttempt.state.in_(UNRESOLVED_ATTEMPT_STATES),
-        ).limit(1)
-    ) is not None
+    return (
+        tx.scalar(
+            select(PaymentAttempt.id)
+            .where(
+                PaymentAttempt.session_id == session_id,
+                PaymentAttempt.state.in_(UNRESOLVED_ATTEMPT_STATES),
+            )
+            .limit(1)
+        )
+        is not None
+    )
 
 
 def expire_if_due(tx: Tx, session: PaymentSession, now: datetime) -> None:

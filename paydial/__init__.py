@@ -1,1 +1,1 @@
-"""Paydial: the process-level pieces (settings, command line) that sit beside api/, ivr/ and gateways/."""
+"""Paydial's process-level pieces (settings, command line), beside api/, ivr/ and gateways/."""
