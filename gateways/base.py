@@ -123,6 +123,11 @@ class BillingAddress:
     first_name: str | None = None
     last_name: str | None = None
 
+    @property
+    def full_name(self) -> str:
+        """The cardholder's name as one string ("" when neither part is known)."""
+        return " ".join(part for part in (self.first_name, self.last_name) if part)
+
 
 @dataclass(frozen=True)
 class PaymentRequest:

@@ -151,7 +151,7 @@ class Shift4Gateway:
                 "addressState": a.state,
                 "addressCountry": a.country,
             }
-            name = " ".join(part for part in (a.first_name, a.last_name) if part)
+            name = a.full_name
             if name:
                 params["cardholderName"] = name
         if request.zip_code:

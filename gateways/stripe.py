@@ -252,7 +252,7 @@ def _billing_details(request: PaymentRequest) -> dict[str, Any]:
             "postal_code": a.zip,
             "country": a.country,
         }
-        name = " ".join(part for part in (a.first_name, a.last_name) if part)
+        name = a.full_name
         if name:
             details["name"] = name
     if request.postal_code:
