@@ -21,29 +21,34 @@ R = TypeVar("R")
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is calling the API: an account, in one mode, through one key."""
+    """Who is calling the API: an account, in one mode."""
 
     account_id: str
     environment: Environment
-    key_id: str
 
 
 def _unauthorized(message: str) -> Unauthorized:
     return Unauthorized(message, www_authenticate=WWWAuthenticate("bearer"))
 
 
+def bearer_token() -> str | None:
+    """The token of an `Authorization: Bearer …` header, or None."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
 def require_api_key(view: Callable[P, R]) -> Callable[P, R]:
     @wraps(view)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = bearer_token()
+        if token is None:
             raise _unauthorized("Not authenticated")
         with current_services().db.transaction() as tx:
-            key = authenticate(tx, token.strip())
+            key = authenticate(tx, token)
             if key is None:
                 raise _unauthorized("Invalid or revoked API key")
-            g.caller = Caller(key.account_id, Environment(key.environment), key.id)
+            g.caller = Caller(key.account_id, Environment(key.environment))
         return view(*args, **kwargs)
 
     return wrapper

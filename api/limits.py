@@ -8,26 +8,20 @@ bearer key (health, Twilio, the widget frame) are not counted here.
 
 from __future__ import annotations
 
-import hashlib
-
-from flask import Flask, request
+from flask import Flask
 from flask_limiter import Limiter
 
+from api.auth import bearer_token
 from api.deps import EXTENSION
+from ivr.accounts import hash_key
 from ivr.services import Services
 
 LIMITER_EXTENSION = "paydial_limiter"
 
 
-def _bearer() -> str | None:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    token = token.strip()
-    return token if scheme.lower() == "bearer" and token else None
-
-
 def _key() -> str:
     """A digest of the presented key, so limits need no database look-up and store no secret."""
-    return "key:" + hashlib.sha256((_bearer() or "").encode()).hexdigest()
+    return "key:" + hash_key(bearer_token() or "")
 
 
 def init_app(app: Flask) -> Limiter:
@@ -35,7 +29,7 @@ def init_app(app: Flask) -> Limiter:
     settings = services.settings
 
     def limit_for_key() -> str:
-        live = (_bearer() or "").startswith("mvn_live_")
+        live = (bearer_token() or "").startswith("mvn_live_")
         return settings.rate_limit_live if live else settings.rate_limit_test
 
     limiter = Limiter(
@@ -44,7 +38,7 @@ def init_app(app: Flask) -> Limiter:
         # Default limits count per route (and here per method): one key, one budget per endpoint.
         default_limits=[limit_for_key],
         default_limits_per_method=True,
-        default_limits_exempt_when=lambda: _bearer() is None,
+        default_limits_exempt_when=lambda: bearer_token() is None,
         storage_uri=settings.redis_url or "memory://",
         storage_options={"socket_connect_timeout": 1, "socket_timeout": 1}
         if settings.redis_url

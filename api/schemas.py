@@ -26,7 +26,6 @@ AMOUNT_PATTERN = r"^(?!^[-+.]*$)[+-]?0*\d*\.?\d*$"
 MAX_AMOUNT = Decimal("1000000.00")
 MAX_MEMORY_CHARS = 20_000
 SIP_URI = re.compile(r"^sips?:[^@\s<>\"]+@[A-Za-z0-9][A-Za-z0-9.\-]*(:\d{1,5})?(;[^\s<>\"?]*)?$")
-LANGUAGES = ("en-US", "es-US")
 # Numbers that bill the dialler extra: a transfer to one would be toll fraud on our account.
 TOLL_FRAUD_TYPES = frozenset(
     {
