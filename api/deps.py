@@ -1,14 +1,7 @@
-"""How views reach the process's services (set up once by create_app)."""
+"""How views reach the process's services (set up once by create_app); the key lives in the core,
+whose Twilio blueprint reads it too."""
 
 from __future__ import annotations
 
-from flask import current_app
-
-from ivr.services import Services
-
-EXTENSION = "paydial"
-
-
-def current_services() -> Services:
-    services: Services = current_app.extensions[EXTENSION]
-    return services
+from ivr.extension import EXTENSION as EXTENSION  # re-exported: create_app and limits use it
+from ivr.extension import current_services as current_services  # re-exported: the views use it

@@ -5,7 +5,8 @@ to render (``render_twiml(reply.template, **reply.context(), action_url=..., ...
 ``actions`` the webhook layer must carry out. How ``ivr/webhooks.py`` drives it, per request:
 
 1. A new call. Bound by SIP URI, SIP header or caller ID: ``greet(context)``. Otherwise
-   ``ask_access_code(language)``.
+   ``ask_access_code(language)``. A greeting context says whether the caller is locked out
+   (``ivr.velocity``); a locked-out caller hears why and is handed back before any card entry.
 2. A ``<Gather>`` action: ``event = parse_gather(Digits, FinishedOnKey, step)`` where ``step`` is
    the ``?step=`` the webhook put in the action URL (``turn.state.step``), so a delivery Twilio
    repeats after the flow moved on replays the current prompt instead of being read as input.
@@ -56,6 +57,7 @@ HOLD_REMINDER_EVERY = 4  # polls between "still working on it" reminders
 ACCESS_CODE_LENGTH = 6
 TOO_MANY_TRIES = "too-many-failed-attempts"  # Twilio <Pay> vocabulary
 PAYMENT_PENDING = "payment-pending"
+VELOCITY_LIMITED = "velocity_limited"  # the error code of a payment the velocity limits refused
 
 
 class Step(StrEnum):
@@ -74,7 +76,7 @@ class Step(StrEnum):
 
 class Outcome(StrEnum):
     APPROVED = "approved"  # the gateway approved: record the payment
-    FAILED = "failed"  # entries or attempts exhausted, or the caller gave up: payment-failed
+    FAILED = "failed"  # entries or attempts exhausted, gave up or locked out: payment-failed
     UNRESOLVED = "unresolved"  # no gateway answer while the caller held; the job settles it
     UNBOUND = "unbound"  # no session matched the access code; nothing to record
 
@@ -166,6 +168,7 @@ class FlowContext:
     accepted_brands: frozenset[Brand] = frozenset(Brand)
     max_attempts: int = 3
     has_callback: bool = False
+    caller_locked_out: bool = False  # too many failures from this number: no card is taken
 
 
 # Events ---------------------------------------------------------------------------------------
@@ -363,8 +366,13 @@ def enter_access_code(
 
 
 def greet(ctx: FlowContext) -> Turn:
-    """A bound call: who is asking for what, then the card number prompt."""
+    """A bound call: who is asking for what, then the card number prompt; or a locked-out caller
+    hears why and goes back without being asked for a card."""
     text = catalog(ctx.language)
+    state = CallState(step=Step.CARD_NUMBER, session_id=ctx.session_id)
+    if ctx.caller_locked_out:
+        finish = Finish(Outcome.FAILED, VELOCITY_LIMITED)
+        return _finish(state, ctx, finish, [text.say("caller_locked_out")])
     amount = speak_amount(ctx.amount_cents, ctx.currency, ctx.language)
     if ctx.mode is PaymentMode.TOKENIZE:
         lines = [text.say("greeting_tokenize", merchant=ctx.merchant)]
@@ -372,7 +380,6 @@ def greet(ctx: FlowContext) -> Turn:
         lines = [text.say("greeting_charge", merchant=ctx.merchant, amount=amount)]
     if ctx.description:
         lines.append(text.say("greeting_description", description=ctx.description))
-    state = CallState(step=Step.CARD_NUMBER, session_id=ctx.session_id)
     return _ask(state, ctx, lines)
 
 

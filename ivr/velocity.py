@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives import hashes
@@ -84,19 +85,34 @@ def check(
 ) -> None:
     """Raise CallerLockedOut or CardLocked when either has used up its failures in the window."""
     settings = services.settings
-    window = timedelta(hours=settings.velocity_window_hours)
-    if caller:
-        wait = _check(tx, f"caller:{caller}", settings.caller_failure_limit, window, now)
-        if wait is not None:
-            raise CallerLockedOut(wait)
+    wait = caller_lockout(tx, services, [caller], now=now)
+    if wait is not None:
+        raise CallerLockedOut(wait)
     if card:
+        window = timedelta(hours=settings.velocity_window_hours)
         wait = _check(tx, f"card:{card}", settings.card_failure_limit, window, now)
         if wait is not None:
             raise CardLocked(wait)
 
 
+def caller_lockout(
+    tx: Tx, services: Services, callers: Iterable[str | None], *, now: datetime
+) -> int | None:
+    """Seconds until all of these numbers may try again; None when none of them is locked out.
+
+    The IVR asks before it collects a card, for the number calling and the session's caller.
+    """
+    settings = services.settings
+    window = timedelta(hours=settings.velocity_window_hours)
+    waits = (
+        _check(tx, f"caller:{caller}", settings.caller_failure_limit, window, now)
+        for caller in dict.fromkeys(c for c in callers if c)
+    )
+    return max((wait for wait in waits if wait is not None), default=None)
+
+
 def check_caller(services: Services, caller: str | None) -> None:
-    """For the IVR before it collects a card: raises CallerLockedOut for a locked-out number."""
+    """Raises CallerLockedOut for a locked-out number, in a transaction of its own."""
     with services.db.transaction() as tx:
         check(tx, services, caller=caller, card=None, now=services.clock())
 

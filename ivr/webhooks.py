@@ -26,8 +26,7 @@ from sqlalchemy.orm import Session as Tx
 from twilio.request_validator import RequestValidator
 from werkzeug.exceptions import HTTPException
 
-from api.deps import current_services
-from ivr import flow
+from ivr import flow, velocity
 from ivr.accounts import project_settings
 from ivr.binding import (
     CallParams,
@@ -38,6 +37,7 @@ from ivr.binding import (
     session_for_call,
 )
 from ivr.cards import Brand
+from ivr.extension import current_services
 from ivr.jobs import PaymentJob, attempt_result, callstates_of, start_payment
 from ivr.model import PaymentMode, Status
 from ivr.prompts import DEFAULT_LANGUAGE, catalog
@@ -55,6 +55,8 @@ ENDED_CALL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "ca
 GATHER_TEMPLATES = frozenset(s.value for s in flow.Step) - {flow.Step.PROCESSING, flow.Step.DONE}
 STATUS_HEADER = "X-Paydial-Status"
 FLOW_FAILED_MESSAGE = "The card details could not be collected on the call."
+# A flow that failed for a reason of its own, before any payment attempt recorded an error.
+FLOW_FAILED_MESSAGES = {flow.VELOCITY_LIMITED: velocity.CallerLockedOut.message}
 # Seconds between result polls: the caller hears the outcome within a second of the gateway's
 # answer, and flow.MAX_HOLD_POLLS of these (plus the reminders) bound the hold near a minute.
 HOLD_PAUSE_SECONDS = 1
@@ -132,7 +134,7 @@ def voice() -> Response:
     )
     with services.db.transaction() as tx:
         session = bind_call(tx, call, now=services.clock())
-        context = _context(tx, session) if session is not None else None
+        context = _greeting_context(tx, session, call.caller) if session is not None else None
     turn = flow.greet(context) if context else flow.ask_access_code(DEFAULT_LANGUAGE)
     return _carry_out(call_sid, turn)
 
@@ -237,6 +239,17 @@ def _context(tx: Tx, session: PaymentSession) -> flow.FlowContext:
     )
 
 
+def _greeting_context(tx: Tx, session: PaymentSession, caller: str) -> flow.FlowContext:
+    """The context for greeting a newly bound call, which says whether its caller is locked out.
+
+    Failures are counted against the session's caller; the number calling (Twilio's `From`) is
+    checked too, so a locked-out number cannot pay for someone else's session.
+    """
+    services = current_services()
+    wait = velocity.caller_lockout(tx, services, [caller, session.caller], now=services.clock())
+    return replace(_context(tx, session), caller_locked_out=wait is not None)
+
+
 def _load_context(session_id: str) -> flow.FlowContext:
     services = current_services()
     with services.db.transaction() as tx:
@@ -245,9 +258,10 @@ def _load_context(session_id: str) -> flow.FlowContext:
 
 def _lookup_access_code(code: str, call_sid: str) -> flow.FlowContext | None:
     services = current_services()
+    caller = request.form.get("From", "")
     with services.db.transaction() as tx:
         session = find_by_access_code(tx, code, call_sid=call_sid, now=services.clock())
-        return _context(tx, session) if session is not None else None
+        return _greeting_context(tx, session, caller) if session is not None else None
 
 
 def _replay(call_sid: str, state: flow.CallState) -> Response:
@@ -294,7 +308,7 @@ def _finish(session_id: str, finish: flow.Finish) -> Transfer | None:
         if finish.outcome is flow.Outcome.FAILED and not Status(session.status).is_terminal:
             if session.error_code is None:
                 session.error_code = finish.reason.replace("-", "_")
-                session.error_message = FLOW_FAILED_MESSAGE
+                session.error_message = FLOW_FAILED_MESSAGES.get(finish.reason, FLOW_FAILED_MESSAGE)
             transition(
                 tx, session, Status.PAYMENT_FAILED, cause="call_flow_failed", now=now,
                 detail={"reason": finish.reason},

@@ -114,6 +114,28 @@ def test_spanish_session_hears_spanish_with_a_spanish_voice() -> None:
     )
 
 
+def test_a_locked_out_caller_hears_why_and_is_handed_back_without_a_card_prompt() -> None:
+    turn = greet(make_context(caller_locked_out=True, has_callback=True))
+    assert turn.actions == (Finish(Outcome.FAILED, "velocity_limited"),)
+    assert turn.state == CallState(step=Step.DONE, session_id="sess_1")
+    assert turn.reply.template == "goodbye"
+    assert turn.reply.say == (
+        "Too many payments from this phone number have failed recently, so we cannot take a card "
+        "on this call. Please try again later.",
+        "Transferring you back now.",
+    )
+
+
+def test_a_locked_out_spanish_caller_hears_it_in_spanish_and_goodbye_without_a_callback() -> None:
+    turn = greet(make_context(caller_locked_out=True, language="es-US"))
+    assert turn.finish == Finish(Outcome.FAILED, "velocity_limited")
+    assert turn.reply.say == (
+        "Demasiados pagos desde este número de teléfono han fallado recientemente, así que no "
+        "podemos tomar una tarjeta en esta llamada. Inténtelo más tarde.",
+        "Gracias. Adiós.",
+    )
+
+
 # --- the happy path ----------------------------------------------------------------------------
 
 
@@ -437,6 +459,16 @@ def test_the_right_access_code_binds_the_session_and_greets() -> None:
     assert turn.actions == (Bind("sess_1"),)
     assert turn.state.session_id == "sess_1"
     assert turn.state.step is Step.CARD_NUMBER
+    assert turn.reply == greet(ctx).reply
+
+
+def test_the_right_access_code_from_a_locked_out_caller_binds_then_hands_back() -> None:
+    ctx = make_context(caller_locked_out=True)
+    turn = enter_access_code(
+        ask_access_code("en-US").state, Entry("246810"), lookup_for(ctx), "en-US"
+    )
+    assert turn.actions == (Bind("sess_1"), Finish(Outcome.FAILED, "velocity_limited"))
+    assert turn.state.step is Step.DONE
     assert turn.reply == greet(ctx).reply
 
 
