@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal, Protocol
 
+from gateways.cards import card_brand
+
 DeclineReason = Literal[
     "card_declined",
     "insufficient_funds",
@@ -51,38 +53,6 @@ PROCESSOR_FIELDS: dict[str, tuple[str, ...]] = {
     ),
     "shift4": ("shift4_charge_id", "shift4_customer_id", "shift4_card_id"),
 }
-
-# (brand, prefix ranges as inclusive (low, high) over the first len(low) digits)
-_BRAND_RANGES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
-    ("amex", (("34", "34"), ("37", "37"))),
-    ("diners", (("300", "305"), ("36", "36"), ("38", "39"))),
-    ("jcb", (("3528", "3589"),)),
-    ("discover", (("6011", "6011"), ("644", "649"), ("65", "65"), ("622126", "622925"))),
-    ("mastercard", (("51", "55"), ("2221", "2720"))),
-    ("visa", (("4", "4"),)),
-)
-
-
-def card_brand(number: str) -> str:
-    """Brand from the IIN prefix, so results and prompts can name the card without the PAN."""
-    for brand, ranges in _BRAND_RANGES:
-        for low, high in ranges:
-            if low <= number[: len(low)] <= high:
-                return brand
-    return "unknown"
-
-
-def luhn_valid(number: str) -> bool:
-    """The mod-10 check every card number carries; catches most mistyped digits."""
-    if not number.isdigit():
-        return False
-    total = 0
-    for i, ch in enumerate(reversed(number)):
-        d = int(ch)
-        if i % 2:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
 
 
 def short_reference(idempotency_key: str, length: int = 20) -> str:

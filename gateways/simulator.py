@@ -16,9 +16,9 @@ from gateways.base import (
     Outcome,
     PaymentRequest,
     PaymentResult,
-    luhn_valid,
     processor_fields,
 )
+from gateways.cards import luhn_valid
 
 DECLINING_CARDS: dict[str, tuple[DeclineReason, str]] = {
     "4000000000000002": ("card_declined", "The card was declined."),

@@ -2,7 +2,8 @@
 
 Every check returns ``None`` when the entry is acceptable, otherwise a ``Reason`` whose values
 borrow Twilio ``<Pay>``'s error vocabulary where it has a word for it. Nothing here logs or raises
-with card data in the message.
+with card data in the message. Brands, their prefixes, lengths and code lengths come from
+``gateways.cards.BRANDS``, the table the gateways name brands from.
 """
 
 from __future__ import annotations
@@ -11,20 +12,13 @@ from collections.abc import Collection
 from datetime import date
 from enum import StrEnum
 
-from gateways.base import luhn_valid as luhn_ok  # one mod-10 check for keypad, frame and gateways
+from gateways.cards import BRANDS, Brand, issuer_range
+from gateways.cards import luhn_valid as luhn_ok  # one mod-10 check for keypad, frame and gateways
 
 CARD_NUMBER_LENGTHS = range(12, 20)
 POSTAL_CODE_LENGTHS = (5, 9)
 _MAX_YEARS_AHEAD = 20  # a card valid further out than this is a mistyped year
-
-
-class Brand(StrEnum):
-    VISA = "visa"
-    MASTERCARD = "mastercard"
-    AMEX = "amex"
-    DISCOVER = "discover"
-    JCB = "jcb"
-    DINERS = "diners"
+_DEFAULT_SECURITY_CODE_LENGTH = 3
 
 
 class Reason(StrEnum):
@@ -40,38 +34,9 @@ class Reason(StrEnum):
     INVALID_POSTAL_CODE = "invalid-postal-code"
 
 
-# (brand, lowest prefix, highest prefix, valid lengths); a prefix range compares the leading digits.
-_PREFIXES: tuple[tuple[Brand, int, int, tuple[int, ...]], ...] = (
-    (Brand.AMEX, 34, 34, (15,)),
-    (Brand.AMEX, 37, 37, (15,)),
-    (Brand.VISA, 4, 4, (13, 16, 19)),
-    (Brand.MASTERCARD, 51, 55, (16,)),
-    (Brand.MASTERCARD, 2221, 2720, (16,)),
-    (Brand.DISCOVER, 6011, 6011, (16, 17, 18, 19)),
-    (Brand.DISCOVER, 622126, 622925, (16, 17, 18, 19)),
-    (Brand.DISCOVER, 644, 649, (16, 17, 18, 19)),
-    (Brand.DISCOVER, 65, 65, (16, 17, 18, 19)),
-    (Brand.JCB, 3528, 3589, (16, 17, 18, 19)),
-    (Brand.DINERS, 300, 305, (14, 15, 16, 17, 18, 19)),
-    (Brand.DINERS, 3095, 3095, (14, 15, 16, 17, 18, 19)),
-    (Brand.DINERS, 36, 36, (14, 15, 16, 17, 18, 19)),
-    (Brand.DINERS, 38, 39, (16, 17, 18, 19)),
-)
-
-
-def _match(number: str) -> tuple[Brand, tuple[int, ...]] | None:
-    for brand, low, high, lengths in _PREFIXES:
-        width = len(str(low))
-        if len(number) >= width and low <= int(number[:width]) <= high:
-            return brand, lengths
-    return None
-
-
 def detect_brand(number: str) -> Brand | None:
     """The brand from the issuer prefix, so confirmation and CVV length need no gateway call."""
-    if not number.isdigit():
-        return None
-    found = _match(number)
+    found = issuer_range(number)
     return found[0] if found else None
 
 
@@ -81,11 +46,11 @@ def check_card_number(number: str, accepted: Collection[Brand]) -> Reason | None
         return Reason.INVALID_CARD_NUMBER
     if not luhn_ok(number):
         return Reason.LUHN
-    found = _match(number)
+    found = issuer_range(number)
     if found is None:
         return Reason.INVALID_CARD_TYPE
-    brand, lengths = found
-    if len(number) not in lengths:
+    brand, iin = found
+    if len(number) not in iin.lengths:
         return Reason.INVALID_CARD_NUMBER
     if brand not in accepted:
         return Reason.CARD_TYPE_NOT_ACCEPTED
@@ -116,8 +81,10 @@ def check_expiry(mmyy: str, today: date) -> Reason | None:
 
 
 def security_code_length(brand: Brand | None) -> int:
-    """American Express prints four digits on the front; everyone else three on the back."""
-    return 4 if brand is Brand.AMEX else 3
+    """The brand's code length (four for American Express); three while the brand is unknown."""
+    if brand is None:
+        return _DEFAULT_SECURITY_CODE_LENGTH
+    return BRANDS[brand].security_code_length
 
 
 def check_security_code(code: str, brand: Brand | None) -> Reason | None:

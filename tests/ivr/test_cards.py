@@ -4,7 +4,9 @@ from datetime import date
 
 import pytest
 
+from gateways.cards import BRANDS, IinRange, card_brand
 from ivr.cards import (
+    CARD_NUMBER_LENGTHS,
     Brand,
     Reason,
     check_card_number,
@@ -39,13 +41,34 @@ TODAY = date(2025, 6, 15)
         ("30569309025904", Brand.DINERS),
         ("36227206271667", Brand.DINERS),
         ("3095000000000000", Brand.DINERS),
+        ("3095999999999999", Brand.DINERS),
+        ("38000000000000000", Brand.DINERS),
+        ("6229250000000000", Brand.DISCOVER),
+        ("3589000000000000", Brand.JCB),
     ],
 )
 def test_brand_is_detected_from_the_issuer_prefix(number: str, brand: Brand) -> None:
     assert detect_brand(number) is brand
 
 
-@pytest.mark.parametrize("number", ["2721000000000000", "2220990000000000", "9999999999999995", ""])
+@pytest.mark.parametrize(
+    "number",
+    [
+        "2721000000000000",
+        "2220990000000000",
+        "6221250000000000",
+        "6229260000000000",
+        "3094000000000000",
+        "3096000000000000",
+        "3060000000000000",
+        "3527000000000000",
+        "3590000000000000",
+        "6012000000000000",
+        "6439999999999999",
+        "9999999999999995",
+        "",
+    ],
+)
 def test_numbers_outside_every_issuer_range_have_no_brand(number: str) -> None:
     assert detect_brand(number) is None
 
@@ -70,10 +93,53 @@ def test_luhn_accepts_valid_numbers_and_rejects_a_single_slip() -> None:
         ("378282246310005", None),
         ("4242424242426", Reason.LUHN),
         ("424242424242424", Reason.INVALID_CARD_NUMBER),  # Luhn-valid, but Visa is never 15 long
+        ("3782822463100052", Reason.INVALID_CARD_NUMBER),  # Amex is always 15
+        ("5555555555554440008", Reason.INVALID_CARD_NUMBER),  # Mastercard is always 16
+        ("4111111111111111110", None),  # Visa may be 19
+        ("36227206271667", None),  # Diners International may be 14 ...
+        ("38000000000006", Reason.INVALID_CARD_NUMBER),  # ... but 38-39 start at 16
+        ("601111111111116", Reason.INVALID_CARD_NUMBER),  # Discover is 16-19
+        ("6011000000000000001", None),
+        ("353011133330001", Reason.INVALID_CARD_NUMBER),  # JCB is 16-19
     ],
 )
 def test_card_number_checks_length_then_luhn_then_brand(number: str, reason: Reason | None) -> None:
     assert check_card_number(number, ALL) == reason
+
+
+def _neighbours(iin: IinRange) -> list[str]:
+    """Each edge of a range and the prefix just outside it, at the range's own width."""
+    width = len(iin.low)
+    outside = [int(iin.low) - 1, int(iin.high) + 1]
+    return [iin.low, iin.high] + [str(n).zfill(width) for n in outside if 0 <= n < 10**width]
+
+
+@pytest.mark.parametrize(
+    ("brand", "iin"), [(brand, iin) for brand, rules in BRANDS.items() for iin in rules.ranges]
+)
+def test_keypad_and_gateways_agree_at_every_range_edge(brand: Brand, iin: IinRange) -> None:
+    for prefix in _neighbours(iin):
+        number = prefix.ljust(16, "0")
+        assert (detect_brand(number) or "unknown") == card_brand(number), prefix
+    assert detect_brand(iin.low.ljust(16, "0")) is brand
+    assert detect_brand(iin.high.ljust(16, "9")) is brand
+
+
+def _valid_number(prefix: str, length: int) -> str:
+    body = prefix.ljust(length - 1, "0")
+    return next(body + digit for digit in "0123456789" if luhn_ok(body + digit))
+
+
+@pytest.mark.parametrize(
+    ("brand", "iin"), [(brand, iin) for brand, rules in BRANDS.items() for iin in rules.ranges]
+)
+def test_exactly_the_lengths_the_table_gives_a_range_are_accepted(
+    brand: Brand, iin: IinRange
+) -> None:
+    for length in CARD_NUMBER_LENGTHS:
+        for prefix in (iin.low, iin.high):
+            expected = None if length in iin.lengths else Reason.INVALID_CARD_NUMBER
+            assert check_card_number(_valid_number(prefix, length), {brand}) == expected, length
 
 
 def test_a_valid_card_of_a_brand_the_project_does_not_take_is_refused() -> None:
@@ -109,6 +175,11 @@ def test_expiry_parses_to_month_and_four_digit_year() -> None:
 def test_security_code_is_four_digits_for_amex_and_three_otherwise() -> None:
     assert security_code_length(Brand.AMEX) == 4
     assert security_code_length(Brand.VISA) == 3
+    assert security_code_length(Brand.DINERS) == 3
+    assert security_code_length(None) == 3  # until the number names a brand
+    assert [security_code_length(b) for b in Brand] == [
+        BRANDS[b].security_code_length for b in Brand
+    ]
     assert check_security_code("1234", Brand.AMEX) is None
     assert check_security_code("123", Brand.AMEX) is Reason.INVALID_SECURITY_CODE
     assert check_security_code("123", Brand.MASTERCARD) is None
