@@ -1,10 +1,13 @@
 """Merchant webhooks, part two: sending outbox events, with retries for up to three days.
 
-Each send is one signed POST with a short timeout, recorded as a `WebhookDelivery` (status code,
-latency, error). A failed event is retried with exponential backoff and jitter; time comes from
-`services.clock`, so a test moves it forward instead of sleeping. Events are claimed with a lease
-(`next_attempt_at` pushed forward under `SKIP LOCKED`), so several workers never send one event
-at the same time, and an event claimed by a worker that died is simply picked up again later.
+An event is first sent right after the transaction that wrote it commits (`deliver_now`, run
+as a background job: `ivr.jobs`); the periodic sweep (`deliver_due`) sends retries and anything
+a crash kept from going out at once. Each send is one signed POST with a short timeout, recorded
+as a `WebhookDelivery` (status code, latency, error). A failed event is retried with exponential
+backoff and jitter; time comes from `services.clock`, so a test moves it forward instead of
+sleeping. Events are claimed with a lease (`next_attempt_at` pushed forward under `SKIP LOCKED`),
+so several workers never send one event at the same time, and an event claimed by a worker that
+died is simply picked up again later.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import requests
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, CursorResult, select, update
 
 from ivr.errors import NotFound
 from ivr.model import Environment
@@ -56,21 +60,47 @@ class _Send:
 
 def deliver_due(services: Services, *, limit: int = 50) -> int:
     """Send every event whose time has come; returns how many were attempted."""
+    claimed = _claim(services, limit=limit)
+    for event_id in claimed:
+        send_event(services, event_id, scheduled=True)
+    return len(claimed)
+
+
+def deliver_now(services: Services, event_id: str) -> bool:
+    """Send one event just committed, unless it is not due or another process holds it."""
+    if not _claim(services, WebhookEvent.id == event_id, limit=1):
+        return False
+    send_event(services, event_id, scheduled=True)
+    return True
+
+
+def _claim(services: Services, *where: ColumnElement[bool], limit: int) -> list[str]:
+    """Lease due, undelivered events to this process; ids of those it got.
+
+    The lease is a compare-and-set (an UPDATE that still requires the event to be due), so two
+    processes that both saw an event due cannot both take it, even on SQLite, which has no
+    SKIP LOCKED; on PostgreSQL the locked SELECT already keeps them apart.
+    """
     now = services.clock()
+    is_due = (WebhookEvent.delivered.is_(False), WebhookEvent.next_attempt_at <= now)
     with services.db.transaction() as tx:
-        due = tx.scalars(
-            select(WebhookEvent)
-            .where(WebhookEvent.delivered.is_(False), WebhookEvent.next_attempt_at <= now)
+        candidates = tx.scalars(
+            select(WebhookEvent.id)
+            .where(*is_due, *where)
             .order_by(WebhookEvent.next_attempt_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
         ).all()
-        for event in due:
-            event.next_attempt_at = now + LEASE
-        claimed = [event.id for event in due]
-    for event_id in claimed:
-        send_event(services, event_id, scheduled=True)
-    return len(claimed)
+        claimed = []
+        for event_id in candidates:
+            leased: CursorResult[Any] = tx.execute(  # type: ignore[assignment]
+                update(WebhookEvent)
+                .where(WebhookEvent.id == event_id, *is_due)
+                .values(next_attempt_at=now + LEASE)
+            )
+            if leased.rowcount == 1:
+                claimed.append(event_id)
+        return claimed
 
 
 def send_event(services: Services, event_id: str, *, scheduled: bool) -> WebhookDelivery:

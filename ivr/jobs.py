@@ -7,13 +7,19 @@ and the CallSid. The job takes the card out of call state (atomically, so it exi
 runs `ivr.payments.pay`, whose attempt row is the second, durable guard. The result webhook
 polls `attempt_result` while the caller holds.
 
+The same runners send each merchant webhook right after the transaction that wrote it commits
+(`ivr.delivery.deliver_now`), and with Redis the workers also take the periodic sweeps (expiry,
+webhook retries, reconciliation) as queued jobs, each enqueued once per interval by whichever
+worker gets there first.
+
 Runners: an RQ queue when `REDIS_URL` is set (`paydial worker` runs it), else a thread pool
-inside the web process.
+inside the web process (and `paydial serve` runs the sweeps in a thread).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
@@ -24,11 +30,13 @@ from gateways.base import Card as GatewayCard
 from ivr import flow
 from ivr.binding import end_call
 from ivr.callstate import CallStates, callstate_from_url
+from ivr.delivery import deliver_now
 from ivr.errors import Conflict
 from ivr.payments import SUCCEEDED, pay, refuse
 from ivr.services import Services
 from ivr.sessions import UNRESOLVED_ATTEMPT_STATES
 from ivr.store import PaymentAttempt
+from ivr.sweeps import Task, run_once
 from ivr.velocity import VelocityLimited
 
 log = logging.getLogger(__name__)
@@ -50,6 +58,8 @@ class PaymentJob:
 class JobRunner(Protocol):
     def submit(self, job: PaymentJob) -> None: ...
 
+    def deliver(self, event_id: str) -> None: ...
+
 
 class ThreadJobs:
     """The embedded default: a small pool in the web process."""
@@ -60,6 +70,15 @@ class ThreadJobs:
 
     def submit(self, job: PaymentJob) -> None:
         self._pool.submit(run_payment_job, self._services, job)
+
+    def deliver(self, event_id: str) -> None:
+        self._pool.submit(self._deliver, event_id)
+
+    def _deliver(self, event_id: str) -> None:
+        try:
+            deliver_now(self._services, event_id)
+        except Exception as error:  # the event stays due: the sweep sends it
+            log.error("webhook %s not sent at commit: %s", event_id, type(error).__name__)
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True)
@@ -72,13 +91,27 @@ class RQJobs:
         from redis import Redis
         from rq import Queue
 
-        self._queue = Queue(QUEUE_NAME, connection=Redis.from_url(redis_url))
+        # Enqueueing happens inside web requests: a hung Redis must fail fast, not hold them.
+        self._redis = Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=2)
+        self._queue = Queue(QUEUE_NAME, connection=self._redis)
 
     def submit(self, job: PaymentJob) -> None:
         self._queue.enqueue(
             rq_payment_job, job.session_id, job.attempt, job.call_sid,
             job_id=f"pay-{job.session_id}-{job.attempt}", result_ttl=600, failure_ttl=86400,
         )
+
+    def deliver(self, event_id: str) -> None:
+        self._queue.enqueue(rq_deliver_webhook, event_id, result_ttl=0, failure_ttl=86400)
+
+    def schedule(self, names: Iterable[str], *, every: float) -> list[str]:
+        """Enqueue each periodic task at most once per `every` seconds across all workers."""
+        enqueued = []
+        for name in names:
+            if self._redis.set(f"{QUEUE_NAME}:sweep:{name}", b"1", nx=True, px=int(every * 1000)):
+                self._queue.enqueue(rq_sweep, name, result_ttl=0, failure_ttl=86400)
+                enqueued.append(name)
+        return enqueued
 
 
 def wire_calls(services: Services) -> None:
@@ -92,6 +125,18 @@ def wire_calls(services: Services) -> None:
     if services.jobs is None:
         redis_url = services.settings.redis_url
         services.jobs = RQJobs(redis_url) if redis_url else ThreadJobs(services)
+    services.db.on_outbox = lambda event_ids: _send_soon(services, event_ids)
+
+
+def _send_soon(services: Services, event_ids: list[str]) -> None:
+    """Hand just-committed webhook events to the runner; the sweep sends any that fail here."""
+    if services.jobs is None:
+        return
+    try:
+        for event_id in event_ids:
+            services.jobs.deliver(event_id)
+    except Exception as error:  # e.g. Redis unreachable: the committed event waits for the sweep
+        log.warning("webhook events left for the sweep: %s", type(error).__name__)
 
 
 def callstates_of(services: Services) -> CallStates:
@@ -158,26 +203,41 @@ def attempt_result(services: Services, session_id: str, number: int) -> flow.Pay
 
 # --- RQ ----------------------------------------------------------------------------------------
 
-_worker_services: Services | None = None
+_worker: tuple[Services, Mapping[str, Task]] | None = None
+
+
+def _worker_context() -> tuple[Services, Mapping[str, Task]]:
+    if _worker is None:
+        raise RuntimeError("RQ jobs run only inside run_worker")
+    return _worker
 
 
 def rq_payment_job(session_id: str, attempt: int, call_sid: str) -> None:
-    """The RQ entry point; runs in a `paydial worker` process."""
-    if _worker_services is None:
-        raise RuntimeError("rq_payment_job runs only inside run_worker")
-    run_payment_job(_worker_services, PaymentJob(session_id, attempt, call_sid))
+    """The RQ entry point for a gateway call; runs in a `paydial worker` process."""
+    services, _ = _worker_context()
+    run_payment_job(services, PaymentJob(session_id, attempt, call_sid))
 
 
-def run_worker(services: Services, *, burst: bool = False) -> None:
-    """Work the payment queue with `services` (no fork per job: connections stay in-process)."""
-    global _worker_services
+def rq_deliver_webhook(event_id: str) -> None:
+    services, _ = _worker_context()
+    deliver_now(services, event_id)
+
+
+def rq_sweep(name: str) -> None:
+    services, tasks = _worker_context()
+    run_once(services, {name: tasks[name]})
+
+
+def run_worker(services: Services, tasks: Mapping[str, Task], *, burst: bool = False) -> None:
+    """Work the queue with `services` (no fork per job: connections stay in-process)."""
+    global _worker
     from redis import Redis
     from rq import Queue, SimpleWorker
 
     if not services.settings.redis_url:
         raise RuntimeError("paydial worker needs REDIS_URL")
     wire_calls(services)
-    _worker_services = services
+    _worker = (services, tasks)
     connection = Redis.from_url(services.settings.redis_url)
     worker = SimpleWorker([Queue(QUEUE_NAME, connection=connection)], connection=connection)
     worker.work(burst=burst, with_scheduler=False)

@@ -20,7 +20,7 @@ from ivr.accounts import get_project_by_slug, project_settings
 from ivr.crypto import Sealer
 from ivr.errors import InvalidInput
 from ivr.model import Channel, Status
-from ivr.store import PaymentSession, Project, WebhookEvent
+from ivr.store import OUTBOX, PaymentSession, Project, WebhookEvent
 from ivr.views import session_out
 
 SECRET_PURPOSE = "webhook-secret"  # noqa: S105  # a key-derivation label, not a secret
@@ -69,6 +69,7 @@ def record_status_change(tx: Tx, session: PaymentSession, to: Status, now: datet
             next_attempt_at=now,
         )
     )
+    tx.info.setdefault(OUTBOX, []).append(event_id)
 
 
 def signature_header(secret: str, body: bytes, timestamp: int) -> str:

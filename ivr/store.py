@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -241,8 +241,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+OUTBOX = "paydial_outbox"  # session.info key: ids of webhook events added in the transaction
+
+
 class Database:
-    """One engine and session factory per process; `with db.transaction()` commits or rolls back."""
+    """One engine and session factory per process; `with db.transaction()` commits or rolls back.
+
+    `on_outbox` is told the ids of webhook events a transaction wrote, once it has committed
+    (never for a rolled-back one), so they can be sent at once instead of at the next sweep.
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -250,6 +257,13 @@ class Database:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.on_outbox: Callable[[list[str]], None] | None = None
+        event.listen(self._sessions, "after_commit", self._after_commit)
+
+    def _after_commit(self, session: OrmSession) -> None:
+        event_ids: list[str] = session.info.pop(OUTBOX, [])
+        if event_ids and self.on_outbox is not None:
+            self.on_outbox(event_ids)
 
     @contextmanager
     def transaction(self) -> Iterator[OrmSession]:

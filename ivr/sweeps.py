@@ -1,7 +1,8 @@
 """Periodic work: expire sessions, send due webhooks, reconcile payments, forget old records.
 
-Every task is safe to run in several processes at once (rows are claimed with SKIP LOCKED), so
-each `paydial worker` runs the loop; the embedded `paydial serve` runs it in a background thread.
+Every task is safe to run in several processes at once (rows are claimed with SKIP LOCKED). With
+Redis they run as queued jobs on the `paydial worker` processes; the embedded `paydial serve`
+runs them in a background thread.
 """
 
 from __future__ import annotations
@@ -44,11 +45,14 @@ def run_once(services: Services, tasks: Mapping[str, Task]) -> dict[str, int]:
 
 
 class Sweeper:
-    """Runs the tasks every `interval` seconds in a daemon thread until stopped."""
+    """Calls `tick` every `interval` seconds in a daemon thread until stopped.
 
-    def __init__(self, services: Services, tasks: Mapping[str, Task], *, interval: float) -> None:
-        self._services = services
-        self._tasks = tasks
+    `paydial serve` ticks with `run_once` (the work itself); a `paydial worker` ticks by
+    enqueueing the tasks for the workers (`ivr.jobs.RQJobs.schedule`).
+    """
+
+    def __init__(self, tick: Callable[[], object], *, interval: float) -> None:
+        self._tick = tick
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="paydial-sweeps", daemon=True)
@@ -62,5 +66,8 @@ class Sweeper:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            run_once(self._services, self._tasks)
+            try:
+                self._tick()
+            except Exception as error:  # e.g. Redis unreachable while scheduling: try next tick
+                log.error("sweep tick failed: %s", type(error).__name__)
             self._stop.wait(self._interval)

@@ -22,7 +22,7 @@ from ivr.notify import SECRET_PURPOSE as WEBHOOK_SECRET
 from ivr.notify import rotate_secret, set_webhook_url
 from ivr.services import Services
 from ivr.store import Project
-from ivr.sweeps import Sweeper
+from ivr.sweeps import Sweeper, run_once
 from paydial.logs import configure as configure_logging
 from paydial.migrate import upgrade
 from paydial.phone import register as add_call_command
@@ -44,7 +44,7 @@ def services_from_env() -> Services:
 def cmd_serve(args: argparse.Namespace) -> None:
     from werkzeug.serving import run_simple
 
-    from api import create_app
+    from api import create_app, maintenance_tasks
 
     services = services_from_env()
     upgrade(services.settings.database_url)
@@ -63,16 +63,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
     app = create_app(services=services)
     app.config["PAYDIAL_DEMO"] = True
     if not services.settings.redis_url:  # with Redis, `paydial worker` processes run the sweeps
-        _sweeper(services).start()
+        tasks = maintenance_tasks()
+        Sweeper(
+            lambda: run_once(services, tasks), interval=services.settings.sweep_interval_seconds
+        ).start()
     run_simple(args.host, port, app, threaded=True, use_reloader=False)
-
-
-def _sweeper(services: Services) -> Sweeper:
-    from api import maintenance_tasks
-
-    return Sweeper(
-        services, maintenance_tasks(), interval=services.settings.sweep_interval_seconds
-    )
 
 
 def cmd_project_create(args: argparse.Namespace) -> None:
@@ -165,18 +160,23 @@ def _core_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
-    from ivr.jobs import run_worker
+    from api import maintenance_tasks
+    from ivr.jobs import RQJobs, run_worker
 
     services = services_from_env()
-    if not services.settings.redis_url:
+    redis_url = services.settings.redis_url
+    if not redis_url:
         raise CommandError("the worker takes jobs from Redis: set REDIS_URL")
     configure_logging(json_logs=services.settings.json_logs, level=services.settings.log_level)
-    sweeper = _sweeper(services)
-    sweeper.start()
+    tasks = maintenance_tasks()
+    queue = RQJobs(redis_url)
+    every = services.settings.sweep_interval_seconds
+    scheduler = Sweeper(lambda: queue.schedule(tasks, every=every), interval=every)
+    scheduler.start()
     try:
-        run_worker(services, burst=args.burst)
+        run_worker(services, tasks, burst=args.burst)
     finally:
-        sweeper.stop(timeout=services.settings.webhook_timeout_seconds * 2)
+        scheduler.stop(timeout=every)
 
 
 def cmd_webhook_set(args: argparse.Namespace) -> None:

@@ -17,6 +17,7 @@ from flask.testing import FlaskClient
 from api import create_app
 from ivr.accounts import get_project_by_slug, update_project_settings
 from ivr.callstate import CallStates, MemoryCallStateStore, callstate_from_url
+from ivr.delivery import deliver_now
 from ivr.jobs import PaymentJob, ThreadJobs, run_payment_job
 from ivr.services import Services
 from paydial.phone import Phone
@@ -32,13 +33,16 @@ AMEX_CVV = "6543"
 
 
 class InlineJobs:
-    """Runs the gateway job at once, in the webhook's thread (RQ's place in the Redis setup)."""
+    """Runs each job at once, in the caller's thread (RQ's place in the Redis setup)."""
 
     def __init__(self, services: Services) -> None:
         self._services = services
 
     def submit(self, job: PaymentJob) -> None:
         run_payment_job(self._services, job)
+
+    def deliver(self, event_id: str) -> None:
+        deliver_now(self._services, event_id)
 
 
 def wire_backend(services: Services, kind: str, redis_url: str | None = None) -> Iterator[str]:

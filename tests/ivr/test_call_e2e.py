@@ -341,7 +341,7 @@ def test_with_redis_a_worker_runs_the_payment_from_a_job_without_card_data(
     [job] = Queue(QUEUE_NAME, connection=redis.Redis.from_url(REDIS_TEST_URL)).get_jobs()
     assert job.args == (created["session_id"], 1, call.call_sid) and job.kwargs == {}
     assert read_session(created["session_id"])["status"] == "collecting"
-    run_worker(services, burst=True)
+    run_worker(services, {}, burst=True)
 
     assert "Your payment was approved." in _hold_until_result(call, hold)
     assert read_session(created["session_id"])["status"] == "payment-success"

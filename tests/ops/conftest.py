@@ -13,6 +13,7 @@ from pytest_httpserver import HTTPServer
 
 from api import create_app
 from ivr.accounts import get_project_by_slug, update_project_settings
+from ivr.jobs import PaymentJob
 from ivr.notify import SECRET_PURPOSE, set_webhook_url
 from ivr.services import Services
 
@@ -31,6 +32,35 @@ def app_for(services: Services) -> Flask:
     app = create_app(services=services)
     app.config["TESTING"] = True
     return app
+
+
+class QueuedJobs:
+    """A job queue no worker has taken from yet (what RQ holds between enqueue and a worker).
+
+    The operations tests drive sending themselves (`deliver_due`, `deliver_now`); the jobs the
+    app hands over at commit wait here, so nothing sends behind a test's back.
+    """
+
+    def __init__(self) -> None:
+        self.payments: list[PaymentJob] = []
+        self.deliveries: list[str] = []
+
+    def submit(self, job: PaymentJob) -> None:
+        self.payments.append(job)
+
+    def deliver(self, event_id: str) -> None:
+        self.deliveries.append(event_id)
+
+
+@pytest.fixture
+def queued(services: Services) -> QueuedJobs:
+    services.jobs = jobs = QueuedJobs()
+    return jobs
+
+
+@pytest.fixture
+def app(queued: QueuedJobs, services: Services) -> Flask:
+    return app_for(services)
 
 
 @pytest.fixture
