@@ -111,12 +111,6 @@ def caller_lockout(
     return max((wait for wait in waits if wait is not None), default=None)
 
 
-def check_caller(services: Services, caller: str | None) -> None:
-    """Raises CallerLockedOut for a locked-out number, in a transaction of its own."""
-    with services.db.transaction() as tx:
-        check(tx, services, caller=caller, card=None, now=services.clock())
-
-
 def record_failure(tx: Tx, *, caller: str | None, card: str | None, now: datetime) -> None:
     """Count one failed attempt against the caller and the card."""
     for subject in _subjects(caller, card):

@@ -17,7 +17,7 @@ from ivr.payments import pay
 from ivr.services import Services
 from ivr.sessions import NewSession, create_session
 from ivr.store import PaymentAttempt, VelocityEvent
-from ivr.velocity import CallerLockedOut, CardLocked, check_caller
+from ivr.velocity import CallerLockedOut, CardLocked, caller_lockout
 
 WRONG_CVC_CARD = "4000000000000127"  # the simulator declines it: wrong security code
 
@@ -79,9 +79,10 @@ def test_a_caller_is_locked_out_after_repeated_failures_with_different_cards(
         pay(services, new_session(), Card(number="4242424242424242", exp_month=12,
                                           exp_year=2030, cvc="123"))
     assert "phone number" in str(locked.value)
-    with pytest.raises(CallerLockedOut):
-        check_caller(services, "+14155550100")
-    check_caller(services, "+14155550199")  # another caller is not affected
+    with services.db.transaction() as tx:
+        now = services.clock()
+        assert caller_lockout(tx, services, ["+14155550100"], now=now) is not None
+        assert caller_lockout(tx, services, ["+14155550199"], now=now) is None  # another caller
 
 
 def test_a_locked_out_payment_answers_429_with_retry_after_at_the_edge(
