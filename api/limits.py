@@ -4,6 +4,13 @@ With `REDIS_URL` every web process (gunicorn worker, machine) counts in one plac
 the same answer and the same `Retry-After` wherever its request lands. Without Redis the counts
 live in the process, which is right for the one-process embedded setup. Requests without a
 bearer key (health, Twilio, the widget frame) are not counted here.
+
+A Redis outage neither takes the API down nor lifts the limits: each process notices the first
+failed count, goes on counting in its own memory (a key may then get one budget per process) and
+logs one warning. Meanwhile a request now and then pings Redis, 1, 2, 4 ... 32 seconds apart and
+then from 1 again; once Redis answers, the process counts there again (the memory counts are not
+copied over). The 1-second socket timeouts bound what that first count and each ping cost the one
+request making them when Redis hangs; the other requests of an outage do not touch Redis.
 """
 
 from __future__ import annotations
@@ -44,8 +51,8 @@ def init_app(app: Flask) -> Limiter:
         if settings.redis_url
         else {},
         headers_enabled=True,
-        # A Redis outage must not take the merchant API down with it: count nothing meanwhile.
-        swallow_errors=True,
+        # The same limits in memory while Redis is unreachable (see above).
+        in_memory_fallback_enabled=True,
         key_prefix="paydial-limits",
     )
     app.extensions[LIMITER_EXTENSION] = limiter

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from flask.testing import FlaskClient
 
 from ivr.services import Services
+from tests.conftest import free_port
 from tests.ops.conftest import app_for, tuned
 
 
@@ -51,12 +52,16 @@ def test_requests_without_a_key_are_not_counted(services: Services) -> None:
     assert client.get("/health").status_code == 200
 
 
-def test_with_redis_unreachable_the_api_keeps_answering(
+def test_with_redis_unreachable_the_limits_still_hold_in_each_process(
     services: Services, new_session: Callable[..., str], merchant: dict[str, str]
 ) -> None:
     session_id = new_session()
-    app = app_for(tuned(services, redis_url="redis://127.0.0.1:1/0", rate_limit_test="1/hour"))
-    client = app.test_client()
+    down = f"redis://127.0.0.1:{free_port()}/0"
+    client = app_for(tuned(services, redis_url=down, rate_limit_test="2/hour")).test_client()
     auth = {"Authorization": merchant["test"]}
-    assert [client.get(f"/v1/sessions/{session_id}", headers=auth).status_code
-            for _ in range(2)] == [200, 200]
+
+    answers = [client.get(f"/v1/sessions/{session_id}", headers=auth) for _ in range(4)]
+
+    assert [r.status_code for r in answers] == [200, 200, 429, 429]
+    assert answers[2].get_json() == {"detail": "2 per 1 hour"}
+    assert all(0 < int(r.headers["Retry-After"]) <= 3600 for r in answers[2:])
