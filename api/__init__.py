@@ -7,8 +7,8 @@ from pathlib import Path
 from flask import Flask
 
 from api import errors, limits
-from api.deps import EXTENSION
 from api.idempotency import purge_expired
+from ivr.extension import EXTENSION
 from ivr.services import Services
 from ivr.sweeps import CORE_TASKS, Task
 from paydial import logs

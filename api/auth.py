@@ -11,8 +11,8 @@ from flask import g, request
 from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import Unauthorized
 
-from api.deps import current_services
 from ivr.accounts import authenticate
+from ivr.extension import current_services
 from ivr.model import Environment
 
 P = ParamSpec("P")

@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session as Tx
 from werkzeug.exceptions import Conflict as HTTPConflict
 
 from api.auth import current_caller
-from api.deps import current_services
 from api.errors import RequestValidationError
+from ivr.extension import current_services
 from ivr.store import IdempotencyRecord
 
 P = ParamSpec("P")

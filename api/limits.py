@@ -19,8 +19,8 @@ from flask import Flask
 from flask_limiter import Limiter
 
 from api.auth import bearer_token
-from api.deps import EXTENSION
 from ivr.accounts import hash_key
+from ivr.extension import EXTENSION
 from ivr.services import Services
 
 LIMITER_EXTENSION = "paydial_limiter"

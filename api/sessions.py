@@ -9,7 +9,6 @@ from flask import Blueprint, Response, jsonify
 from pydantic import AfterValidator, BaseModel
 
 from api.auth import current_caller, require_api_key
-from api.deps import current_services
 from api.idempotency import idempotent
 from api.schemas import (
     CreateWidgetSession,
@@ -19,6 +18,7 @@ from api.schemas import (
     e164,
 )
 from api.validation import parse_body, parse_query
+from ivr.extension import current_services
 from ivr.model import Channel, Gateway, PaymentMode
 from ivr.sessions import (
     NewSession,

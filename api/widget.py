@@ -28,13 +28,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session as Tx
 from werkzeug.exceptions import Forbidden, Gone
 
-from api.deps import current_services
 from api.errors import RequestValidationError
 from api.validation import parse_body
 from gateways.base import Card
 from ivr import cards
 from ivr.accounts import ProjectSettings, get_project_by_slug, project_settings
 from ivr.errors import Conflict, NotFound
+from ivr.extension import current_services
 from ivr.model import Channel, Environment, Gateway, PaymentMode, Status
 from ivr.payments import pay
 from ivr.services import Services

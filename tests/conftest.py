@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from flask import Flask
@@ -34,9 +35,14 @@ POSTGRES_ADMIN_URL = os.environ.get(
 REDIS_TEST_URL = os.environ.get("PAYDIAL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 REQUIRE_SERVICES = os.environ.get("PAYDIAL_REQUIRE_SERVICES") == "1"
 
+pytest_plugins = ["tests.leakscan"]
+
 TEST_SECRET_KEY = "test-secret-key-for-paydial-tests-only"
 TEST_TWILIO_TOKEN = "test-twilio-auth-token"
 PUBLIC_URL = "https://paydial.example.com"
+
+if TYPE_CHECKING:  # the plugin itself is loaded by pytest (pytest_plugins)
+    from tests.leakscan import LeakScan
 
 
 def service_missing(reason: str) -> None:
@@ -108,24 +114,31 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Every test that touches the database runs on SQLite and on PostgreSQL."""
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, leak_scan: LeakScan
+) -> Iterator[str]:
+    """Every test that touches the database runs on SQLite and on PostgreSQL.
+
+    When the test ends, its rows are searched for card data (tests/leakscan.py).
+    """
     if request.param == "sqlite":
         path = tmp_path / "paydial.db"
         shutil.copy(request.getfixturevalue("sqlite_template"), path)
-        return f"sqlite:///{path}"
-    url: str = request.getfixturevalue("postgres_url")
-    engine = create_engine(url)
-    with engine.begin() as connection:  # DELETE beats TRUNCATE on tables this small
-        for table in reversed(Base.metadata.sorted_tables):
-            connection.execute(table.delete())
-    engine.dispose()
-    return url
+        url = f"sqlite:///{path}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+        engine = create_engine(url)
+        with engine.begin() as connection:  # DELETE beats TRUNCATE on tables this small
+            for table in reversed(Base.metadata.sorted_tables):
+                connection.execute(table.delete())
+        engine.dispose()
+    yield url
+    leak_scan.scan_database(url, request.node.nodeid)
 
 
 @pytest.fixture
-def redis_url() -> Iterator[str]:
-    """A clean Redis database for the test."""
+def redis_url(request: pytest.FixtureRequest, leak_scan: LeakScan) -> Iterator[str]:
+    """A clean Redis database for the test; searched for card data before it is flushed."""
     import redis
 
     client = redis.Redis.from_url(REDIS_TEST_URL)
@@ -135,6 +148,7 @@ def redis_url() -> Iterator[str]:
         service_missing(f"Redis is not reachable at {REDIS_TEST_URL}")
     client.flushdb()
     yield REDIS_TEST_URL
+    leak_scan.scan_redis(client, request.node.nodeid)
     client.flushdb()
     client.close()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from flask import Flask
@@ -16,6 +16,9 @@ from ivr.accounts import get_project_by_slug, update_project_settings
 from ivr.jobs import PaymentJob
 from ivr.notify import SECRET_PURPOSE, set_webhook_url
 from ivr.services import Services
+
+if TYPE_CHECKING:  # the plugin itself is loaded by pytest (pytest_plugins)
+    from tests.leakscan import LeakScan
 
 VOICE_SESSION = {
     "project": "acme", "caller": "+14155550100", "amount": "25.00", "mode": "charge",
@@ -64,11 +67,16 @@ def app(queued: QueuedJobs, services: Services) -> Flask:
 
 
 @pytest.fixture
-def receiver() -> Iterator[HTTPServer]:
-    """A real HTTP server in a thread standing in for the merchant's webhook endpoint."""
+def receiver(request: pytest.FixtureRequest, leak_scan: LeakScan) -> Iterator[HTTPServer]:
+    """A real HTTP server in a thread standing in for the merchant's webhook endpoint.
+
+    Every body it received is searched for card data when the test ends (tests/leakscan.py).
+    """
     server = HTTPServer(threaded=True)
     server.start()
     yield server
+    for received, _ in server.log:
+        leak_scan.check("webhook body", request.node.nodeid, received.get_data(as_text=True))
     server.clear()
     if server.is_running():
         server.stop()
