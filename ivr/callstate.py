@@ -10,7 +10,10 @@ layer and the gateway job use:
 - ``put_card(call_sid, card)`` / ``take_card(call_sid)``: the card of a ``StartPayment`` waits
   here for the gateway job, which takes it exactly once (atomic get-and-delete);
 - ``claim(key, ttl) -> bool``: true for the first caller only, so a webhook Twilio delivers twice
-  starts one gateway call (``claim(f"{session_id}:{attempt}", ...)``).
+  starts one gateway call (``claim(f"{session_id}:{attempt}", ...)``);
+- ``put_hand_back(call_sid, hand_back)`` / ``hand_back(call_sid)``: where the caller goes and in
+  which language the apology is, kept from binding on so that a call can still be handed back
+  when the database is unreachable.
 
 A value that fails authentication raises ``DecryptionError``: tampered, or stored for another call.
 """
@@ -21,15 +24,35 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from typing import Protocol
 
 import redis
 
 from ivr.crypto import DecryptionError, Sealer
 from ivr.flow import CallState, Card
+from ivr.transfer import Transfer
 
 DEFAULT_TTL = 600
+CALL_TTL = 3600  # longer than any call: what must outlive every turn of it
 KEY_PREFIX = "paydial:call:"
+
+
+@dataclass(frozen=True)
+class HandBack:
+    """A bound call's way back: the `<Dial>` target (None: hang up) and the caller's language."""
+
+    language: str
+    transfer: Transfer | None = None
+
+    def to_bytes(self) -> bytes:
+        transfer = asdict(self.transfer) if self.transfer else None
+        return json.dumps({"language": self.language, "transfer": transfer}).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> HandBack:
+        data = json.loads(raw)
+        return cls(data["language"], Transfer(**data["transfer"]) if data["transfer"] else None)
 
 
 class CallStateStore(Protocol):
@@ -134,7 +157,14 @@ class CallStates:
         self._store.save(_state_key(call_sid), self._seal(call_sid, state.to_bytes()), ttl)
 
     def delete(self, call_sid: str) -> None:
-        self._store.delete(_state_key(call_sid), _card_key(call_sid))
+        self._store.delete(_state_key(call_sid), _card_key(call_sid), _hand_back_key(call_sid))
+
+    def put_hand_back(self, call_sid: str, hand_back: HandBack, ttl: int = CALL_TTL) -> None:
+        self._store.save(_hand_back_key(call_sid), self._seal(call_sid, hand_back.to_bytes()), ttl)
+
+    def hand_back(self, call_sid: str) -> HandBack | None:
+        raw = self._open(call_sid, self._store.load(_hand_back_key(call_sid)))
+        return None if raw is None else HandBack.from_bytes(raw)
 
     def put_card(self, call_sid: str, card: Card, ttl: int = DEFAULT_TTL) -> None:
         payload = json.dumps(card.to_dict()).encode()
@@ -165,6 +195,10 @@ def _state_key(call_sid: str) -> str:
 
 def _card_key(call_sid: str) -> str:
     return f"{KEY_PREFIX}card:{call_sid}"
+
+
+def _hand_back_key(call_sid: str) -> str:
+    return f"{KEY_PREFIX}hand_back:{call_sid}"
 
 
 def callstate_from_url(redis_url: str | None, secret: str) -> CallStates:

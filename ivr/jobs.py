@@ -29,7 +29,7 @@ from sqlalchemy import select
 from gateways.base import Card as GatewayCard
 from ivr import flow
 from ivr.binding import end_call
-from ivr.callstate import CallStates, callstate_from_url
+from ivr.callstate import CALL_TTL, CallStates, callstate_from_url
 from ivr.delivery import deliver_now
 from ivr.errors import Conflict
 from ivr.payments import SUCCEEDED, pay, refuse
@@ -42,7 +42,6 @@ from ivr.velocity import VelocityLimited
 log = logging.getLogger(__name__)
 
 QUEUE_NAME = "paydial"
-CLAIM_TTL = 3600  # longer than any call, so a late duplicate webhook still finds the claim
 CONFIRMATION_LENGTH = 8  # the caller hears the last characters of the transaction id
 
 
@@ -148,7 +147,8 @@ def callstates_of(services: Services) -> CallStates:
 def start_payment(services: Services, job: PaymentJob, card: flow.Card) -> bool:
     """Hand the card to a new job, once per (session, attempt); False when already started."""
     calls = callstates_of(services)
-    if not calls.claim(f"pay:{job.session_id}:{job.attempt}", CLAIM_TTL):
+    # the claim outlives the call, so a late duplicate webhook still finds it
+    if not calls.claim(f"pay:{job.session_id}:{job.attempt}", CALL_TTL):
         return False
     calls.put_card(job.call_sid, card)
     if services.jobs is None:

@@ -36,7 +36,9 @@ from ivr.binding import (
     find_by_access_code,
     session_for_call,
 )
+from ivr.callstate import HandBack
 from ivr.cards import Brand
+from ivr.crypto import DecryptionError
 from ivr.extension import current_services
 from ivr.jobs import PaymentJob, attempt_result, callstates_of, start_payment
 from ivr.model import PaymentMode, Status
@@ -135,6 +137,9 @@ def voice() -> Response:
     with services.db.transaction() as tx:
         session = bind_call(tx, call, now=services.clock())
         context = _greeting_context(tx, session, call.caller) if session is not None else None
+        hand_back = _hand_back(tx, session) if session is not None else None
+    if hand_back is not None:
+        callstates_of(services).put_hand_back(call_sid, hand_back)
     turn = flow.greet(context) if context else flow.ask_access_code(DEFAULT_LANGUAGE)
     return _carry_out(call_sid, turn)
 
@@ -286,6 +291,8 @@ def _carry_out(call_sid: str, turn: flow.Turn) -> Response:
                 )
                 if bound is None:  # bound to another call between lookup and now
                     return _error_twiml(call_sid)
+                hand_back = _hand_back(tx, bound)
+            calls.put_hand_back(call_sid, hand_back)
     finish = turn.finish
     if finish is None:
         calls.put(call_sid, turn.state)
@@ -345,6 +352,21 @@ def _render(reply: flow.Reply, transfer: Transfer | None) -> Response:
     return _twiml(render_twiml(reply.template, **context))
 
 
+def _hand_back(tx: Tx, session: PaymentSession) -> HandBack:
+    """Where a newly bound call's caller goes back to, kept in call state (see _error_twiml)."""
+    return HandBack(_context(tx, session).language, _transfer(session))
+
+
+def _kept_hand_back(services: Services, call_sid: str) -> HandBack | None:
+    if not call_sid:
+        return None
+    try:
+        return callstates_of(services).hand_back(call_sid)
+    except (RedisError, DecryptionError) as error:
+        log.error("call state unreachable for the hand-back: %s", type(error).__name__)
+        return None
+
+
 def _forget_card_state(services: Services, call_sid: str) -> None:
     """Destroy the call's state; when Redis itself is down it is out of reach, and expires there."""
     try:
@@ -356,11 +378,13 @@ def _forget_card_state(services: Services, call_sid: str) -> None:
 def _error_twiml(call_sid: str) -> Response:
     """Apologise; transfer back when the call's session has a callback, else hang up.
 
-    The flow failed, so the call's card state is destroyed first.
+    The flow failed, so the call's card state is destroyed first. The session says where the
+    caller goes; when the database cannot be read, the hand-back kept in call state since binding
+    does (with Redis down instead, the database still knows).
     """
     services = current_services()
-    transfer: Transfer | None = None
-    language = DEFAULT_LANGUAGE
+    kept = _kept_hand_back(services, call_sid)
+    transfer, language = (kept.transfer, kept.language) if kept else (None, DEFAULT_LANGUAGE)
     try:
         if call_sid:
             _forget_card_state(services, call_sid)

@@ -11,12 +11,14 @@ import redis
 from ivr.callstate import (
     CallStates,
     CallStateStore,
+    HandBack,
     MemoryCallStateStore,
     RedisCallStateStore,
     callstate_from_url,
 )
 from ivr.crypto import DecryptionError
 from ivr.flow import CallState, Card, Step
+from ivr.transfer import Transfer
 
 SECRET = "callstate-test-secret"
 CARD = Card(number="4242424242424242", expiry="1230", security_code="987", postal_code="94107")
@@ -82,6 +84,25 @@ def test_delete_removes_the_state_and_the_card_waiting_for_the_gateway(backend: 
     assert backend.states.get("CA1") is None
     assert backend.states.take_card("CA1") is None
     assert backend.raw_keys() == []
+
+
+@pytest.mark.parametrize(
+    "hand_back",
+    [
+        HandBack("es-US", Transfer(number="+14155550199")),
+        HandBack("en-US", Transfer(sip_uri="sip:agent@example.com?X-Paydial-Session=s")),
+        HandBack("en-US"),
+    ],
+)
+def test_the_hand_back_is_kept_sealed_until_the_call_is_deleted(
+    backend: Backend, hand_back: HandBack
+) -> None:
+    backend.states.put_hand_back("CA1", hand_back)
+    assert backend.states.hand_back("CA1") == hand_back
+    assert backend.states.hand_back("CA2") is None
+    assert all("agent" not in key and "+1415" not in key for key in backend.raw_keys())
+    backend.states.delete("CA1")
+    assert backend.states.hand_back("CA1") is None
 
 
 def test_the_gateway_job_takes_the_card_exactly_once(backend: Backend) -> None:
