@@ -2,7 +2,9 @@
 
 The session id is the credential for reading what the frame shows. Charging also needs a CSRF
 token bound to the session with PAYDIAL_SECRET_KEY, which only the frame's own HTML carries.
-Card data in a request body is never logged and never echoed back in an error.
+Card data in a request body is never logged and never echoed back in an error. The frame's brand
+rules are ``gateways.cards.BRANDS``, handed over in the page by ``frame_brands``, so the frame never
+names or sizes a card differently from the server.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from werkzeug.exceptions import Forbidden, Gone
 from api.errors import RequestValidationError
 from api.validation import parse_body
 from gateways.base import Card
+from gateways.cards import BRANDS
 from ivr import cards
 from ivr.accounts import ProjectSettings, get_project_by_slug, project_settings
 from ivr.errors import Conflict, NotFound
@@ -39,6 +42,7 @@ from ivr.model import Channel, Environment, Gateway, PaymentMode, Status
 from ivr.payments import pay
 from ivr.services import Services
 from ivr.sessions import NewSession, create_session, load_session
+from ivr.speech import brand_name
 from ivr.store import PaymentSession, Project
 
 WIDGET_DIR = Path(__file__).resolve().parent.parent / "widget"
@@ -193,6 +197,18 @@ def parent_origin(requested: str | None, allowed_origins: list[str], test_mode: 
     return origin
 
 
+def frame_brands() -> dict[str, dict[str, Any]]:
+    """``BRANDS`` as the frame reads it: name, code length, ``[low, high, lengths]`` ranges."""
+    return {
+        brand.value: {
+            "name": brand_name(brand),
+            "code": rules.security_code_length,
+            "ranges": [[iin.low, iin.high, list(iin.lengths)] for iin in rules.ranges],
+        }
+        for brand, rules in BRANDS.items()
+    }
+
+
 def _secret_key(services: Services) -> str:
     if services.settings.secret_key is None:
         raise RuntimeError("PAYDIAL_SECRET_KEY is not set")
@@ -298,6 +314,7 @@ def frame(session_id: str) -> Response:
         test_mode=test_mode,
         zip_required=settings.require_zip,
         accepted_brands=settings.accepted_brands,
+        brands=frame_brands(),
         closed_message=CLOSED_MESSAGES.get(status, NOT_OPEN) if status.is_terminal else None,
     )
     return _html(body, 200, f"{BASE_CSP}; frame-ancestors {frame_ancestors(allowed, test_mode)}")

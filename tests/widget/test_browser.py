@@ -132,7 +132,7 @@ def open_checkout(page: Page, site: Site) -> tuple[str, FrameLocator]:
     return session_id, page.frame_locator("iframe")
 
 
-def fill_card(frame: FrameLocator, number: str) -> None:
+def fill_card(frame: FrameLocator | Page, number: str) -> None:
     frame.get_by_label("Card number").press_sequentially(number)
     frame.get_by_label("Expiry date").press_sequentially("1230")
     frame.get_by_label("Security code").press_sequentially("123")
@@ -274,3 +274,95 @@ def test_the_demo_page_takes_a_test_payment_end_to_end(page: Page, site: Site) -
     frame.get_by_role("button", name="Pay $25.00").click()
     expect(frame.get_by_role("heading", name="Payment complete")).to_be_visible()
     expect(page.locator("#events")).to_contain_text('"card_last4": "4242"')
+
+
+def open_frame(page: Page, site: Site) -> None:
+    """A fresh session's frame opened on its own: enough for what the form checks itself."""
+    session_id = new_widget_session(site.services, "shop", amount_cents=4999)
+    page.goto(f"{site.app_url}/widget/{session_id}")
+
+
+@pytest.mark.parametrize(
+    ("number", "shown", "brand", "code_length"),
+    [
+        ("3095000000000000", "3095 0000 0000 0000", "Diners Club", "3"),
+        ("30950000000000", "3095 000000 0000", "Diners Club", "3"),
+        ("2221000000000009", "2221 0000 0000 0009", "Mastercard", "3"),
+        ("2720000000000005", "2720 0000 0000 0005", "Mastercard", "3"),
+        ("2220000000000000", "2220 0000 0000 0000", "", "3"),
+        ("2721000000000004", "2721 0000 0000 0004", "", "3"),
+        ("6221260000000000", "6221 2600 0000 0000", "Discover", "3"),
+        ("6229250000000003", "6229 2500 0000 0003", "Discover", "3"),
+        ("6221250000000001", "6221 2500 0000 0001", "", "3"),
+        ("370000000000002", "3700 000000 00002", "American Express", "4"),
+    ],
+)
+def test_the_frame_names_the_brand_at_the_edges_of_the_servers_ranges(
+    page: Page, site: Site, number: str, shown: str, brand: str, code_length: str
+) -> None:
+    open_frame(page, site)
+    field = page.get_by_label("Card number")
+    field.press_sequentially(number)
+    expect(field).to_have_value(shown)
+    expect(page.locator("#card_brand")).to_have_text(brand)
+    expect(page.get_by_label("Security code")).to_have_attribute("maxlength", code_length)
+
+
+def test_an_amex_card_needs_four_code_digits_in_the_form_and_pays_with_them(
+    page: Page, site: Site
+) -> None:
+    _, frame = open_checkout(page, site)
+    fill_card(frame, "378282246310005")
+    expect(frame.locator("#card_brand")).to_have_text("American Express")
+    frame.get_by_role("button", name="Pay $49.99").click()
+    code = frame.get_by_label("Security code")
+    expect(frame.locator("#cvc-error")).to_have_text("The security code is 4 digits for this card.")
+    expect(code).to_be_focused()
+    code.press_sequentially("45")
+    expect(code).to_have_value("1234")
+    frame.get_by_role("button", name="Pay $49.99").click()
+    page.wait_for_function("window.events.some(e => e.type === 'success')")
+    assert events(page, "success")[0]["result"]["card_brand"] == "amex"
+    expect(frame.locator("#success-detail")).to_contain_text("American Express ending 0005")
+
+
+def test_a_luhn_invalid_number_at_a_range_edge_is_refused_and_the_valid_one_pays(
+    page: Page, site: Site
+) -> None:
+    charges: list[Request] = []
+    page.on("request", lambda r: charges.append(r) if r.url.endswith("/charge") else None)
+    session_id, frame = open_checkout(page, site)
+    fill_card(frame, "2720000000000006")
+    expect(frame.locator("#card_brand")).to_have_text("Mastercard")
+    frame.get_by_role("button", name="Pay $49.99").click()
+    expect(frame.locator("#card_number-error")).to_have_text(
+        "This card number is not valid. Check the digits."
+    )
+    assert charges == []
+    assert session_status(site, session_id) == "pending"
+    number = frame.get_by_label("Card number")
+    number.press("Backspace")
+    number.press_sequentially("5")
+    frame.get_by_role("button", name="Pay $49.99").click()
+    page.wait_for_function("window.events.some(e => e.type === 'success')")
+    assert events(page, "success")[0]["result"]["card_brand"] == "mastercard"
+    expect(frame.locator("#success-detail")).to_contain_text("Mastercard ending 0005")
+
+
+@pytest.mark.parametrize(
+    ("number", "message"),
+    [
+        ("400000000000006", "The card number has the wrong number of digits."),
+        ("3095000000000000", "Diners Club cards are not accepted here."),
+    ],
+)
+def test_a_length_the_brand_never_has_or_a_brand_not_accepted_is_refused_in_the_form(
+    page: Page, site: Site, number: str, message: str
+) -> None:
+    charges: list[Request] = []
+    page.on("request", lambda r: charges.append(r) if r.url.endswith("/charge") else None)
+    open_frame(page, site)
+    fill_card(page, number)
+    page.get_by_role("button", name="Pay $49.99").click()
+    expect(page.locator("#card_number-error")).to_have_text(message)
+    assert charges == []

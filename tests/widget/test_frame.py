@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from html.parser import HTMLParser
@@ -11,6 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+from gateways.cards import BRANDS, Brand, BrandRules, IinRange
 from ivr.services import Services
 from tests.widget.conftest import configure_widget
 
@@ -140,6 +142,30 @@ def test_the_frame_shows_the_amount_labels_and_optional_fields_the_project_chose
     for name in ("card_number", "expiry", "cvc", "cardholder_name", "postal_code"):
         assert any(tag == "label" and a.get("for") == name for tag, a in themed.tags)
         assert themed.by_id(name)["aria-describedby"]
+
+
+def test_the_frame_carries_the_servers_card_brand_table_and_the_brands_names(
+    client: FlaskClient, make_widget_session: Callable[..., str]
+) -> None:
+    html = client.get(f"/widget/{make_widget_session()}").get_data(as_text=True)
+    table = json.loads(Elements(html).by_id("paydial")["data-brands"] or "")
+    assert all(set(rules) == {"name", "code", "ranges"} for rules in table.values())
+    served = {
+        Brand(brand): BrandRules(
+            rules["code"],
+            tuple(IinRange(low, high, tuple(lengths)) for low, high, lengths in rules["ranges"]),
+        )
+        for brand, rules in table.items()
+    }
+    assert served == BRANDS
+    assert {brand: rules["name"] for brand, rules in table.items()} == {
+        "visa": "Visa",
+        "mastercard": "Mastercard",
+        "amex": "American Express",
+        "discover": "Discover",
+        "jcb": "JCB",
+        "diners": "Diners Club",
+    }
 
 
 def test_a_finished_session_shows_a_final_state_instead_of_the_form(

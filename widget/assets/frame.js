@@ -1,5 +1,6 @@
 /* The hosted card form. Checks every entry before sending, charges same-origin with the
  * session's CSRF token, and tells the parent page only results, with an explicit target origin.
+ * Brands, their ranges, lengths and code lengths come from the server's table in data-brands.
  */
 (function () {
   "use strict";
@@ -100,26 +101,23 @@
     return; // the session is closed; the page says why
   }
 
-  /* ---- card rules (the server checks them again) ---- */
+  /* ---- card rules: the server's brand table (gateways/cards.py); it checks them again ---- */
 
-  var BRANDS = [
-    ["amex", "American Express", [["34", "34"], ["37", "37"]]],
-    ["diners", "Diners Club", [["300", "305"], ["3095", "3095"], ["36", "36"], ["38", "39"]]],
-    ["jcb", "JCB", [["3528", "3589"]]],
-    ["discover", "Discover", [["6011", "6011"], ["644", "649"], ["65", "65"], ["622126", "622925"]]],
-    ["mastercard", "Mastercard", [["51", "55"], ["2221", "2720"]]],
-    ["visa", "Visa", [["4", "4"]]],
-  ];
+  var BRANDS = JSON.parse(root.dataset.brands || "{}");
+  var UNKNOWN_CODE_LENGTH = 3; // what the server asks for while the brand is unknown
   var accepted = (root.dataset.acceptedBrands || "").split(" ").filter(Boolean);
 
+  // The brand whose range the prefix falls in, with that range's lengths; ranges never overlap.
   function brandOf(digits) {
-    for (var i = 0; i < BRANDS.length; i++) {
-      var ranges = BRANDS[i][2];
+    var ids = Object.keys(BRANDS);
+    for (var i = 0; i < ids.length; i++) {
+      var ranges = BRANDS[ids[i]].ranges;
       for (var j = 0; j < ranges.length; j++) {
         var low = ranges[j][0];
         var head = digits.slice(0, low.length);
         if (head.length === low.length && low <= head && head <= ranges[j][1]) {
-          return { id: BRANDS[i][0], name: BRANDS[i][1] };
+          var rules = BRANDS[ids[i]];
+          return { id: ids[i], name: rules.name, code: rules.code, lengths: ranges[j][2] };
         }
       }
     }
@@ -138,11 +136,11 @@
     return sum % 10 === 0;
   }
 
-  function groupsFor(brand) {
+  function groupsFor(brand, count) {
     if (brand && brand.id === "amex") {
       return [4, 6, 5];
     }
-    if (brand && brand.id === "diners") {
+    if (brand && brand.id === "diners" && count <= 14) { // longer Diners numbers group by four
       return [4, 6, 4];
     }
     return [4, 4, 4, 4, 3];
@@ -153,7 +151,7 @@
   }
 
   function formatNumber(digits) {
-    var groups = groupsFor(brandOf(digits));
+    var groups = groupsFor(brandOf(digits), digits.length);
     var parts = [];
     var at = 0;
     for (var i = 0; i < groups.length && at < digits.length; i++) {
@@ -167,8 +165,8 @@
     return digits.length > 2 ? digits.slice(0, 2) + " / " + digits.slice(2) : digits;
   }
 
-  function cvcLength(brand) {
-    return brand && brand.id === "amex" ? 4 : 3;
+  function codeLength(brand) {
+    return brand ? brand.code : UNKNOWN_CODE_LENGTH;
   }
 
   var inputs = {
@@ -205,6 +203,9 @@
       if (!digits) return "Enter the card number.";
       if (digits.length < 12) return "The card number is too short.";
       if (!luhn(digits)) return "This card number is not valid. Check the digits.";
+      if (brand && brand.lengths.indexOf(digits.length) < 0) {
+        return "The card number has the wrong number of digits.";
+      }
       if (accepted.length && (!brand || accepted.indexOf(brand.id) < 0)) {
         return (brand ? brand.name : "This") + " cards are not accepted here.";
       }
@@ -223,7 +224,7 @@
       return "";
     },
     cvc: function () {
-      var want = cvcLength(brandOf(cardDigits()));
+      var want = codeLength(brandOf(cardDigits()));
       var got = onlyDigits(inputs.cvc.value).length;
       if (!got) return "Enter the security code.";
       if (got !== want) return "The security code is " + want + " digits for this card.";
@@ -276,7 +277,7 @@
     reformat(inputs.card_number, 19, formatNumber);
     var brand = brandOf(cardDigits());
     brandBadge.textContent = brand ? brand.name : "";
-    inputs.cvc.maxLength = cvcLength(brand);
+    inputs.cvc.maxLength = codeLength(brand);
   });
   inputs.expiry.addEventListener("input", function () {
     reformat(inputs.expiry, 4, formatExpiry);
@@ -317,9 +318,9 @@
 
   function onSuccess(body) {
     clearCard();
-    var brand = BRANDS.filter(function (b) { return b[0] === body.card_brand; })[0];
+    var known = Object.prototype.hasOwnProperty.call(BRANDS, body.card_brand);
     document.getElementById("success-detail").textContent =
-      (brand ? brand[1] : "Card") + " ending " + body.card_last4 +
+      (known ? BRANDS[body.card_brand].name : "Card") + " ending " + body.card_last4 +
       (body.transaction_id ? ". Confirmation " + body.transaction_id + "." : ".");
     show(success);
     post({
