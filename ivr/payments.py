@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as Tx
 
 from gateways import build_gateway
@@ -164,6 +165,10 @@ def _start(
                 next_check_at=now + stale_after,
             )
         )
+        try:  # SQLite ignores FOR UPDATE: a start of this attempt may have committed since we read
+            tx.flush()
+        except IntegrityError:
+            raise Conflict("This payment attempt is already being processed") from None
         started = _started(session, project.id, settings, number, card, postal_code)
         return replace(started, card_key=card_key)
 
