@@ -11,6 +11,7 @@ accepted that connection sat waiting for it meanwhile, so another worker answere
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -88,8 +89,13 @@ class Gunicorn:
         deadline = time.monotonic() + 10
         while self.process.poll() is None and time.monotonic() < deadline:
             try:
-                for connection in [self.connect() for _ in range(WORKERS)]:
-                    call(connection, "GET", "/health")
+                with contextlib.ExitStack() as opened:  # closed even when a later one fails
+                    connections = [
+                        opened.enter_context(contextlib.closing(self.connect()))
+                        for _ in range(WORKERS)
+                    ]
+                    for connection in connections:
+                        call(connection, "GET", "/health")
             except (OSError, http.client.HTTPException):  # not listening yet
                 time.sleep(0.1)
             if len({s.pid for s in self.served("/health")}) == WORKERS:
