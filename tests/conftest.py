@@ -18,14 +18,14 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from pydantic import SecretStr
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
 from api import create_app
 from ivr.accounts import create_project, issue_key
 from ivr.model import Environment
 from ivr.services import Services
-from ivr.store import Base, Database
+from ivr.store import Base, Database, PaymentAttempt
 from paydial.migrate import upgrade
 from paydial.settings import Settings
 
@@ -248,3 +248,14 @@ def merchant(make_project: Callable[..., str], make_key: Callable[..., str]) -> 
         "test": f"Bearer {make_key('acme', 'test')}",
         "live": f"Bearer {make_key('acme', 'live')}",
     }
+
+
+def attempt_rows(services: Services, session_id: str) -> list[tuple[int, str]]:
+    """A session's payment attempts as (number, state), in order."""
+    with services.db.transaction() as tx:
+        rows = tx.execute(
+            select(PaymentAttempt.number, PaymentAttempt.state)
+            .where(PaymentAttempt.session_id == session_id)
+            .order_by(PaymentAttempt.number)
+        )
+        return [(number, state) for number, state in rows]

@@ -26,7 +26,13 @@ from ivr.services import Services
 from ivr.store import PaymentAttempt
 from ivr.transfer import MEMORY, MEMORY_REF, SESSION, STATUS, signing_key, verify
 from paydial.phone import Phone, ScriptedKeypad, http_transport
-from tests.conftest import PUBLIC_URL, REDIS_TEST_URL, TEST_SECRET_KEY, TEST_TWILIO_TOKEN
+from tests.conftest import (
+    PUBLIC_URL,
+    REDIS_TEST_URL,
+    TEST_SECRET_KEY,
+    TEST_TWILIO_TOKEN,
+    attempt_rows,
+)
 from tests.ivr.conftest import AMEX, AMEX_CVV, APPROVED, CVV, DECLINED, EXPIRY
 from tests.ivr.twilio_client import sip_headers, twiml
 from tests.leakscan import LeakScan
@@ -72,16 +78,6 @@ def gateway_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(gateways, "SimulatorGateway", CountingSimulator)
     return calls
-
-
-def _attempt_rows(services: Services, session_id: str) -> list[tuple[int, str]]:
-    with services.db.transaction() as tx:
-        rows = tx.execute(
-            select(PaymentAttempt.number, PaymentAttempt.state)
-            .where(PaymentAttempt.session_id == session_id)
-            .order_by(PaymentAttempt.number)
-        )
-        return [(number, state) for number, state in rows]
 
 
 @pytest.mark.parametrize("mode", ["charge", "tokenize"])
@@ -147,7 +143,7 @@ def test_a_declined_card_can_be_replaced_by_another(
 
     assert "The card was declined by the bank." in result.heard
     assert read_session(created["session_id"])["status"] == "payment-success"
-    assert _attempt_rows(services, created["session_id"]) == [(1, "declined"), (2, "succeeded")]
+    assert attempt_rows(services, created["session_id"]) == [(1, "declined"), (2, "succeeded")]
     assert len(gateway_calls) == 2
 
 
@@ -201,7 +197,7 @@ def test_hanging_up_mid_card_abandons_the_session_and_destroys_the_card(
     assert services.callstates is not None
     assert services.callstates.get(call.call_sid) is None
     assert services.callstates.take_card(call.call_sid) is None
-    assert _attempt_rows(services, created["session_id"]) == []
+    assert attempt_rows(services, created["session_id"]) == []
 
 
 def _enter_until_confirm(call: Phone, created: dict[str, Any]) -> tuple[str, dict[str, str]]:
@@ -246,7 +242,7 @@ def test_a_confirmation_twilio_delivers_twice_charges_once(
     assert "Your payment was approved." in heard
     assert read_session(created["session_id"])["status"] == "payment-success"
     assert gateway_calls == [f"pd-{created['session_id']}-1"]
-    assert _attempt_rows(services, created["session_id"]) == [(1, "succeeded")]
+    assert attempt_rows(services, created["session_id"]) == [(1, "succeeded")]
 
 
 def test_ten_simultaneous_deliveries_of_a_confirmation_make_one_gateway_call(

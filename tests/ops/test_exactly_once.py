@@ -27,7 +27,6 @@ from urllib.parse import urlsplit
 
 import pytest
 import stripe
-from sqlalchemy import select
 
 import gateways
 from gateways.base import Card, PaymentRequest, PaymentResult
@@ -42,8 +41,8 @@ from ivr.jobs import PaymentJob, RQJobs
 from ivr.model import Environment, Gateway
 from ivr.payments import PaymentOutcome, attempt_key, pay
 from ivr.services import Services
-from ivr.store import PaymentAttempt, PaymentSession
-from tests.conftest import PUBLIC_URL, TEST_SECRET_KEY, TEST_TWILIO_TOKEN, Clock
+from ivr.store import PaymentSession
+from tests.conftest import PUBLIC_URL, TEST_SECRET_KEY, TEST_TWILIO_TOKEN, Clock, attempt_rows
 from tests.ivr.conftest import APPROVED, CVV, EXPIRY
 from tests.leakscan import LeakScan
 
@@ -168,16 +167,6 @@ def stripe_charges(localstripe_url: str, session_id: str) -> list[dict[str, Any]
 def everything(list_page: Callable[..., Any]) -> Iterator[Any]:
     """Every object of a list endpoint, page after page."""
     return iter(list_page({"limit": 100}).auto_paging_iter())
-
-
-def attempt_rows(services: Services, session_id: str) -> list[tuple[int, str]]:
-    with services.db.transaction() as tx:
-        rows = tx.execute(
-            select(PaymentAttempt.number, PaymentAttempt.state)
-            .where(PaymentAttempt.session_id == session_id)
-            .order_by(PaymentAttempt.number)
-        )
-        return [(number, state) for number, state in rows]
 
 
 def session_status(services: Services, session_id: str) -> str:
