@@ -259,3 +259,25 @@ def attempt_rows(services: Services, session_id: str) -> list[tuple[int, str]]:
             .order_by(PaymentAttempt.number)
         )
         return [(number, state) for number, state in rows]
+
+
+def process_env(database_url: str, redis_url: str, **settings: str) -> dict[str, str]:
+    """The environment a Procfile process (web or worker) of this test run is configured by."""
+    return os.environ | {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "PAYDIAL_SECRET_KEY": TEST_SECRET_KEY,
+        "TWILIO_AUTH_TOKEN": TEST_TWILIO_TOKEN,
+        "PAYDIAL_PUBLIC_URL": PUBLIC_URL,
+        **settings,
+    }
+
+
+@pytest.fixture
+def cli_env(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """`paydial` commands run in a scratch directory against the test's database."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("PAYDIAL_SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", TEST_TWILIO_TOKEN)
+    return database_url

@@ -17,16 +17,7 @@ from ivr.credentials import load_credentials
 from ivr.crypto import Sealer
 from ivr.store import GatewayCredential, Project
 from paydial.cli import main
-from tests.conftest import TEST_SECRET_KEY, TEST_TWILIO_TOKEN, free_port
-
-
-@pytest.fixture
-def cli_env(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.setenv("PAYDIAL_SECRET_KEY", TEST_SECRET_KEY)
-    monkeypatch.setenv("TWILIO_AUTH_TOKEN", TEST_TWILIO_TOKEN)
-    return database_url
+from tests.conftest import TEST_SECRET_KEY, free_port
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

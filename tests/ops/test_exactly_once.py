@@ -12,7 +12,6 @@ SQLite, which locks no rows, as on PostgreSQL.
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import subprocess
 import sys
@@ -42,7 +41,7 @@ from ivr.model import Environment, Gateway
 from ivr.payments import PaymentOutcome, attempt_key, pay
 from ivr.services import Services
 from ivr.store import PaymentSession
-from tests.conftest import PUBLIC_URL, TEST_SECRET_KEY, TEST_TWILIO_TOKEN, Clock, attempt_rows
+from tests.conftest import TEST_SECRET_KEY, Clock, attempt_rows, process_env
 from tests.ivr.conftest import APPROVED, CVV, EXPIRY
 from tests.leakscan import LeakScan
 
@@ -127,14 +126,9 @@ def stripe_via_hop(services: Services, merchant: dict[str, str], held_gateway: H
 
 def start_worker(database_url: str, redis_url: str, log: Path) -> subprocess.Popen[bytes]:
     """The Procfile's `worker` process in burst mode, configured through environment variables."""
-    env = os.environ | {
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "PAYDIAL_SECRET_KEY": TEST_SECRET_KEY,
-        "TWILIO_AUTH_TOKEN": TEST_TWILIO_TOKEN,
-        "PAYDIAL_PUBLIC_URL": PUBLIC_URL,
-        "PAYDIAL_GATEWAY_TIMEOUT": str(PICKUP_DEADLINE * 2),  # longer than the test holds it
-    }
+    env = process_env(  # the gateway timeout is longer than the test holds the answer
+        database_url, redis_url, PAYDIAL_GATEWAY_TIMEOUT=str(PICKUP_DEADLINE * 2)
+    )
     command = [str(Path(sys.executable).with_name("paydial")), "worker", "--burst"]
     with log.open("wb") as output:
         return subprocess.Popen(command, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT)

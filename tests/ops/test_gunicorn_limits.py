@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import os
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from tests.conftest import PUBLIC_URL, TEST_SECRET_KEY, TEST_TWILIO_TOKEN, free_port
+from tests.conftest import free_port, process_env
 from tests.ops.conftest import VOICE_SESSION
 
 REPO = Path(__file__).resolve().parents[2]
@@ -112,14 +111,7 @@ class Gunicorn:
 def gunicorn(database_url: str, redis_url: str, tmp_path: Path) -> Iterator[Gunicorn]:
     """The Procfile's `web` process, configured through environment variables only."""
     port, access_log = free_port(), tmp_path / "access.log"
-    env = os.environ | {
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "PAYDIAL_SECRET_KEY": TEST_SECRET_KEY,
-        "TWILIO_AUTH_TOKEN": TEST_TWILIO_TOKEN,
-        "PAYDIAL_PUBLIC_URL": PUBLIC_URL,
-        "PAYDIAL_RATE_LIMIT_LIVE": f"{LIVE_LIMIT}/minute",
-    }
+    env = process_env(database_url, redis_url, PAYDIAL_RATE_LIMIT_LIVE=f"{LIVE_LIMIT}/minute")
     command = [
         sys.executable, "-m", "gunicorn", "--workers", str(WORKERS),
         "--bind", f"127.0.0.1:{port}", "--access-logfile", str(access_log),

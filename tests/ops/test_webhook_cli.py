@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, select
 
 from ivr.store import Project
 from paydial.cli import main
-from tests.conftest import TEST_SECRET_KEY, TEST_TWILIO_TOKEN
-
-
-@pytest.fixture
-def cli_env(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.setenv("PAYDIAL_SECRET_KEY", TEST_SECRET_KEY)
-    monkeypatch.setenv("TWILIO_AUTH_TOKEN", TEST_TWILIO_TOKEN)
-    return database_url
 
 
 def secrets_in(text: str) -> list[str]:
