@@ -21,7 +21,10 @@ from pydantic import SecretStr
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
+import gateways
 from api import create_app
+from gateways.base import PaymentRequest, PaymentResult
+from gateways.simulator import SimulatorGateway
 from ivr.accounts import create_project, issue_key
 from ivr.model import Environment
 from ivr.services import Services
@@ -281,3 +284,25 @@ def cli_env(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("PAYDIAL_SECRET_KEY", TEST_SECRET_KEY)
     monkeypatch.setenv("TWILIO_AUTH_TOKEN", TEST_TWILIO_TOKEN)
     return database_url
+
+
+def count_gateway_calls(monkeypatch: pytest.MonkeyPatch, *, delay: float = 0.0) -> list[str]:
+    """Idempotency keys of every charge or tokenize reaching the simulated gateway, in order.
+
+    `delay` makes each call take that long, to hold a race open.
+    """
+    calls: list[str] = []
+
+    class CountingSimulator(SimulatorGateway):
+        def charge(self, request: PaymentRequest) -> PaymentResult:
+            calls.append(request.idempotency_key)
+            time.sleep(delay)
+            return super().charge(request)
+
+        def tokenize(self, request: PaymentRequest) -> PaymentResult:
+            calls.append(request.idempotency_key)
+            time.sleep(delay)
+            return super().tokenize(request)
+
+    monkeypatch.setattr(gateways, "SimulatorGateway", CountingSimulator)
+    return calls

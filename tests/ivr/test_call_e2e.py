@@ -19,9 +19,6 @@ from flask import Flask
 from sqlalchemy import func, select
 from werkzeug.serving import make_server
 
-import gateways
-from gateways.base import PaymentRequest, PaymentResult
-from gateways.simulator import SimulatorGateway
 from ivr.services import Services
 from ivr.store import PaymentAttempt
 from ivr.transfer import MEMORY, MEMORY_REF, SESSION, STATUS, signing_key, verify
@@ -32,6 +29,7 @@ from tests.conftest import (
     TEST_SECRET_KEY,
     TEST_TWILIO_TOKEN,
     attempt_rows,
+    count_gateway_calls,
 )
 from tests.ivr.conftest import AMEX, AMEX_CVV, APPROVED, CVV, DECLINED, EXPIRY
 from tests.ivr.twilio_client import sip_headers, twiml
@@ -64,20 +62,7 @@ def no_card_data_anywhere(
 
 @pytest.fixture
 def gateway_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Idempotency keys of every call that reaches the (simulated) gateway, in order."""
-    calls: list[str] = []
-
-    class CountingSimulator(SimulatorGateway):
-        def charge(self, request: PaymentRequest) -> PaymentResult:
-            calls.append(request.idempotency_key)
-            return super().charge(request)
-
-        def tokenize(self, request: PaymentRequest) -> PaymentResult:
-            calls.append(request.idempotency_key)
-            return super().tokenize(request)
-
-    monkeypatch.setattr(gateways, "SimulatorGateway", CountingSimulator)
-    return calls
+    return count_gateway_calls(monkeypatch)
 
 
 @pytest.mark.parametrize("mode", ["charge", "tokenize"])

@@ -27,9 +27,7 @@ from urllib.parse import urlsplit
 import pytest
 import stripe
 
-import gateways
-from gateways.base import Card, PaymentRequest, PaymentResult
-from gateways.simulator import SimulatorGateway
+from gateways.base import Card
 from gateways.stripe import METADATA_KEY
 from ivr import flow
 from ivr.accounts import get_project_by_slug
@@ -41,7 +39,13 @@ from ivr.model import Environment, Gateway
 from ivr.payments import PaymentOutcome, attempt_key, pay
 from ivr.services import Services
 from ivr.store import PaymentSession
-from tests.conftest import TEST_SECRET_KEY, Clock, attempt_rows, process_env
+from tests.conftest import (
+    TEST_SECRET_KEY,
+    Clock,
+    attempt_rows,
+    count_gateway_calls,
+    process_env,
+)
 from tests.ivr.conftest import APPROVED, CVV, EXPIRY
 from tests.leakscan import LeakScan
 
@@ -212,17 +216,8 @@ def test_one_job_enqueued_twice_and_two_workers_make_one_stripe_charge(
 
 @pytest.fixture
 def gateway_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Idempotency keys of every charge that reaches the simulated gateway, which takes a while."""
-    calls: list[str] = []
-
-    class SlowCountingSimulator(SimulatorGateway):
-        def charge(self, request: PaymentRequest) -> PaymentResult:
-            calls.append(request.idempotency_key)
-            time.sleep(GATEWAY_DELAY)
-            return super().charge(request)
-
-    monkeypatch.setattr(gateways, "SimulatorGateway", SlowCountingSimulator)
-    return calls
+    """Every charge reaching the simulated gateway, which takes a while to answer."""
+    return count_gateway_calls(monkeypatch, delay=GATEWAY_DELAY)
 
 
 def test_two_threads_paying_one_attempt_make_one_gateway_call_and_the_loser_hears_conflict(
