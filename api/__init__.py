@@ -6,13 +6,13 @@ from pathlib import Path
 
 from flask import Flask
 
-from api import errors, limits
+from api import errors, limits, request_log
+from api.extension import EXTENSION
 from api.idempotency import purge_expired
-from ivr.extension import EXTENSION
-from ivr.services import Services
-from ivr.sweeps import CORE_TASKS, Task
-from paydial import logs
-from paydial.settings import Settings
+from payments import logs
+from payments.services import Services
+from payments.settings import Settings
+from payments.sweeps import CORE_TASKS, Task
 
 MAX_REQUEST_BYTES = 1024 * 1024
 
@@ -26,18 +26,18 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.json.sort_keys = False  # type: ignore[attr-defined]  # DefaultJSONProvider has it
     app.extensions[EXTENSION] = services
     logs.configure(json_logs=services.settings.json_logs, level=services.settings.log_level)
-    logs.init_app(app)
+    request_log.init_app(app)
     errors.init_app(app)
     limits.init_app(app)
-    from ivr.jobs import wire_calls
+    from ivr.charge import wire_calls
 
     wire_calls(services)
 
     from api.deliveries import bp as deliveries_bp
     from api.meta import bp as meta_bp
     from api.sessions import bp as sessions_bp
+    from api.voice import bp as twilio_bp
     from api.widget import bp as widget_bp
-    from ivr.webhooks import bp as twilio_bp
 
     app.register_blueprint(meta_bp)
     app.register_blueprint(sessions_bp)

@@ -11,9 +11,9 @@ from flask import g, request
 from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import Unauthorized
 
-from ivr.accounts import authenticate
-from ivr.extension import current_services
-from ivr.model import Environment
+from api.extension import current_services
+from payments.accounts import authenticate
+from payments.model import Environment
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -8,11 +8,11 @@ from flask import Blueprint, Response, jsonify
 from pydantic import BaseModel, StringConstraints
 
 from api.auth import current_caller, require_api_key
+from api.extension import current_services
 from api.idempotency import idempotent
 from api.schemas import WebhookDeliveryList, WebhookDeliveryOut
 from api.validation import parse_query
-from ivr.delivery import DeliveryView, deliveries_for_session, replay
-from ivr.extension import current_services
+from payments.delivery import DeliveryView, deliveries_for_session, replay
 
 bp = Blueprint("deliveries", __name__, url_prefix="/v1")
 

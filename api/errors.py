@@ -12,8 +12,8 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
-from ivr.errors import Conflict, InvalidInput, NotFound
-from ivr.velocity import VelocityLimited
+from payments.errors import Conflict, InvalidInput, NotFound
+from payments.velocity import VelocityLimited
 
 log = logging.getLogger(__name__)
 DATABASE_RETRY_AFTER = 5  # seconds

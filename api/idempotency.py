@@ -21,8 +21,8 @@ from werkzeug.exceptions import Conflict as HTTPConflict
 
 from api.auth import current_caller
 from api.errors import RequestValidationError
-from ivr.extension import current_services
-from ivr.store import IdempotencyRecord
+from api.extension import current_services
+from payments.store import IdempotencyRecord
 
 P = ParamSpec("P")
 RETENTION = timedelta(hours=24)

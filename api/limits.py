@@ -19,9 +19,9 @@ from flask import Flask
 from flask_limiter import Limiter
 
 from api.auth import bearer_token
-from ivr.accounts import hash_key
-from ivr.extension import EXTENSION
-from ivr.services import Services
+from api.extension import EXTENSION
+from payments.accounts import hash_key
+from payments.services import Services
 
 LIMITER_EXTENSION = "paydial_limiter"
 

@@ -19,8 +19,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from ivr.model import Gateway, PaymentMode
-from ivr.views import SessionOut as SessionOut  # re-exported: the API contract names it
+from payments.model import Gateway, PaymentMode
+from payments.views import SessionOut as SessionOut  # re-exported: the API contract names it
 
 AMOUNT_PATTERN = r"^(?!^[-+.]*$)[+-]?0*\d*\.?\d*$"
 MAX_AMOUNT = Decimal("1000000.00")

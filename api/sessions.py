@@ -9,6 +9,7 @@ from flask import Blueprint, Response, jsonify
 from pydantic import AfterValidator, BaseModel
 
 from api.auth import current_caller, require_api_key
+from api.extension import current_services
 from api.idempotency import idempotent
 from api.schemas import (
     CreateWidgetSession,
@@ -18,17 +19,16 @@ from api.schemas import (
     e164,
 )
 from api.validation import parse_body, parse_query
-from ivr.extension import current_services
-from ivr.model import Channel, Gateway, PaymentMode
-from ivr.sessions import (
+from payments.model import Channel, Gateway, PaymentMode
+from payments.sessions import (
     NewSession,
     cancel_session,
     create_session,
     find_session_for_caller,
     load_session,
 )
-from ivr.store import PaymentSession, Project
-from ivr.views import session_out
+from payments.store import PaymentSession, Project
+from payments.views import session_out
 
 bp = Blueprint("sessions", __name__, url_prefix="/v1")
 

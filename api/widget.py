@@ -14,7 +14,6 @@ import hmac
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
@@ -31,44 +30,31 @@ from sqlalchemy.orm import Session as Tx
 from werkzeug.exceptions import Forbidden, Gone
 
 from api.errors import RequestValidationError
+from api.extension import current_services
 from api.validation import parse_body
 from gateways.base import Card
 from gateways.cards import BRANDS
 from ivr import cards
-from ivr.accounts import ProjectSettings, get_project_by_slug, project_settings
-from ivr.errors import Conflict, NotFound
-from ivr.extension import current_services
-from ivr.model import Channel, Environment, Gateway, PaymentMode, Status
-from ivr.payments import pay
-from ivr.services import Services
-from ivr.sessions import NewSession, create_session, load_session
 from ivr.speech import brand_name
-from ivr.store import PaymentSession, Project
+from payments.accounts import get_project_by_slug
+from payments.attempts import pay
+from payments.errors import Conflict, NotFound
+from payments.model import Channel, Environment, Gateway, PaymentMode, Status
+from payments.project_settings import (
+    DEFAULT_LABELS,
+    OPTIONAL_FIELDS,
+    ProjectSettings,
+    normalize_origin,
+    project_settings,
+)
+from payments.services import Services
+from payments.sessions import NewSession, create_session, load_session
+from payments.store import PaymentSession, Project
 
 WIDGET_DIR = Path(__file__).resolve().parent.parent / "widget"
 CSRF_HEADER = "X-Paydial-CSRF"
 DEMO_PROJECT = "demo"
 
-# What `paydial widget set` accepts; frame.js maps the theme keys onto CSS custom properties.
-THEME_KEYS = (
-    "primary", "primary_text", "background", "text", "muted", "border", "error", "success",
-    "radius", "font",
-)
-OPTIONAL_FIELDS = ("cardholder_name", "postal_code")
-DEFAULT_LABELS = {
-    "title": "Card payment",
-    "card_number": "Card number",
-    "expiry": "Expiry date",
-    "cvc": "Security code",
-    "cardholder_name": "Name on card",
-    "postal_code": "Billing ZIP code",
-    "submit": "Pay {amount}",
-    "try_again": "Try again",
-    "success": "Payment complete",
-    "declined": "Payment declined",
-    "closed": "Payment closed",
-}
-LABEL_KEYS = tuple(DEFAULT_LABELS)
 CURRENCY_SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£", "cad": "CA$", "aud": "A$"}
 CLOSED_MESSAGES = {
     Status.PAYMENT_SUCCESS: "This payment is complete.",
@@ -157,23 +143,6 @@ def format_amount(amount_cents: int, currency: str) -> str:
     value = f"{amount_cents // 100:,}.{amount_cents % 100:02d}"
     symbol = CURRENCY_SYMBOLS.get(currency.lower())
     return f"{symbol}{value}" if symbol else f"{value} {currency.upper()}"
-
-
-def normalize_origin(value: str) -> str | None:
-    """`https://Shop.example:8443/` -> `https://shop.example:8443`; None for a non-origin."""
-    parts = urlsplit(value.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return None
-    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
-        return None
-    try:
-        port = parts.port
-    except ValueError:
-        return None
-    host = parts.hostname.lower()
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
 
 
 def frame_ancestors(allowed_origins: list[str], test_mode: bool) -> str:

@@ -19,10 +19,10 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session as Tx
 
-from ivr.errors import NotFound
-from ivr.model import Channel, Status
-from ivr.sessions import ACTIVE, UNRESOLVED_ATTEMPT_STATES, load_session, transition
-from ivr.store import PaymentAttempt, PaymentSession
+from payments.errors import NotFound
+from payments.model import Channel, Status
+from payments.sessions import ACTIVE, UNRESOLVED_ATTEMPT_STATES, load_session, transition
+from payments.store import PaymentAttempt, PaymentSession
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _SIP_USER = re.compile(r"^<?sips?:([^@;?>]+)@", re.IGNORECASE)

@@ -29,9 +29,9 @@ from typing import Protocol
 
 import redis
 
-from ivr.crypto import DecryptionError, Sealer
 from ivr.flow import CallState, Card
 from ivr.transfer import Transfer
+from payments.crypto import DecryptionError, Sealer
 
 DEFAULT_TTL = 600
 CALL_TTL = 3600  # longer than any call: what must outlive every turn of it

@@ -6,7 +6,7 @@ to render (``render_twiml(reply.template, **reply.context(), action_url=..., ...
 
 1. A new call. Bound by SIP URI, SIP header or caller ID: ``greet(context)``. Otherwise
    ``ask_access_code(language)``. A greeting context says whether the caller is locked out
-   (``ivr.velocity``); a locked-out caller hears why and is handed back before any card entry.
+   (``payments.velocity``); a locked-out caller hears why and is handed back before any card entry.
 2. A ``<Gather>`` action: ``event = parse_gather(Digits, FinishedOnKey, step)`` where ``step`` is
    the ``?step=`` the webhook put in the action URL (``turn.state.step``), so a delivery Twilio
    repeats after the flow moved on replays the current prompt instead of being read as input.
@@ -47,9 +47,9 @@ from ivr.cards import (
     parse_expiry,
     security_code_length,
 )
-from ivr.model import PaymentMode
 from ivr.prompts import catalog
 from ivr.speech import brand_name, speak_amount, speak_characters, speak_list, spell_number
+from payments.model import PaymentMode
 
 MAX_TRIES = 3
 MAX_HOLD_POLLS = 40  # with the hold template's pause, about two minutes before giving up waiting

@@ -1,11 +1,11 @@
-"""Alembic environment: the URL comes from paydial.migrate, the metadata from ivr.store."""
+"""Alembic environment: the URL comes from paydial.migrate, the metadata from payments.store."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import create_engine
 
-from ivr.store import Base
+from payments.store import Base
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url")

@@ -1,1 +1,1 @@
-"""Paydial's process-level pieces (settings, command line), beside api/, ivr/ and gateways/."""
+"""The `paydial` command: serve, worker, admin and the terminal phone."""

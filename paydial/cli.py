@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -12,33 +11,32 @@ from pathlib import Path
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from api.widget_cli import add_widget_commands
-from ivr.accounts import create_project, get_project_by_slug, issue_key, revoke_key
-from ivr.credentials import PURPOSE as CREDENTIALS_PURPOSE
-from ivr.credentials import set_credentials
-from ivr.errors import PaydialError
-from ivr.model import Environment, Gateway
-from ivr.notify import SECRET_PURPOSE as WEBHOOK_SECRET
-from ivr.notify import rotate_secret, set_webhook_url
-from ivr.services import Services
-from ivr.store import Project
-from ivr.sweeps import Sweeper, run_once
-from paydial.logs import configure as configure_logging
+from ivr.phone import (
+    DEFAULT_URL,
+    Keypad,
+    Phone,
+    PhoneError,
+    ScriptedKeypad,
+    TerminalKeypad,
+    dial_target,
+    http_transport,
+)
+from paydial.command import CommandError, parse_assignments, services_from_env
 from paydial.migrate import upgrade
-from paydial.phone import register as add_call_command
-from paydial.settings import Settings
+from paydial.widget_cli import add_widget_commands
+from payments.accounts import create_project, get_project_by_slug, issue_key, revoke_key
+from payments.credentials import PURPOSE as CREDENTIALS_PURPOSE
+from payments.credentials import set_credentials
+from payments.errors import PaydialError
+from payments.logs import configure as configure_logging
+from payments.model import Environment, Gateway
+from payments.outbox import SECRET_PURPOSE as WEBHOOK_SECRET
+from payments.outbox import rotate_secret, set_webhook_url
+from payments.settings import Settings
+from payments.store import Project
+from payments.sweeps import Sweeper, run_once
 
 DEMO_SLUG = "demo"
-
-
-class CommandError(Exception):
-    """A message for the operator; printed to stderr, exit status 1."""
-
-
-@functools.cache
-def services_from_env() -> Services:
-    """The one Services of this command run; main() disposes of its connections at the end."""
-    return Services.from_settings(Settings().with_local_secrets(Path.cwd()))
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -93,17 +91,6 @@ def cmd_key_revoke(args: argparse.Namespace) -> None:
 
 def cmd_db_upgrade(args: argparse.Namespace) -> None:
     upgrade(Settings().database_url)
-
-
-def parse_assignments(pairs: Sequence[str]) -> dict[str, str]:
-    """KEY=VALUE words -> a dict; a word without '=' is an operator error."""
-    values: dict[str, str] = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise CommandError(f"expected KEY=VALUE, got {pair.split('=')[0]!r}")
-        values[name] = value
-    return values
 
 
 def cmd_gateway_set(args: argparse.Namespace) -> None:
@@ -161,7 +148,8 @@ def _core_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 def cmd_worker(args: argparse.Namespace) -> None:
     from api import maintenance_tasks
-    from ivr.jobs import RQJobs, run_worker
+    from ivr.charge import run_payment_job, wire_calls
+    from payments.jobs import RQJobs, run_worker
 
     services = services_from_env()
     redis_url = services.settings.redis_url
@@ -173,8 +161,9 @@ def cmd_worker(args: argparse.Namespace) -> None:
     every = services.settings.sweep_interval_seconds
     scheduler = Sweeper(lambda: queue.schedule(tasks, every=every), interval=every)
     scheduler.start()
+    wire_calls(services)
     try:
-        run_worker(services, tasks, burst=args.burst)
+        run_worker(services, tasks, pay=run_payment_job, burst=args.burst)
     finally:
         scheduler.stop(timeout=every)
 
@@ -213,8 +202,48 @@ def _worker_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     worker.set_defaults(func=cmd_worker)
 
 
+def cmd_call(args: argparse.Namespace) -> None:
+    settings = Settings()
+    if settings.twilio_auth_token is None:
+        settings = settings.with_local_secrets(Path.cwd())
+    assert settings.twilio_auth_token is not None  # with_local_secrets fills it or raises
+    from_, to, extra = dial_target(args.target, settings.sip_domain, settings.phone_number)
+    phone = Phone(
+        http_transport(args.server),
+        auth_token=settings.twilio_auth_token.get_secret_value(),
+        public_url=args.public_url
+        or (settings.public_url if "PAYDIAL_PUBLIC_URL" in os.environ else args.server),
+        from_=from_, to=to, extra=extra,
+    )
+    keypad: Keypad = ScriptedKeypad.from_digits(args.digits, print) if args.digits is not None \
+        else TerminalKeypad()
+    try:
+        result = phone.call(keypad)
+    except (PhoneError, OSError) as error:
+        raise CommandError(str(error)) from None
+    print(f"[call ended; session status: {result.status or 'unknown'}]")
+    if not result.succeeded:
+        raise CommandError(f"no successful payment (status: {result.status or 'unknown'})")
+
+
+def _call_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    call = sub.add_parser(
+        "call", help="a phone in the terminal: play Twilio's part against a running server"
+    )
+    call.add_argument("target", metavar="SESSION_ID_OR_PHONE",
+                      help="a session id (calls its SIP URI) or an E.164 caller ID")
+    call.add_argument("--server", default=DEFAULT_URL,
+                      help=f"where the server listens (default: {DEFAULT_URL})")
+    call.add_argument("--public-url", default=None,
+                      help="the server's PAYDIAL_PUBLIC_URL, signed like Twilio (default: "
+                           "$PAYDIAL_PUBLIC_URL, else the --server URL)")
+    call.add_argument("--digits", default=None,
+                      help='run unattended, e.g. "4242424242424242#1230#123#1"; exit 0 on success')
+    call.set_defaults(func=cmd_call)
+
+
 REGISTRARS: list[Registrar] = [
-    _core_commands, add_widget_commands, add_call_command, _worker_command, _webhook_commands,
+    _core_commands, add_widget_commands, _call_command, _worker_command, _webhook_commands,
 ]
 
 

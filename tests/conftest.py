@@ -25,12 +25,12 @@ import gateways
 from api import create_app
 from gateways.base import PaymentRequest, PaymentResult
 from gateways.simulator import SimulatorGateway
-from ivr.accounts import create_project, issue_key
-from ivr.model import Environment
-from ivr.services import Services
-from ivr.store import Base, Database, PaymentAttempt
 from paydial.migrate import upgrade
-from paydial.settings import Settings
+from payments.accounts import create_project, issue_key
+from payments.model import Environment
+from payments.services import Services
+from payments.settings import Settings
+from payments.store import Base, Database, PaymentAttempt
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "PAYDIAL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

@@ -4,7 +4,7 @@ Card data may reach the gateway and nothing else (PRODUCT.md, "Card data"). Over
 run this plugin collects what Paydial leaves behind and searches it:
 
 - logs: every record of every logger at DEBUG (SQL statements and parameters included), as the
-  production handler would write it (through `paydial.logs`' redaction filter);
+  production handler would write it (through `payments.logs`' redaction filter);
 - database rows: every row of every table, taken when a test's database is torn down (each test
   gets a fresh database, so the rows are read before they go);
 - Redis: every key and value when a test's Redis database is flushed, RQ job payloads unpacked;
@@ -31,8 +31,8 @@ import pytest
 from sqlalchemy import create_engine, select
 
 from gateways.cards import issuer_range, luhn_valid
-from ivr.store import Base
-from paydial.logs import JsonFormatter, install_filters
+from payments.logs import JsonFormatter, install_filters
+from payments.store import Base
 
 TESTS = Path(__file__).parent
 _NUMBER_LITERAL = re.compile(r"\d(?:[ -]?\d){12,18}")

@@ -13,10 +13,10 @@ import pytest
 import requests
 from sqlalchemy import create_engine, inspect, select
 
-from ivr.credentials import load_credentials
-from ivr.crypto import Sealer
-from ivr.store import GatewayCredential, Project
 from paydial.cli import main
+from payments.credentials import load_credentials
+from payments.crypto import Sealer
+from payments.store import GatewayCredential, Project
 from tests.conftest import TEST_SECRET_KEY, free_port
 
 

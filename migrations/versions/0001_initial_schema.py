@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import ivr.store
+import payments.store
 
 revision = "0001"
 down_revision = None
@@ -24,7 +24,7 @@ def upgrade() -> None:
         "accounts",
         sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
-        sa.Column("created_at", ivr.store.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", payments.store.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_table(
@@ -35,7 +35,7 @@ def upgrade() -> None:
         sa.Column("request_hash", sa.String(length=64), nullable=False),
         sa.Column("status_code", sa.Integer(), nullable=True),
         sa.Column("body", sa.Text(), nullable=True),
-        sa.Column("created_at", ivr.store.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", payments.store.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("account_id", "key"),
     )
@@ -51,8 +51,8 @@ def upgrade() -> None:
         sa.Column("prefix", sa.String(length=32), nullable=False),
         sa.Column("key_hash", sa.String(length=64), nullable=False),
         sa.Column("environment", sa.String(length=8), nullable=False),
-        sa.Column("created_at", ivr.store.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("revoked_at", ivr.store.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", payments.store.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("revoked_at", payments.store.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["account_id"],
             ["accounts.id"],
@@ -73,7 +73,7 @@ def upgrade() -> None:
         sa.Column("settings", sa.JSON(), nullable=False),
         sa.Column("webhook_url", sa.String(length=2048), nullable=True),
         sa.Column("webhook_secret_sealed", sa.LargeBinary(), nullable=True),
-        sa.Column("created_at", ivr.store.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", payments.store.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["account_id"],
             ["accounts.id"],
@@ -91,7 +91,7 @@ def upgrade() -> None:
         sa.Column("gateway", sa.String(length=16), nullable=False),
         sa.Column("environment", sa.String(length=8), nullable=False),
         sa.Column("sealed", sa.LargeBinary(), nullable=False),
-        sa.Column("updated_at", ivr.store.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", payments.store.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["project_id"],
             ["projects.id"],
@@ -126,10 +126,10 @@ def upgrade() -> None:
         sa.Column("error_code", sa.String(length=64), nullable=True),
         sa.Column("error_message", sa.String(length=500), nullable=True),
         sa.Column("attempt_count", sa.Integer(), nullable=False),
-        sa.Column("created_at", ivr.store.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", ivr.store.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("expires_at", ivr.store.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("completed_at", ivr.store.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", payments.store.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", payments.store.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", payments.store.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("completed_at", payments.store.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["account_id"],
             ["accounts.id"],
@@ -160,8 +160,8 @@ def upgrade() -> None:
         sa.Column("processor", sa.JSON(), nullable=True),
         sa.Column("error_code", sa.String(length=64), nullable=True),
         sa.Column("error_message", sa.String(length=500), nullable=True),
-        sa.Column("created_at", ivr.store.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("finished_at", ivr.store.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", payments.store.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("finished_at", payments.store.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["session_id"],
             ["sessions.id"],
@@ -179,7 +179,7 @@ def upgrade() -> None:
         "session_events",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("session_id", sa.String(length=36), nullable=False),
-        sa.Column("at", ivr.store.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("at", payments.store.UTCDateTime(timezone=True), nullable=False),
         sa.Column("from_status", sa.String(length=24), nullable=True),
         sa.Column("to_status", sa.String(length=24), nullable=False),
         sa.Column("cause", sa.String(length=64), nullable=False),
@@ -202,7 +202,7 @@ def upgrade() -> None:
         sa.Column("session_id", sa.String(length=36), nullable=False),
         sa.Column("type", sa.String(length=32), nullable=False),
         sa.Column("payload", sa.Text(), nullable=False),
-        sa.Column("created_at", ivr.store.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", payments.store.UTCDateTime(timezone=True), nullable=False),
         sa.Column("delivered", sa.Boolean(), nullable=False),
         sa.ForeignKeyConstraint(
             ["project_id"],
@@ -231,7 +231,7 @@ def upgrade() -> None:
         sa.Column("status_code", sa.Integer(), nullable=True),
         sa.Column("latency_ms", sa.Integer(), nullable=True),
         sa.Column("error", sa.String(length=500), nullable=True),
-        sa.Column("created_at", ivr.store.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", payments.store.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["event_id"],
             ["webhook_events.id"],

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import ivr.store
+import payments.store
 
 revision = "0002"
 down_revision = "0001"
@@ -24,7 +24,7 @@ def upgrade() -> None:
         "velocity_events",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("subject", sa.String(length=80), nullable=False),
-        sa.Column("at", ivr.store.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("at", payments.store.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
     with op.batch_alter_table("velocity_events", schema=None) as batch_op:
@@ -35,7 +35,7 @@ def upgrade() -> None:
             sa.Column("reconcile_checks", sa.Integer(), nullable=False, server_default="0")
         )
         batch_op.add_column(
-            sa.Column("next_check_at", ivr.store.UTCDateTime(timezone=True), nullable=True)
+            sa.Column("next_check_at", payments.store.UTCDateTime(timezone=True), nullable=True)
         )
         batch_op.create_index(
             batch_op.f("ix_payment_attempts_next_check_at"), ["next_check_at"], unique=False
@@ -44,7 +44,7 @@ def upgrade() -> None:
     with op.batch_alter_table("webhook_events", schema=None) as batch_op:
         batch_op.add_column(sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"))
         batch_op.add_column(
-            sa.Column("next_attempt_at", ivr.store.UTCDateTime(timezone=True), nullable=True)
+            sa.Column("next_attempt_at", payments.store.UTCDateTime(timezone=True), nullable=True)
         )
         batch_op.create_index(
             batch_op.f("ix_webhook_events_next_attempt_at"), ["next_attempt_at"], unique=False

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from ivr.accounts import revoke_key
-from ivr.services import Services
+from payments.accounts import revoke_key
+from payments.services import Services
 
 BODY = {
     "project": "acme",
@@ -67,7 +67,7 @@ def test_keys_are_stored_only_as_hashes(
 ) -> None:
     from sqlalchemy import select
 
-    from ivr.store import ApiKey
+    from payments.store import ApiKey
 
     make_project("shop")
     key = make_key("shop", "live")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask.testing import FlaskClient
 
 from api.idempotency import purge_expired
-from ivr.services import Services
+from payments.services import Services
 from tests.conftest import Clock
 
 BODY = {
@@ -112,7 +112,7 @@ def test_concurrent_requests_with_one_key_create_one_session(
 
     from sqlalchemy import func, select
 
-    from ivr.store import PaymentSession
+    from payments.store import PaymentSession
 
     def attempt(_: int) -> int:
         with app.test_client() as client:

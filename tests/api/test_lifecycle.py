@@ -7,10 +7,10 @@ from typing import Any
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from ivr.model import Status
-from ivr.services import Services
-from ivr.sessions import expire_due, transition
-from ivr.store import PaymentSession, SessionEvent
+from payments.model import Status
+from payments.services import Services
+from payments.sessions import expire_due, transition
+from payments.store import PaymentSession, SessionEvent
 from tests.conftest import Clock
 
 BODY = {
@@ -196,7 +196,7 @@ def test_terminal_sessions_never_change_again(
 ) -> None:
     import pytest
 
-    from ivr.errors import Conflict
+    from payments.errors import Conflict
 
     session_id = create(client, merchant["test"])
     client.post(f"/v1/sessions/{session_id}/cancel", headers={"Authorization": merchant["test"]})

@@ -1,6 +1,6 @@
 """A session's payment runs through each vendor SDK against its local counterpart.
 
-`ivr.payments.pay` with the project's sealed credentials pointing at a local server: the session
+`payments.attempts.pay` with the project's sealed credentials pointing at a local server: the session
 ends in the right status with PRODUCT.md's `processor` fields of that gateway filled in.
 """
 
@@ -13,13 +13,14 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 from gateways.base import Card
-from ivr.accounts import get_project_by_slug, update_project_settings
-from ivr.credentials import PURPOSE, set_credentials
-from ivr.model import Channel, Environment, Gateway, PaymentMode, Status
-from ivr.payments import pay
-from ivr.services import Services
-from ivr.sessions import NewSession, create_session
-from ivr.store import PaymentSession
+from payments.accounts import get_project_by_slug
+from payments.attempts import pay
+from payments.credentials import PURPOSE, set_credentials
+from payments.model import Channel, Environment, Gateway, PaymentMode, Status
+from payments.project_settings import update_project_settings
+from payments.services import Services
+from payments.sessions import NewSession, create_session
+from payments.store import PaymentSession
 from tests.gateways.test_authorizenet_gateway import PATH as ANET_PATH
 from tests.gateways.test_authorizenet_gateway import PROFILE_OK, anet, transaction_answer
 from tests.gateways.test_braintree_gateway import MERCHANT, SETTLING, bt

@@ -15,12 +15,14 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from api import create_app
-from ivr.accounts import get_project_by_slug, update_project_settings
 from ivr.callstate import CallStates, MemoryCallStateStore, callstate_from_url
-from ivr.delivery import deliver_now
-from ivr.jobs import PaymentJob, ThreadJobs, run_payment_job
-from ivr.services import Services
-from paydial.phone import Phone
+from ivr.charge import run_payment_job
+from ivr.phone import Phone
+from payments.accounts import get_project_by_slug
+from payments.delivery import deliver_now
+from payments.jobs import ThreadJobs
+from payments.project_settings import update_project_settings
+from payments.services import PaymentJob, Services
 from tests.conftest import TEST_SECRET_KEY
 from tests.ivr.twilio_client import make_phone
 
@@ -50,7 +52,7 @@ def wire_backend(services: Services, kind: str, redis_url: str | None = None) ->
     threads: ThreadJobs | None = None
     if kind == "memory-threads":
         services.callstates = CallStates(MemoryCallStateStore(), TEST_SECRET_KEY)
-        services.jobs = threads = ThreadJobs(services)
+        services.jobs = threads = ThreadJobs(services, run_payment_job)
     else:
         assert redis_url is not None
         services.callstates = callstate_from_url(redis_url, TEST_SECRET_KEY)

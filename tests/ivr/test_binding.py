@@ -9,8 +9,8 @@ import pytest
 from flask.testing import FlaskClient
 
 from ivr.binding import sip_user
-from ivr.services import Services
-from paydial.phone import Phone, ScriptedKeypad
+from ivr.phone import Phone, ScriptedKeypad
+from payments.services import Services
 from tests.conftest import PUBLIC_URL
 from tests.ivr.conftest import APPROVED, CVV, EXPIRY, wire_backend
 

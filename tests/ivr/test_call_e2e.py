@@ -19,10 +19,10 @@ from flask import Flask
 from sqlalchemy import func, select
 from werkzeug.serving import make_server
 
-from ivr.services import Services
-from ivr.store import PaymentAttempt
+from ivr.phone import Phone, ScriptedKeypad, http_transport
 from ivr.transfer import MEMORY, MEMORY_REF, SESSION, STATUS, signing_key, verify
-from paydial.phone import Phone, ScriptedKeypad, http_transport
+from payments.services import Services
+from payments.store import PaymentAttempt
 from tests.conftest import (
     PUBLIC_URL,
     REDIS_TEST_URL,
@@ -299,7 +299,8 @@ def test_with_redis_a_worker_runs_the_payment_from_a_job_without_card_data(
 ) -> None:
     from rq import Queue
 
-    from ivr.jobs import QUEUE_NAME, RQJobs, run_worker
+    from ivr.charge import run_payment_job
+    from payments.jobs import QUEUE_NAME, RQJobs, run_worker
 
     services.jobs = RQJobs(REDIS_TEST_URL)
     services.settings = services.settings.model_copy(update={"redis_url": REDIS_TEST_URL})
@@ -311,7 +312,7 @@ def test_with_redis_a_worker_runs_the_payment_from_a_job_without_card_data(
     [job] = Queue(QUEUE_NAME, connection=redis.Redis.from_url(REDIS_TEST_URL)).get_jobs()
     assert job.args == (created["session_id"], 1, call.call_sid) and job.kwargs == {}
     assert read_session(created["session_id"])["status"] == "collecting"
-    run_worker(services, {}, burst=True)
+    run_worker(services, {}, pay=run_payment_job, burst=True)
 
     assert "Your payment was approved." in _hold_until_result(call, hold)
     assert read_session(created["session_id"])["status"] == "payment-success"

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from ivr.accounts import get_project_by_slug
-from ivr.credentials import PURPOSE, set_credentials
-from ivr.model import Environment, Gateway
-from ivr.services import Services
-from paydial.phone import Phone, ScriptedKeypad
+from ivr.phone import Phone, ScriptedKeypad
+from payments.accounts import get_project_by_slug
+from payments.credentials import PURPOSE, set_credentials
+from payments.model import Environment, Gateway
+from payments.services import Services
 from tests.ivr.conftest import APPROVED, CVV, EXPIRY
 
 CALLBACK = "+14155550199"

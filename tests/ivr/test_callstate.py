@@ -16,9 +16,9 @@ from ivr.callstate import (
     RedisCallStateStore,
     callstate_from_url,
 )
-from ivr.crypto import DecryptionError
 from ivr.flow import CallState, Card, Step
 from ivr.transfer import Transfer
+from payments.crypto import DecryptionError
 
 SECRET = "callstate-test-secret"
 CARD = Card(number="4242424242424242", expiry="1230", security_code="987", postal_code="94107")

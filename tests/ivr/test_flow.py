@@ -31,7 +31,7 @@ from ivr.flow import (
     greet,
     parse_gather,
 )
-from ivr.model import PaymentMode
+from payments.model import PaymentMode
 
 VISA = "4242424242424242"
 AMEX = "378282246310005"

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from ivr.services import Services
-from ivr.store import PaymentAttempt
-from ivr.velocity import CallerLockedOut, record_failure
-from paydial.phone import Phone, ScriptedKeypad
+from ivr.phone import Phone, ScriptedKeypad
+from payments.services import Services
+from payments.store import PaymentAttempt
+from payments.velocity import CallerLockedOut, record_failure
 from tests.conftest import Clock
 from tests.ivr.conftest import APPROVED, CVV, EXPIRY, wire_backend
 

@@ -11,9 +11,9 @@ import pytest
 from flask import Flask
 from werkzeug.serving import make_server
 
-from ivr.services import Services
+from ivr.phone import ScriptedKeypad, gather_keys
 from paydial.cli import main
-from paydial.phone import ScriptedKeypad, gather_keys
+from payments.services import Services
 from tests.conftest import PUBLIC_URL, TEST_TWILIO_TOKEN
 from tests.ivr.conftest import APPROVED, CVV, DECLINED, EXPIRY, wire_backend
 

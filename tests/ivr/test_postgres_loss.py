@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import make_url
 
-from ivr.services import Services
-from ivr.store import Database
-from paydial.phone import Phone
+from ivr.phone import Phone
+from payments.services import Services
+from payments.store import Database
 from tests.conftest import Clock, make_settings
 from tests.ivr.conftest import APPROVED, CVV, EXPIRY
 from tests.ops.test_faults import Outage

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from ivr.callstate import callstate_from_url
-from ivr.services import Services
-from paydial.phone import Phone
+from ivr.phone import Phone
+from payments.services import Services
 from tests.conftest import TEST_SECRET_KEY
 from tests.ivr.conftest import APPROVED, CVV, EXPIRY, wire_backend
 

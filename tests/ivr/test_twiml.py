@@ -7,8 +7,8 @@ import pytest
 from jinja2 import UndefinedError
 
 from ivr.flow import FlowContext, Step, error_reply, greet
-from ivr.model import PaymentMode
 from ivr.twiml import TEMPLATE_DIR, render_twiml
+from payments.model import PaymentMode
 
 ACTION = "https://pay.example.com/twilio/gather?step=x&call=1"
 SPEECH = {"say": ("Hello.", "Press 1."), "language": "en-US", "voice": "Polly.Joanna"}

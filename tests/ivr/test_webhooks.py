@@ -10,8 +10,8 @@ import pytest
 from flask.testing import FlaskClient
 from twilio.request_validator import RequestValidator
 
-from ivr.services import Services
-from paydial.phone import Phone, ScriptedKeypad
+from ivr.phone import Phone, ScriptedKeypad
+from payments.services import Services
 from tests.conftest import PUBLIC_URL, TEST_TWILIO_TOKEN
 from tests.ivr.conftest import APPROVED, CVV, EXPIRY, wire_backend
 from tests.ivr.twilio_client import twiml

@@ -1,4 +1,4 @@
-"""A Twilio-behaving client for the Flask app: `paydial.phone.Phone` over the Flask test client.
+"""A Twilio-behaving client for the Flask app: `ivr.phone.Phone` over the Flask test client.
 
 Requests are signed exactly as Twilio signs them (PUBLIC_URL + path + query, every form field),
 TwiML is parsed as XML, and `<Gather action>`, `<Redirect>`, `<Dial action>` are followed.
@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl
 
 from flask.testing import FlaskClient
 
-from paydial.phone import Phone, Reply, Transport
+from ivr.phone import Phone, Reply, Transport
 from tests.conftest import PUBLIC_URL, TEST_TWILIO_TOKEN
 
 

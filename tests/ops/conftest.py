@@ -12,10 +12,10 @@ from flask.testing import FlaskClient
 from pytest_httpserver import HTTPServer
 
 from api import create_app
-from ivr.accounts import get_project_by_slug, update_project_settings
-from ivr.jobs import PaymentJob
-from ivr.notify import SECRET_PURPOSE, set_webhook_url
-from ivr.services import Services
+from payments.accounts import get_project_by_slug
+from payments.outbox import SECRET_PURPOSE, set_webhook_url
+from payments.project_settings import update_project_settings
+from payments.services import PaymentJob, Services
 
 if TYPE_CHECKING:  # the plugin itself is loaded by pytest (pytest_plugins)
     from tests.leakscan import LeakScan

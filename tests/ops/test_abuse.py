@@ -11,13 +11,14 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from gateways.base import Card
-from ivr.accounts import get_project_by_slug, update_project_settings
-from ivr.model import Channel, Environment, Gateway, PaymentMode
-from ivr.payments import pay
-from ivr.services import Services
-from ivr.sessions import NewSession, create_session
-from ivr.store import PaymentAttempt, VelocityEvent
-from ivr.velocity import CallerLockedOut, CardLocked, caller_lockout
+from payments.accounts import get_project_by_slug
+from payments.attempts import pay
+from payments.model import Channel, Environment, Gateway, PaymentMode
+from payments.project_settings import update_project_settings
+from payments.services import Services
+from payments.sessions import NewSession, create_session
+from payments.store import PaymentAttempt, VelocityEvent
+from payments.velocity import CallerLockedOut, CardLocked, caller_lockout
 
 WRONG_CVC_CARD = "4000000000000127"  # the simulator declines it: wrong security code
 

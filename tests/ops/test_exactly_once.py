@@ -1,8 +1,8 @@
 """Exactly one gateway charge per payment attempt, however many workers or threads race for it.
 
 Two guards stand between a duplicated job and a second charge: the card waits in call state and
-the job takes it atomically (`ivr.jobs.run_payment_job`), and the attempt row is committed before
-the gateway is called (`ivr.payments.pay`). The first test runs the whole thing with real
+the job takes it atomically (`payments.jobs.run_payment_job`), and the attempt row is committed before
+the gateway is called (`payments.attempts.pay`). The first test runs the whole thing with real
 processes: one job enqueued twice on the real RQ queue, two `paydial worker --burst` processes
 started together, Stripe's SDK talking to localstripe. The second races `pay` itself in two
 threads (what the atomic take keeps from happening between workers): the loser hears Conflict on
@@ -30,15 +30,15 @@ import stripe
 from gateways.base import Card
 from gateways.stripe import METADATA_KEY
 from ivr import flow
-from ivr.accounts import get_project_by_slug
 from ivr.callstate import callstate_from_url
-from ivr.credentials import PURPOSE, set_credentials
-from ivr.errors import Conflict
-from ivr.jobs import PaymentJob, RQJobs
-from ivr.model import Environment, Gateway
-from ivr.payments import PaymentOutcome, attempt_key, pay
-from ivr.services import Services
-from ivr.store import PaymentSession
+from payments.accounts import get_project_by_slug
+from payments.attempts import PaymentOutcome, attempt_key, pay
+from payments.credentials import PURPOSE, set_credentials
+from payments.errors import Conflict
+from payments.jobs import RQJobs
+from payments.model import Environment, Gateway
+from payments.services import PaymentJob, Services
+from payments.store import PaymentSession
 from tests.conftest import (
     TEST_SECRET_KEY,
     Clock,

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy.engine import make_url
 
-from ivr.accounts import create_project, issue_key
-from ivr.model import Environment
-from ivr.services import Services
-from ivr.store import Database
+from payments.accounts import create_project, issue_key
+from payments.model import Environment
+from payments.services import Services
+from payments.store import Database
 from tests.conftest import make_settings
 from tests.ops.conftest import VOICE_SESSION, app_for
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from flask.testing import FlaskClient
 
-from ivr.services import Services
+from payments.services import Services
 from tests.conftest import free_port
 from tests.ops.conftest import app_for, tuned
 

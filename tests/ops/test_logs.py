@@ -11,7 +11,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from paydial import logs
+from payments import logs
 
 PANS = ["4242424242424242", "4000 0566 5566 5556", "3782-822463-10005", "6011000990139424"]
 

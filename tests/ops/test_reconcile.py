@@ -21,16 +21,16 @@ from gateways.base import (
     PaymentResult,
     processor_fields,
 )
-from ivr.accounts import get_project_by_slug
-from ivr.credentials import PURPOSE, set_credentials
-from ivr.errors import Conflict
-from ivr.model import Environment, Gateway
-from ivr.payments import pay
-from ivr.reconcile import GIVE_UP_AFTER, reconcile_due
-from ivr.services import Services
-from ivr.sessions import load_session
-from ivr.store import PaymentAttempt, WebhookEvent
-from ivr.sweeps import CORE_TASKS, run_once
+from payments.accounts import get_project_by_slug
+from payments.attempts import pay
+from payments.credentials import PURPOSE, set_credentials
+from payments.errors import Conflict
+from payments.model import Environment, Gateway
+from payments.reconcile import GIVE_UP_AFTER, reconcile_due
+from payments.services import Services
+from payments.sessions import load_session
+from payments.store import PaymentAttempt, WebhookEvent
+from payments.sweeps import CORE_TASKS, run_once
 
 CARD = Card(number="4242424242424242", exp_month=12, exp_year=2030, cvc="123")
 

@@ -7,8 +7,8 @@ import re
 import pytest
 from sqlalchemy import create_engine, select
 
-from ivr.store import Project
 from paydial.cli import main
+from payments.store import Project
 
 
 def secrets_in(text: str) -> list[str]:

@@ -15,11 +15,12 @@ from rq import Queue
 from sqlalchemy import select
 
 from api import maintenance_tasks
-from ivr.delivery import deliver_due, deliver_now
-from ivr.jobs import QUEUE_NAME, RQJobs, ThreadJobs, run_worker
-from ivr.payments import pay
-from ivr.services import Services
-from ivr.store import WebhookDelivery, WebhookEvent
+from ivr.charge import run_payment_job
+from payments.attempts import pay
+from payments.delivery import deliver_due, deliver_now
+from payments.jobs import QUEUE_NAME, RQJobs, ThreadJobs, run_worker
+from payments.services import Services
+from payments.store import WebhookDelivery, WebhookEvent
 from tests.conftest import free_port
 from tests.ops.conftest import VOICE_SESSION, QueuedJobs, app_for, tuned
 from tests.ops.test_webhooks import APPROVED
@@ -41,7 +42,7 @@ def _deliveries(services: Services) -> list[tuple[str, int | None]]:
 @pytest.fixture
 def threads(services: Services) -> Iterator[ThreadJobs]:
     """The embedded runner: a thread pool in the web process."""
-    jobs = ThreadJobs(services)
+    jobs = ThreadJobs(services, run_payment_job)
     yield jobs
     jobs.shutdown()
 
@@ -88,7 +89,7 @@ def test_with_redis_the_event_is_a_queued_job_that_a_worker_sends(
     [job] = Queue(QUEUE_NAME, connection=redis.Redis.from_url(redis_url)).get_jobs()
     assert job.args == (event_id,) and job.kwargs == {}  # the id only: the body stays in the DB
     assert receiver.log == []
-    run_worker(services, maintenance_tasks(), burst=True)
+    run_worker(services, maintenance_tasks(), pay=run_payment_job, burst=True)
     assert [b["event_id"] for b in _received(receiver, 1)] == [event_id]
     assert _deliveries(services) == [(event_id, 200)]
 
@@ -135,7 +136,7 @@ def test_when_the_queue_is_unreachable_the_commit_stands_and_the_sweep_sends(
     session_id = new_session()
     services.jobs = RQJobs(f"redis://127.0.0.1:{free_port()}/0")
 
-    with caplog.at_level(logging.WARNING, logger="ivr.jobs"):
+    with caplog.at_level(logging.WARNING, logger="payments.jobs"):
         assert pay(services, session_id, APPROVED).approved
 
     assert "webhook events left for the sweep: ConnectionError" in caplog.text
@@ -163,13 +164,13 @@ def test_workers_take_the_sweeps_as_jobs_enqueued_once_per_interval(
     queue = Queue(QUEUE_NAME, connection=redis.Redis.from_url(redis_url))
     assert sorted(job.args[0] for job in queue.get_jobs()) == sorted(tasks)
 
-    run_worker(services, tasks, burst=True)
+    run_worker(services, tasks, pay=run_payment_job, burst=True)
 
     assert queue.count == 0
     with services.db.transaction() as tx:
         assert tx.scalars(select(WebhookEvent.type)).all() == ["expired"]
     # the expiry's own event went out through the worker too (at commit, as a queued job)
-    run_worker(services, tasks, burst=True)
+    run_worker(services, tasks, pay=run_payment_job, burst=True)
     assert [(b["session_id"], b["status"]) for b in _received(receiver, 1)] == [
         (session_id, "expired")
     ]

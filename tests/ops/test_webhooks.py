@@ -17,12 +17,12 @@ from sqlalchemy import select
 from werkzeug import Request, Response
 
 from gateways.base import Card
-from ivr.delivery import RETRY_WINDOW, deliver_due
-from ivr.model import Status
-from ivr.payments import pay
-from ivr.services import Services
-from ivr.sessions import load_session, transition
-from ivr.store import Database, WebhookDelivery, WebhookEvent
+from payments.attempts import pay
+from payments.delivery import RETRY_WINDOW, deliver_due
+from payments.model import Status
+from payments.services import Services
+from payments.sessions import load_session, transition
+from payments.store import Database, WebhookDelivery, WebhookEvent
 from tests.ops.conftest import tuned
 
 APPROVED = Card(number="4242424242424242", exp_month=12, exp_year=2030, cvc="123")

@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from ivr.accounts import get_project_by_slug, project_settings, update_project_settings
-from ivr.model import Channel, Environment, Gateway, PaymentMode
-from ivr.services import Services
-from ivr.sessions import NewSession, create_session
+from payments.accounts import get_project_by_slug
+from payments.model import Channel, Environment, Gateway, PaymentMode
+from payments.project_settings import project_settings, update_project_settings
+from payments.services import Services
+from payments.sessions import NewSession, create_session
 
 APPROVED = "4242424242424242"
 DECLINED = "4000000000000002"

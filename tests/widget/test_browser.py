@@ -21,9 +21,9 @@ from werkzeug.wrappers import Request as WsgiRequest
 from werkzeug.wrappers import Response as WsgiResponse
 
 from api import create_app
-from ivr.accounts import create_project
-from ivr.services import Services
-from ivr.store import Database
+from payments.accounts import create_project
+from payments.services import Services
+from payments.store import Database
 from tests.conftest import make_settings, service_missing
 from tests.widget.conftest import APPROVED, DECLINED, new_widget_session
 
@@ -146,7 +146,7 @@ def events(page: Page, kind: str) -> list[dict[str, Any]]:
 
 
 def session_status(site: Site, session_id: str) -> str:
-    from ivr.sessions import load_session
+    from payments.sessions import load_session
 
     with site.services.db.transaction() as tx:
         return load_session(tx, session_id, now=site.services.clock()).status

@@ -14,8 +14,8 @@ from pydantic import ValidationError
 from werkzeug.test import TestResponse
 
 from api.widget import ChargeRequest
-from ivr.model import Channel
-from ivr.services import Services
+from payments.model import Channel
+from payments.services import Services
 from tests.conftest import TEST_SECRET_KEY, Clock
 from tests.widget.conftest import APPROVED, DECLINED, configure_widget, frame_csrf
 

@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from gateways.cards import BRANDS, Brand, BrandRules, IinRange
-from ivr.services import Services
+from payments.services import Services
 from tests.widget.conftest import configure_widget
 
 PARENT = "https://shop.example"

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from ivr.accounts import WidgetSettings, get_project_by_slug, project_settings
-from ivr.services import Services
 from paydial.cli import main
+from payments.accounts import get_project_by_slug
+from payments.project_settings import WidgetSettings, project_settings
+from payments.services import Services
 from tests.conftest import TEST_SECRET_KEY, TEST_TWILIO_TOKEN
 
 

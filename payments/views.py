@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, StrictBool
 
-from ivr.model import Status, cents_to_decimal_string
-from ivr.store import PaymentSession
+from payments.model import Status, cents_to_decimal_string
+from payments.store import PaymentSession
 
 
 class ErrorInfo(BaseModel):

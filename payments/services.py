@@ -5,15 +5,34 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from ivr.crypto import Sealer
-from ivr.store import Database
-from paydial.settings import Settings
+from payments.crypto import Sealer
+from payments.settings import Settings
+from payments.store import Database
 
-if TYPE_CHECKING:
-    from ivr.callstate import CallStates
-    from ivr.jobs import JobRunner
+
+@dataclass(frozen=True)
+class PaymentJob:
+    """Everything a payment job may carry: no card data, which its channel parks elsewhere."""
+
+    session_id: str
+    attempt: int
+    call_sid: str
+
+
+class JobRunner(Protocol):
+    """The port work leaves the request through: a thread pool or an RQ queue (payments.jobs)."""
+
+    def submit(self, job: PaymentJob) -> None: ...
+
+    def deliver(self, event_id: str) -> None: ...
+
+
+class CallStateSlot(Protocol):
+    """What the core knows of a channel's transient state: only that a call's can be wiped."""
+
+    def delete(self, call_sid: str) -> None: ...
 
 
 def utc_now() -> datetime:
@@ -25,8 +44,8 @@ class Services:
     settings: Settings
     db: Database
     clock: Callable[[], datetime] = utc_now
-    # The phone call's transient state and gateway job runner; ivr.jobs.wire_calls fills them.
-    callstates: CallStates | None = None
+    # The phone call's transient state and gateway job runner; ivr.charge.wire_calls fills them.
+    callstates: CallStateSlot | None = None
     jobs: JobRunner | None = None
 
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flask import current_app
 
-from ivr.services import Services
+from payments.services import Services
 
 EXTENSION = "paydial"  # create_app stores the Services at app.extensions[EXTENSION]
 

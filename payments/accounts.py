@@ -10,57 +10,18 @@ import string
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from pydantic import BaseModel, Field
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session as Tx
 
-from ivr.errors import Conflict, NotFound
-from ivr.model import Environment
-from ivr.store import Account, ApiKey, Project
+from payments.errors import Conflict, NotFound
+from payments.model import Environment
+from payments.project_settings import ProjectSettings
+from payments.store import Account, ApiKey, Project
 
 KEY_ALPHABET = string.ascii_letters + string.digits
 KEY_RANDOM_LENGTH = 32
 KEY_PREFIX_RANDOM_CHARS = 8  # shown back to identify a key; the other 24 stay secret
-
-
-class WidgetSettings(BaseModel):
-    """How the card frame looks and what it asks for."""
-
-    theme: dict[str, str] = Field(default_factory=dict)
-    labels: dict[str, str] = Field(default_factory=dict)
-    fields: dict[str, bool] = Field(default_factory=dict)
-    allowed_origins: list[str] = Field(default_factory=list)
-
-
-class ProjectSettings(BaseModel):
-    """Per-project behaviour, stored as JSON on the project row."""
-
-    merchant_name: str | None = None
-    language: str = "en-US"
-    require_zip: bool = False
-    accepted_brands: list[str] = Field(
-        default_factory=lambda: ["visa", "mastercard", "amex", "discover"]
-    )
-    authorize_only: bool = False
-    max_payment_attempts: int = Field(3, ge=1, le=10)
-    webhook_events: list[str] = Field(default_factory=list)
-    # ISO 3166 alpha-2 countries a callback number may be in: transfers dial out on our bill.
-    callback_countries: list[str] = Field(default_factory=lambda: ["US", "CA"])
-    widget: WidgetSettings = Field(default_factory=WidgetSettings)
-
-
-def project_settings(project: Project) -> ProjectSettings:
-    return ProjectSettings.model_validate(project.settings or {})
-
-
-def update_project_settings(project: Project, **changes: Any) -> ProjectSettings:
-    """Validate and store changed settings; raises pydantic.ValidationError on bad values."""
-    merged = project_settings(project).model_dump() | changes
-    validated = ProjectSettings.model_validate(merged)
-    project.settings = validated.model_dump(mode="json")
-    return validated
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session as Tx
 
-from ivr.errors import PaydialError
-from ivr.services import Services
-from ivr.store import VelocityEvent
+from payments.errors import PaydialError
+from payments.services import Services
+from payments.store import VelocityEvent
 
 KEY_PURPOSE = b"card-velocity"
 

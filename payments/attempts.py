@@ -4,8 +4,8 @@ The attempt row (keyed by session and attempt number) is committed before the ga
 and its idempotency key is what the gateway sees, so a repeated request for the same attempt never
 moves money twice: it returns the recorded outcome, or Conflict while the first is still running.
 An attempt whose outcome is unknown (the gateway timed out, or the worker died mid-call) holds the
-session open and blocks further attempts until `ivr.reconcile` has looked it up at the gateway.
-Failed attempts count against the caller and the card across sessions (`ivr.velocity`).
+session open and blocks further attempts until `payments.reconcile` has looked it up at the gateway.
+Failed attempts count against the caller and the card across sessions (`payments.velocity`).
 """
 
 from __future__ import annotations
@@ -29,15 +29,15 @@ from gateways.base import (
     PaymentRequest,
     PaymentResult,
 )
-from ivr import velocity
-from ivr.accounts import ProjectSettings, project_settings
-from ivr.credentials import PURPOSE as CREDENTIALS_PURPOSE
-from ivr.credentials import load_credentials
-from ivr.errors import Conflict
-from ivr.model import Gateway, PaymentMode, Status
-from ivr.services import Services
-from ivr.sessions import UNRESOLVED_ATTEMPT_STATES, load_session, transition
-from ivr.store import PaymentAttempt, PaymentSession, Project
+from payments import velocity
+from payments.credentials import PURPOSE as CREDENTIALS_PURPOSE
+from payments.credentials import load_credentials
+from payments.errors import Conflict
+from payments.model import Gateway, PaymentMode, Status
+from payments.project_settings import ProjectSettings, project_settings
+from payments.services import Services
+from payments.sessions import UNRESOLVED_ATTEMPT_STATES, load_session, transition
+from payments.store import PaymentAttempt, PaymentSession, Project
 
 PENDING, SUCCEEDED, DECLINED, FAILED, UNKNOWN = (
     "pending",
@@ -275,7 +275,7 @@ def _call_gateway(services: Services, started: StartedAttempt) -> PaymentResult:
     try:
         result: PaymentResult = operation(started.request)
     except GatewayOutcomeUnknown as unknown:
-        # One look-up at once; ivr.reconcile keeps looking when this one can't tell either.
+        # One look-up at once; payments.reconcile keeps looking when this one can't tell either.
         return look_up(gateway, started, unknown)
     return result
 
@@ -346,7 +346,7 @@ def record_result(
             session.error_code, session.error_message = attempt.error_code, attempt.error_message
             if attempt.state == UNKNOWN:
                 attempt.finished_at = None
-                attempt.next_check_at = now  # the session waits open for ivr.reconcile
+                attempt.next_check_at = now  # the session waits open for payments.reconcile
             elif attempt.state == DECLINED:
                 velocity.record_failure(tx, caller=started.caller, card=started.card_key, now=now)
             out_of_attempts = session.attempt_count >= max_attempts

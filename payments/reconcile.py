@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 
 from gateways.base import CardDeclined, GatewayError, GatewayOutcomeUnknown, PaymentResult
-from ivr.payments import (
+from payments.attempts import (
     GatewayUnavailableAfterCheck,
     attempt_gateway,
     give_up,
@@ -23,9 +23,9 @@ from ivr.payments import (
     record_result,
     resume_attempt,
 )
-from ivr.services import Services
-from ivr.sessions import UNRESOLVED_ATTEMPT_STATES
-from ivr.store import PaymentAttempt
+from payments.services import Services
+from payments.sessions import UNRESOLVED_ATTEMPT_STATES
+from payments.store import PaymentAttempt
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,6 @@ The same `Phone` drives the end-to-end tests through a Flask test client (`Trans
 
 from __future__ import annotations
 
-import argparse
-import os
 import secrets
 import time
 import urllib.error
@@ -21,7 +19,6 @@ import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
 from twilio.request_validator import RequestValidator
@@ -259,47 +256,3 @@ def dial_target(target: str, sip_domain: str, phone_number: str) -> tuple[str, s
         return target, phone_number, {}
     sip_from = f"sip:paydial-call@{sip_domain}"
     return sip_from, f"sip:{target}@{sip_domain}", {"SipDomain": sip_domain}
-
-
-def cmd_call(args: argparse.Namespace) -> None:
-    from paydial.cli import CommandError
-    from paydial.settings import Settings
-
-    settings = Settings()
-    if settings.twilio_auth_token is None:
-        settings = settings.with_local_secrets(Path.cwd())
-    assert settings.twilio_auth_token is not None  # with_local_secrets fills it or raises
-    from_, to, extra = dial_target(args.target, settings.sip_domain, settings.phone_number)
-    phone = Phone(
-        http_transport(args.server),
-        auth_token=settings.twilio_auth_token.get_secret_value(),
-        public_url=args.public_url
-        or (settings.public_url if "PAYDIAL_PUBLIC_URL" in os.environ else args.server),
-        from_=from_, to=to, extra=extra,
-    )
-    keypad: Keypad = ScriptedKeypad.from_digits(args.digits, print) if args.digits is not None \
-        else TerminalKeypad()
-    try:
-        result = phone.call(keypad)
-    except (PhoneError, OSError) as error:
-        raise CommandError(str(error)) from None
-    print(f"[call ended; session status: {result.status or 'unknown'}]")
-    if not result.succeeded:
-        raise CommandError(f"no successful payment (status: {result.status or 'unknown'})")
-
-
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    call = sub.add_parser(
-        "call", help="a phone in the terminal: play Twilio's part against a running server"
-    )
-    call.add_argument("target", metavar="SESSION_ID_OR_PHONE",
-                      help="a session id (calls its SIP URI) or an E.164 caller ID")
-    call.add_argument("--server", default=DEFAULT_URL,
-                      help=f"where the server listens (default: {DEFAULT_URL})")
-    call.add_argument("--public-url", default=None,
-                      help="the server's PAYDIAL_PUBLIC_URL, signed like Twilio (default: "
-                           "$PAYDIAL_PUBLIC_URL, else the --server URL)")
-    call.add_argument("--digits", default=None,
-                      help='run unattended, e.g. "4242424242424242#1230#123#1"; exit 0 on success')
-    call.set_defaults(func=cmd_call)
-

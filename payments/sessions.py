@@ -11,14 +11,15 @@ import phonenumbers
 from sqlalchemy import case, select
 from sqlalchemy.orm import Session as Tx
 
-from ivr.accounts import find_account_project, project_settings
-from ivr.errors import Conflict, InvalidInput, NotFound
-from ivr.model import Channel, Environment, Gateway, PaymentMode, Status
-from ivr.notify import record_status_change
-from ivr.store import PaymentAttempt, PaymentSession, SessionEvent
+from payments.accounts import find_account_project
+from payments.errors import Conflict, InvalidInput, NotFound
+from payments.model import Channel, Environment, Gateway, PaymentMode, Status
+from payments.outbox import record_status_change
+from payments.project_settings import project_settings
+from payments.store import PaymentAttempt, PaymentSession, SessionEvent
 
 ACTIVE = (Status.PENDING.value, Status.COLLECTING.value)
-# Payment attempt states whose outcome is not known yet (see ivr.payments, ivr.reconcile).
+# Payment attempt states whose outcome is not known yet (see payments.attempts, payments.reconcile).
 UNRESOLVED_ATTEMPT_STATES = ("pending", "unknown")
 
 

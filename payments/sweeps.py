@@ -11,9 +11,9 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 
-from ivr import delivery, reconcile, velocity
-from ivr.services import Services
-from ivr.sessions import expire_due
+from payments import delivery, reconcile, velocity
+from payments.services import Services
+from payments.sessions import expire_due
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class Sweeper:
     """Calls `tick` every `interval` seconds in a daemon thread until stopped.
 
     `paydial serve` ticks with `run_once` (the work itself); a `paydial worker` ticks by
-    enqueueing the tasks for the workers (`ivr.jobs.RQJobs.schedule`).
+    enqueueing the tasks for the workers (`payments.jobs.RQJobs.schedule`).
     """
 
     def __init__(self, tick: Callable[[], object], *, interval: float) -> None:

@@ -1,7 +1,7 @@
 """Merchant webhooks, part one: the transactional outbox and the signature.
 
-`record_status_change` runs inside `ivr.sessions.transition`, so the event row commits or rolls
-back together with the status it announces; `ivr.delivery` sends it later. The body is the session
+`record_status_change` runs inside `payments.sessions.transition`, so the event row commits or rolls
+back together with the status it announces; `payments.delivery` sends it later. The body is the session
 object plus `event_id`, `source` and `caller`, signed as `Maven-Signature: t=<unix>,v1=<hex>`.
 """
 
@@ -16,12 +16,13 @@ from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session as Tx
 
-from ivr.accounts import get_project_by_slug, project_settings
-from ivr.crypto import Sealer
-from ivr.errors import InvalidInput
-from ivr.model import Channel, Status
-from ivr.store import OUTBOX, PaymentSession, Project, WebhookEvent
-from ivr.views import session_out
+from payments.accounts import get_project_by_slug
+from payments.crypto import Sealer
+from payments.errors import InvalidInput
+from payments.model import Channel, Status
+from payments.project_settings import project_settings
+from payments.store import OUTBOX, PaymentSession, Project, WebhookEvent
+from payments.views import session_out
 
 SECRET_PURPOSE = "webhook-secret"  # noqa: S105  # a key-derivation label, not a secret
 SECRET_PREFIX = "whsec_"  # noqa: S105  # the public prefix of every secret

@@ -186,7 +186,7 @@ class PaymentAttempt(Base):
     error_message: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
-    # Reconciliation of an attempt whose outcome is unresolved (ivr.reconcile).
+    # Reconciliation of an attempt whose outcome is unresolved (payments.reconcile).
     reconcile_checks: Mapped[int] = mapped_column(Integer, default=0)
     next_check_at: Mapped[datetime | None] = mapped_column(index=True)
 
@@ -204,7 +204,7 @@ class WebhookEvent(Base):
     created_at: Mapped[datetime]
     delivered: Mapped[bool] = mapped_column(Boolean, default=False)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    # When the next scheduled delivery is due; None once delivered or given up (ivr.delivery).
+    # When the next scheduled delivery is due; None once delivered or given up (payments.delivery).
     next_attempt_at: Mapped[datetime | None] = mapped_column(index=True)
 
 

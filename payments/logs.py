@@ -11,20 +11,15 @@ import json
 import logging
 import re
 import sys
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
-from flask import Flask, Response, g, request
+from gateways.cards import luhn_valid
 
-from ivr.cards import luhn_ok
-
-REQUEST_ID_HEADER = "X-Request-Id"
 MASK = "[redacted card number]"
 _DIGIT_RUN = re.compile(r"\d(?:[ -]?\d){11,}")
-_REQUEST_ID_SAFE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 request_id_var: ContextVar[str | None] = ContextVar("paydial_request_id", default=None)
 session_id_var: ContextVar[str | None] = ContextVar("paydial_session_id", default=None)
@@ -45,11 +40,11 @@ def _mask_run(match: re.Match[str]) -> str:
     digits = "".join(run[i] for i in positions)
     masked = [False] * len(digits)
     if len(digits) <= 19:
-        masked = [luhn_ok(digits)] * len(digits)
+        masked = [luhn_valid(digits)] * len(digits)
     else:
         for start in range(len(digits)):
             for length in range(12, min(19, len(digits) - start) + 1):
-                if luhn_ok(digits[start : start + length]):
+                if luhn_valid(digits[start : start + length]):
                     masked[start : start + length] = [True] * length
     if not any(masked):
         return run
@@ -138,29 +133,3 @@ def bound(*, session_id: str | None) -> Iterator[None]:
         yield
     finally:
         session_id_var.reset(token)
-
-
-def init_app(app: Flask) -> None:
-    """A request id per request (the caller's X-Request-Id when sane), echoed in the response."""
-
-    @app.before_request
-    def _start() -> None:
-        offered = request.headers.get(REQUEST_ID_HEADER, "")
-        g.request_id = offered if _REQUEST_ID_SAFE.match(offered) else uuid.uuid4().hex
-        g.log_tokens = (
-            request_id_var.set(g.request_id),
-            session_id_var.set((request.view_args or {}).get("session_id")),
-        )
-
-    @app.after_request
-    def _echo(response: Response) -> Response:
-        if "request_id" in g:
-            response.headers[REQUEST_ID_HEADER] = g.request_id
-        return response
-
-    @app.teardown_request
-    def _end(_error: BaseException | None) -> None:
-        tokens = g.pop("log_tokens", None)
-        if tokens is not None:
-            request_id_var.reset(tokens[0])
-            session_id_var.reset(tokens[1])

@@ -9,9 +9,9 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session as Tx
 
-from ivr.crypto import Sealer
-from ivr.model import Environment, Gateway
-from ivr.store import GatewayCredential, Project
+from payments.crypto import Sealer
+from payments.model import Environment, Gateway
+from payments.store import GatewayCredential, Project
 
 PURPOSE = "gateway-credentials"
 

@@ -1,7 +1,7 @@
 """Merchant webhooks, part two: sending outbox events, with retries for up to three days.
 
 An event is first sent right after the transaction that wrote it commits (`deliver_now`, run
-as a background job: `ivr.jobs`); the periodic sweep (`deliver_due`) sends retries and anything
+as a background job: `payments.jobs`); the periodic sweep (`deliver_due`) sends retries and anything
 a crash kept from going out at once. Each send is one signed POST with a short timeout, recorded
 as a `WebhookDelivery` (status code, latency, error). A failed event is retried with exponential
 backoff and jitter; time comes from `services.clock`, so a test moves it forward instead of
@@ -23,11 +23,11 @@ from typing import Any
 import requests
 from sqlalchemy import ColumnElement, CursorResult, select, update
 
-from ivr.errors import NotFound
-from ivr.model import Environment
-from ivr.notify import SECRET_PURPOSE, SIGNATURE_HEADER, project_secret, signature_header
-from ivr.services import Services
-from ivr.store import PaymentSession, Project, WebhookDelivery, WebhookEvent
+from payments.errors import NotFound
+from payments.model import Environment
+from payments.outbox import SECRET_PURPOSE, SIGNATURE_HEADER, project_secret, signature_header
+from payments.services import Services
+from payments.store import PaymentSession, Project, WebhookDelivery, WebhookEvent
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from sqlalchemy.orm import Session as Tx
 from twilio.request_validator import RequestValidator
 from werkzeug.exceptions import HTTPException
 
-from ivr import flow, velocity
-from ivr.accounts import project_settings
+from api.extension import current_services
+from ivr import flow
 from ivr.binding import (
     CallParams,
     bind_by_access_code,
@@ -38,16 +38,17 @@ from ivr.binding import (
 )
 from ivr.callstate import HandBack
 from ivr.cards import Brand
-from ivr.crypto import DecryptionError
-from ivr.extension import current_services
-from ivr.jobs import PaymentJob, attempt_result, callstates_of, start_payment
-from ivr.model import PaymentMode, Status
+from ivr.charge import attempt_result, callstates_of, start_payment
 from ivr.prompts import DEFAULT_LANGUAGE, catalog
-from ivr.services import Services
-from ivr.sessions import load_session, transition
-from ivr.store import PaymentSession, Project
 from ivr.transfer import Transfer, transfer_for
 from ivr.twiml import render_twiml
+from payments import velocity
+from payments.crypto import DecryptionError
+from payments.model import PaymentMode, Status
+from payments.project_settings import project_settings
+from payments.services import PaymentJob, Services
+from payments.sessions import load_session, transition
+from payments.store import PaymentSession, Project
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,121 @@
+"""The call's payment job: the card leaves the call for the gateway off the Twilio request.
+
+The confirm webhook calls `start_payment`: it claims `pay:<session>:<attempt>` once in call
+state (a webhook Twilio delivers twice, or ten times at once, starts one job), parks the card
+there for the job, and submits a `PaymentJob` carrying only the session id, the attempt number
+and the CallSid. The job takes the card out of call state (atomically, so it exists once) and
+runs `payments.attempts.pay`, whose attempt row is the second, durable guard. The result
+webhook polls `attempt_result` while the caller holds.
+
+`wire_calls` is the one place a process gets its call state and job runner (web and worker).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select
+
+from gateways.base import Card as GatewayCard
+from ivr import flow
+from ivr.binding import end_call
+from ivr.callstate import CALL_TTL, CallStates, callstate_from_url
+from payments.attempts import SUCCEEDED, pay, refuse
+from payments.errors import Conflict
+from payments.jobs import RQJobs, ThreadJobs
+from payments.services import PaymentJob, Services
+from payments.sessions import UNRESOLVED_ATTEMPT_STATES
+from payments.store import PaymentAttempt
+from payments.velocity import VelocityLimited
+
+log = logging.getLogger(__name__)
+
+CONFIRMATION_LENGTH = 8  # the caller hears the last characters of the transaction id
+
+
+def wire_calls(services: Services) -> None:
+    """Give `services` call state and a job runner from its settings, unless it has them."""
+    if services.callstates is None:
+        if services.settings.secret_key is None:
+            raise RuntimeError("PAYDIAL_SECRET_KEY is not set")
+        services.callstates = callstate_from_url(
+            services.settings.redis_url, services.settings.secret_key.get_secret_value()
+        )
+    if services.jobs is None:
+        redis_url = services.settings.redis_url
+        services.jobs = RQJobs(redis_url) if redis_url else ThreadJobs(services, run_payment_job)
+    services.db.on_outbox = lambda event_ids: _send_soon(services, event_ids)
+
+
+def _send_soon(services: Services, event_ids: list[str]) -> None:
+    """Hand just-committed webhook events to the runner; the sweep sends any that fail here."""
+    if services.jobs is None:
+        return
+    try:
+        for event_id in event_ids:
+            services.jobs.deliver(event_id)
+    except Exception as error:  # e.g. Redis unreachable: the committed event waits for the sweep
+        log.warning("webhook events left for the sweep: %s", type(error).__name__)
+
+
+def callstates_of(services: Services) -> CallStates:
+    if not isinstance(services.callstates, CallStates):
+        raise RuntimeError("call state is not configured (ivr.charge.wire_calls)")
+    return services.callstates
+
+
+def start_payment(services: Services, job: PaymentJob, card: flow.Card) -> bool:
+    """Hand the card to a new job, once per (session, attempt); False when already started."""
+    calls = callstates_of(services)
+    # the claim outlives the call, so a late duplicate webhook still finds it
+    if not calls.claim(f"pay:{job.session_id}:{job.attempt}", CALL_TTL):
+        return False
+    calls.put_card(job.call_sid, card)
+    if services.jobs is None:
+        raise RuntimeError("no job runner configured (ivr.charge.wire_calls)")
+    services.jobs.submit(job)
+    return True
+
+
+def run_payment_job(services: Services, job: PaymentJob) -> None:
+    """Take the card out of call state, run the attempt, and close the session if the call ended."""
+    calls = callstates_of(services)
+    card = calls.take_card(job.call_sid)
+    if card is None:  # the call ended or the flow failed first: the card is already gone
+        log.info("payment job for session %s attempt %s found no card", job.session_id, job.attempt)
+        return
+    gateway_card = GatewayCard(
+        number=card.number, exp_month=card.exp_month, exp_year=card.exp_year,
+        cvc=card.security_code,
+    )
+    try:
+        pay(
+            services, job.session_id, gateway_card,
+            postal_code=card.postal_code or None, attempt=job.attempt,
+        )
+    except VelocityLimited as error:  # stopped before the gateway: the caller hears why
+        refuse(services, job.session_id, job.attempt, gateway_card, error.message)
+    except Conflict as error:
+        log.info("payment job for session %s not run: %s", job.session_id, error)
+    except Exception as error:
+        log.error("payment job for session %s failed: %s", job.session_id, type(error).__name__)
+    if calls.get(job.call_sid) is None:  # the caller hung up while the gateway worked
+        with services.db.transaction() as tx:
+            end_call(tx, job.call_sid, now=services.clock())
+
+
+def attempt_result(services: Services, session_id: str, number: int) -> flow.PaymentResult | None:
+    """The gateway's answer for one attempt as the flow hears it; None while it is still running."""
+    with services.db.transaction() as tx:
+        attempt = tx.scalar(
+            select(PaymentAttempt).where(
+                PaymentAttempt.session_id == session_id, PaymentAttempt.number == number
+            )
+        )
+        if attempt is None or attempt.state in UNRESOLVED_ATTEMPT_STATES:
+            return None  # running, or awaiting reconciliation: the caller keeps holding
+        if attempt.state == SUCCEEDED:
+            transaction = str((attempt.processor or {}).get("transaction_id") or "")
+            confirmation = transaction[-CONFIRMATION_LENGTH:]
+            return flow.PaymentResult(approved=True, confirmation=confirmation)
+        return flow.PaymentResult(approved=False, decline_code=attempt.error_code or "")
