@@ -1,7 +1,7 @@
 """A session's payment runs through each vendor SDK against its local counterpart.
 
-`payments.attempts.pay` with the project's sealed credentials pointing at a local server: the session
-ends in the right status with PRODUCT.md's `processor` fields of that gateway filled in.
+`payments.attempts.pay` with the project's sealed credentials pointing at a local server: the
+session ends in the right status with PRODUCT.md's `processor` fields of that gateway filled in.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Exactly one gateway charge per payment attempt, however many workers or threads race for it.
 
 Two guards stand between a duplicated job and a second charge: the card waits in call state and
-the job takes it atomically (`payments.jobs.run_payment_job`), and the attempt row is committed before
-the gateway is called (`payments.attempts.pay`). The first test runs the whole thing with real
+the job takes it atomically (`ivr.charge.run_payment_job`), and the attempt row is committed
+before the gateway is called (`payments.attempts.pay`). The first test runs the whole thing with real
 processes: one job enqueued twice on the real RQ queue, two `paydial worker --burst` processes
 started together, Stripe's SDK talking to localstripe. The second races `pay` itself in two
 threads (what the atomic take keeps from happening between workers): the loser hears Conflict on
