@@ -45,8 +45,10 @@ def list_deliveries() -> Response:
     query = parse_query(DeliveriesQuery)
     caller = current_caller()
     views = deliveries_for_session(
-        current_services(), query.session_id,
-        account_id=caller.account_id, environment=caller.environment,
+        current_services(),
+        query.session_id,
+        account_id=caller.account_id,
+        environment=caller.environment,
     )
     return jsonify(WebhookDeliveryList(data=[_out(v) for v in views]).model_dump(mode="json"))
 
@@ -57,8 +59,10 @@ def list_deliveries() -> Response:
 def replay_delivery(delivery_id: str) -> Response:
     caller = current_caller()
     view = replay(
-        current_services(), delivery_id,
-        account_id=caller.account_id, environment=caller.environment,
+        current_services(),
+        delivery_id,
+        account_id=caller.account_id,
+        environment=caller.environment,
     )
     response = jsonify(_out(view).model_dump(mode="json"))
     response.status_code = 201

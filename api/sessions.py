@@ -53,8 +53,11 @@ def _open(new: NewSession) -> PaymentSession:
     caller = current_caller()
     with services.db.transaction() as tx:
         return create_session(
-            tx, account_id=caller.account_id, environment=caller.environment,
-            now=services.clock(), new=new,
+            tx,
+            account_id=caller.account_id,
+            environment=caller.environment,
+            now=services.clock(),
+            new=new,
         )
 
 
@@ -100,8 +103,11 @@ def get_session(session_id: str) -> Response:
     caller = current_caller()
     with services.db.transaction() as tx:
         session = load_session(
-            tx, session_id, now=services.clock(),
-            account_id=caller.account_id, environment=caller.environment,
+            tx,
+            session_id,
+            now=services.clock(),
+            account_id=caller.account_id,
+            environment=caller.environment,
         )
         return _render(session, tx.get_one(Project, session.project_id))
 
@@ -114,8 +120,11 @@ def find_session() -> Response:
     caller = current_caller()
     with services.db.transaction() as tx:
         session = find_session_for_caller(
-            tx, account_id=caller.account_id, environment=caller.environment,
-            caller=query.caller, now=services.clock(),
+            tx,
+            account_id=caller.account_id,
+            environment=caller.environment,
+            caller=query.caller,
+            now=services.clock(),
         )
         return _render(session, tx.get_one(Project, session.project_id))
 
@@ -128,8 +137,11 @@ def cancel(session_id: str) -> Response:
     caller = current_caller()
     with services.db.transaction() as tx:
         cancel_session(
-            tx, session_id, account_id=caller.account_id,
-            environment=caller.environment, now=services.clock(),
+            tx,
+            session_id,
+            account_id=caller.account_id,
+            environment=caller.environment,
+            now=services.clock(),
         )
     return Response(status=204)
 

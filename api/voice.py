@@ -82,9 +82,11 @@ def _require_twilio_signature() -> Response | None:
     url = settings.public_url.rstrip("/") + request.path + (f"?{query}" if query else "")
     signature = request.headers.get("X-Twilio-Signature", "")
     token = settings.twilio_auth_token
-    if token is None or not signature or not RequestValidator(
-        token.get_secret_value()
-    ).validate(url, request.form, signature):
+    if (
+        token is None
+        or not signature
+        or not RequestValidator(token.get_secret_value()).validate(url, request.form, signature)
+    ):
         log.warning("rejected %s: missing or invalid X-Twilio-Signature", request.path)
         return Response("Invalid Twilio signature\n", status=403, mimetype="text/plain")
     return None
@@ -153,7 +155,8 @@ def gather() -> Response:
     if state is None:
         return _error_twiml(call_sid)
     event = flow.parse_gather(
-        request.form.get("Digits", ""), request.form.get("FinishedOnKey", ""),
+        request.form.get("Digits", ""),
+        request.form.get("FinishedOnKey", ""),
         request.args.get("step"),
     )
     if state.session_id is None:
@@ -211,7 +214,9 @@ def fallback() -> Response:
     call_sid = _call_sid()
     log.warning(
         "twilio fallback for call %s: error %s at %s",
-        call_sid, request.form.get("ErrorCode", "?"), request.form.get("ErrorUrl", "?"),
+        call_sid,
+        request.form.get("ErrorCode", "?"),
+        request.form.get("ErrorUrl", "?"),
     )
     return _error_twiml(call_sid)
 
@@ -318,7 +323,11 @@ def _finish(session_id: str, finish: flow.Finish) -> Transfer | None:
                 session.error_code = finish.reason.replace("-", "_")
                 session.error_message = FLOW_FAILED_MESSAGES.get(finish.reason, FLOW_FAILED_MESSAGE)
             transition(
-                tx, session, Status.PAYMENT_FAILED, cause="call_flow_failed", now=now,
+                tx,
+                session,
+                Status.PAYMENT_FAILED,
+                cause="call_flow_failed",
+                now=now,
                 detail={"reason": finish.reason},
             )
         g.session_status = session.status
@@ -330,8 +339,11 @@ def _transfer(session: PaymentSession) -> Transfer | None:
     if secret is None:
         raise RuntimeError("PAYDIAL_SECRET_KEY is not set")
     return transfer_for(
-        session.callback, session_id=session.id, status=session.status,
-        memory=session.memory, secret_key=secret.get_secret_value(),
+        session.callback,
+        session_id=session.id,
+        status=session.status,
+        memory=session.memory,
+        secret_key=secret.get_secret_value(),
     )
 
 
@@ -341,15 +353,24 @@ def _render(reply: flow.Reply, transfer: Transfer | None) -> Response:
         context["action_url"] = public_url("twilio.gather", step=reply.template)
         return _twiml(render_twiml(reply.template, **context))
     if reply.template == "hold":
-        return _twiml(render_twiml(
-            "hold", **context, redirect_url=public_url("twilio.result"), pause=HOLD_PAUSE_SECONDS,
-        ))
+        return _twiml(
+            render_twiml(
+                "hold",
+                **context,
+                redirect_url=public_url("twilio.result"),
+                pause=HOLD_PAUSE_SECONDS,
+            )
+        )
     if transfer is not None:
         template = "dial_number" if transfer.number else "dial_sip"
-        return _twiml(render_twiml(
-            template, **context, **transfer.template_context(),
-            dial_action_url=public_url("twilio.dial_done"),
-        ))
+        return _twiml(
+            render_twiml(
+                template,
+                **context,
+                **transfer.template_context(),
+                dial_action_url=public_url("twilio.dial_done"),
+            )
+        )
     return _twiml(render_twiml(reply.template, **context))
 
 

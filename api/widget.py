@@ -209,9 +209,7 @@ def _fields(settings: ProjectSettings) -> dict[str, bool]:
     return fields
 
 
-def _view(
-    session: PaymentSession, project: Project, settings: ProjectSettings
-) -> WidgetSessionOut:
+def _view(session: PaymentSession, project: Project, settings: ProjectSettings) -> WidgetSessionOut:
     return WidgetSessionOut(
         session_id=session.id,
         status=session.status,
@@ -322,7 +320,9 @@ def charge(session_id: str) -> Response:
         services,
         session_id,
         Card(
-            number=body.card_number, exp_month=body.exp_month, exp_year=body.exp_year,
+            number=body.card_number,
+            exp_month=body.exp_month,
+            exp_year=body.exp_year,
             cvc=body.cvc,
         ),
         postal_code=postal_code,

@@ -85,13 +85,18 @@ def run_payment_job(services: Services, job: PaymentJob) -> None:
         log.info("payment job for session %s attempt %s found no card", job.session_id, job.attempt)
         return
     gateway_card = GatewayCard(
-        number=card.number, exp_month=card.exp_month, exp_year=card.exp_year,
+        number=card.number,
+        exp_month=card.exp_month,
+        exp_year=card.exp_year,
         cvc=card.security_code,
     )
     try:
         pay(
-            services, job.session_id, gateway_card,
-            postal_code=card.postal_code or None, attempt=job.attempt,
+            services,
+            job.session_id,
+            gateway_card,
+            postal_code=card.postal_code or None,
+            attempt=job.attempt,
         )
     except VelocityLimited as error:  # stopped before the gateway: the caller hears why
         refuse(services, job.session_id, job.attempt, gateway_card, error.message)

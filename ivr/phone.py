@@ -51,7 +51,9 @@ def http_transport(server_url: str, *, timeout: float = 20.0) -> Transport:
     def send(path: str, form: Mapping[str, str], headers: Mapping[str, str]) -> Reply:
         data = urllib.parse.urlencode(form).encode()
         request = urllib.request.Request(  # noqa: S310  # the operator's own server URL
-            base + path, data=data, method="POST",
+            base + path,
+            data=data,
+            method="POST",
             headers={"Content-Type": "application/x-www-form-urlencoded", **headers},
         )
         try:
@@ -167,16 +169,25 @@ class Phone:
         self.result = CallResult()
         self.requests: list[tuple[str, dict[str, str]]] = []  # (url, form) of each webhook sent
 
-    def post(self, url: str, form: Mapping[str, str] | None = None, *, status: str = "in-progress",
-             signature: str | None = None) -> Reply:
+    def post(
+        self,
+        url: str,
+        form: Mapping[str, str] | None = None,
+        *,
+        status: str = "in-progress",
+        signature: str | None = None,
+    ) -> Reply:
         """POST one webhook to a public URL, signed like Twilio (or with `signature`)."""
         if not url.startswith(self.public_url + "/"):
             raise PhoneError(f"TwiML points outside {self.public_url}: {url}")
         params = {**self.params, "CallStatus": status, **(form or {})}
         self.requests.append((url, params))
         sign = self._validator.compute_signature(url, params)
-        reply = self._send(url[len(self.public_url):], params,
-                           {"X-Twilio-Signature": sign if signature is None else signature})
+        reply = self._send(
+            url[len(self.public_url) :],
+            params,
+            {"X-Twilio-Signature": sign if signature is None else signature},
+        )
         self.result.status = reply.headers.get(STATUS_HEADER, self.result.status)
         return reply
 
@@ -217,7 +228,8 @@ class Phone:
                 digits, finished = gather_keys(keys, int(num_digits) if num_digits else None)
                 if digits or finished or verb.get("actionOnEmptyResult") == "true":
                     return _required(verb.get("action"), "Gather action"), {
-                        "Digits": digits, "FinishedOnKey": finished,
+                        "Digits": digits,
+                        "FinishedOnKey": finished,
                     }
             elif verb.tag == "Redirect":
                 return _required(verb.text, "Redirect URL"), {}
@@ -228,7 +240,8 @@ class Phone:
                 self._out(f"[transferred to {dialed}]")
                 if verb.get("action"):
                     return verb.get("action", ""), {
-                        "DialCallStatus": "completed", "DialCallDuration": "30",
+                        "DialCallStatus": "completed",
+                        "DialCallDuration": "30",
                     }
             elif verb.tag == "Hangup":
                 return None

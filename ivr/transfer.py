@@ -59,8 +59,11 @@ def signing_key(secret_key: str) -> bytes:
 
 def sign(headers: Mapping[str, str], key: bytes) -> str:
     """Hex HMAC-SHA256 over the signed headers present in `headers` (see the module docstring)."""
-    lines = [f"{name}={headers[name]}" for name in (SESSION, STATUS, MEMORY, MEMORY_REF)
-             if name in headers]
+    lines = [
+        f"{name}={headers[name]}"
+        for name in (SESSION, STATUS, MEMORY, MEMORY_REF)
+        if name in headers
+    ]
     return hmac.new(key, "\n".join(lines).encode(), hashlib.sha256).hexdigest()
 
 

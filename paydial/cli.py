@@ -104,8 +104,13 @@ def cmd_gateway_set(args: argparse.Namespace) -> None:
     with services.db.transaction() as tx:
         project = get_project_by_slug(tx, args.slug)
         set_credentials(
-            tx, project, Gateway(args.gateway), Environment(args.mode), values,
-            sealer=services.sealer(CREDENTIALS_PURPOSE), now=services.clock(),
+            tx,
+            project,
+            Gateway(args.gateway),
+            Environment(args.mode),
+            values,
+            sealer=services.sealer(CREDENTIALS_PURPOSE),
+            now=services.clock(),
         )
     print(f"{args.gateway} {args.mode} credentials set for {args.slug} ({len(values)} values)")
 
@@ -213,10 +218,15 @@ def cmd_call(args: argparse.Namespace) -> None:
         auth_token=settings.twilio_auth_token.get_secret_value(),
         public_url=args.public_url
         or (settings.public_url if "PAYDIAL_PUBLIC_URL" in os.environ else args.server),
-        from_=from_, to=to, extra=extra,
+        from_=from_,
+        to=to,
+        extra=extra,
     )
-    keypad: Keypad = ScriptedKeypad.from_digits(args.digits, print) if args.digits is not None \
+    keypad: Keypad = (
+        ScriptedKeypad.from_digits(args.digits, print)
+        if args.digits is not None
         else TerminalKeypad()
+    )
     try:
         result = phone.call(keypad)
     except (PhoneError, OSError) as error:
@@ -230,20 +240,34 @@ def _call_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     call = sub.add_parser(
         "call", help="a phone in the terminal: play Twilio's part against a running server"
     )
-    call.add_argument("target", metavar="SESSION_ID_OR_PHONE",
-                      help="a session id (calls its SIP URI) or an E.164 caller ID")
-    call.add_argument("--server", default=DEFAULT_URL,
-                      help=f"where the server listens (default: {DEFAULT_URL})")
-    call.add_argument("--public-url", default=None,
-                      help="the server's PAYDIAL_PUBLIC_URL, signed like Twilio (default: "
-                           "$PAYDIAL_PUBLIC_URL, else the --server URL)")
-    call.add_argument("--digits", default=None,
-                      help='run unattended, e.g. "4242424242424242#1230#123#1"; exit 0 on success')
+    call.add_argument(
+        "target",
+        metavar="SESSION_ID_OR_PHONE",
+        help="a session id (calls its SIP URI) or an E.164 caller ID",
+    )
+    call.add_argument(
+        "--server", default=DEFAULT_URL, help=f"where the server listens (default: {DEFAULT_URL})"
+    )
+    call.add_argument(
+        "--public-url",
+        default=None,
+        help="the server's PAYDIAL_PUBLIC_URL, signed like Twilio (default: "
+        "$PAYDIAL_PUBLIC_URL, else the --server URL)",
+    )
+    call.add_argument(
+        "--digits",
+        default=None,
+        help='run unattended, e.g. "4242424242424242#1230#123#1"; exit 0 on success',
+    )
     call.set_defaults(func=cmd_call)
 
 
 REGISTRARS: list[Registrar] = [
-    _core_commands, add_widget_commands, _call_command, _worker_command, _webhook_commands,
+    _core_commands,
+    add_widget_commands,
+    _call_command,
+    _worker_command,
+    _webhook_commands,
 ]
 
 

@@ -112,8 +112,13 @@ def send_event(services: Services, event_id: str, *, scheduled: bool) -> Webhook
         event = tx.get_one(WebhookEvent, event_id, with_for_update=True)
         event.attempts += 1
         delivery = WebhookDelivery(
-            event_id=event_id, attempt=event.attempts, url=send.url or "", status_code=status_code,
-            latency_ms=latency_ms, error=error, created_at=now,
+            event_id=event_id,
+            attempt=event.attempts,
+            url=send.url or "",
+            status_code=status_code,
+            latency_ms=latency_ms,
+            error=error,
+            created_at=now,
         )
         tx.add(delivery)
         ok = status_code is not None and 200 <= status_code < 300
@@ -150,8 +155,11 @@ def _post(services: Services, send: _Send) -> tuple[int | None, int | None, str 
     started = time.monotonic()
     try:
         response = requests.post(
-            send.url, data=send.body, headers=headers,
-            timeout=services.settings.webhook_timeout_seconds, allow_redirects=False,
+            send.url,
+            data=send.body,
+            headers=headers,
+            timeout=services.settings.webhook_timeout_seconds,
+            allow_redirects=False,
         )
     except requests.Timeout:
         return None, _ms_since(started), "timeout"

@@ -67,8 +67,13 @@ class RQJobs:
 
     def submit(self, job: PaymentJob) -> None:
         self._queue.enqueue(
-            rq_payment_job, job.session_id, job.attempt, job.call_sid,
-            job_id=f"pay-{job.session_id}-{job.attempt}", result_ttl=600, failure_ttl=86400,
+            rq_payment_job,
+            job.session_id,
+            job.attempt,
+            job.call_sid,
+            job_id=f"pay-{job.session_id}-{job.attempt}",
+            result_ttl=600,
+            failure_ttl=86400,
         )
 
     def deliver(self, event_id: str) -> None:
@@ -85,6 +90,7 @@ class RQJobs:
 
 
 # --- RQ ----------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class WorkerContext:

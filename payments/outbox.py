@@ -2,7 +2,8 @@
 
 `record_status_change` runs inside `payments.sessions.transition`, so the event row commits or
 rolls back together with the status it announces; `payments.delivery` sends it later. The body is
-the session object plus `event_id`, `source` and `caller`, signed as `Maven-Signature: t=<unix>,v1=<hex>`.
+the session object plus `event_id`, `source` and `caller`, signed as
+`Maven-Signature: t=<unix>,v1=<hex>`.
 """
 
 from __future__ import annotations

@@ -14,8 +14,16 @@ from payments.store import Project
 
 # The widget keys a project may set; frame.js maps the theme keys onto CSS custom properties.
 THEME_KEYS = (
-    "primary", "primary_text", "background", "text", "muted", "border", "error", "success",
-    "radius", "font",
+    "primary",
+    "primary_text",
+    "background",
+    "text",
+    "muted",
+    "border",
+    "error",
+    "success",
+    "radius",
+    "font",
 )
 OPTIONAL_FIELDS = ("cardholder_name", "postal_code")
 DEFAULT_LABELS = {
@@ -35,11 +43,24 @@ LABEL_KEYS = tuple(DEFAULT_LABELS)
 # The same rule frame.js applies before a value becomes a CSS custom property.
 SAFE_CSS_VALUE = re.compile(r"^[#(),.%\w\s-]{1,64}$")
 MAX_LABEL_CHARS = 80
-BOOLEANS = {"true": True, "yes": True, "on": True, "1": True,
-            "false": False, "no": False, "off": False, "0": False}
+BOOLEANS = {
+    "true": True,
+    "yes": True,
+    "on": True,
+    "1": True,
+    "false": False,
+    "no": False,
+    "off": False,
+    "0": False,
+}
 KEYS_HELP = (
-    "keys: theme.{" + ",".join(THEME_KEYS) + "}=VALUE, labels.{" + ",".join(LABEL_KEYS)
-    + "}=TEXT, fields.{" + ",".join(OPTIONAL_FIELDS) + "}=true|false, "
+    "keys: theme.{"
+    + ",".join(THEME_KEYS)
+    + "}=VALUE, labels.{"
+    + ",".join(LABEL_KEYS)
+    + "}=TEXT, fields.{"
+    + ",".join(OPTIONAL_FIELDS)
+    + "}=true|false, "
     "allowed_origins=https://a.example,https://b.example. An empty value removes the setting."
 )
 
@@ -79,9 +100,10 @@ def _put(values: dict[str, str], name: str, value: str) -> None:
 def _origin(value: str) -> str:
     origin = normalize_origin(value)
     if origin is None:
-        raise ValueError(f"allowed_origins: {value.strip()!r} is not an origin like https://shop.example")
+        raise ValueError(
+            f"allowed_origins: {value.strip()!r} is not an origin like https://shop.example"
+        )
     return origin
-
 
 
 def normalize_origin(value: str) -> str | None:
@@ -99,7 +121,6 @@ def normalize_origin(value: str) -> str | None:
     if ":" in host:
         host = f"[{host}]"
     return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
-
 
 
 class WidgetSettings(BaseModel):
@@ -138,5 +159,3 @@ def update_project_settings(project: Project, **changes: Any) -> ProjectSettings
     validated = ProjectSettings.model_validate(merged)
     project.settings = validated.model_dump(mode="json")
     return validated
-
-

@@ -64,9 +64,7 @@ def _subjects(caller: str | None, card: str | None) -> list[str]:
     return ([f"caller:{caller}"] if caller else []) + ([f"card:{card}"] if card else [])
 
 
-def _check(
-    tx: Tx, subject: str, limit: int, window: timedelta, now: datetime
-) -> int | None:
+def _check(tx: Tx, subject: str, limit: int, window: timedelta, now: datetime) -> int | None:
     """Seconds until `subject` may try again, or None when it is under its limit."""
     recent = (
         select(VelocityEvent.at)

@@ -94,8 +94,6 @@ def test_db_upgrade_creates_the_schema(
     assert {"accounts", "projects", "api_keys", "sessions", "session_events"} <= tables
 
 
-
-
 def test_serve_runs_on_embedded_defaults_and_prints_a_test_key_once(tmp_path: Path) -> None:
     env = {
         k: v

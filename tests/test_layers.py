@@ -61,8 +61,7 @@ def test_nothing_imports_a_layer_above_its_own() -> None:
     offenders = [
         f"{module}:{line} imports {target}"
         for module, line, target in edges()
-        if target.split(".")[0] in RANK
-        and RANK[target.split(".")[0]] > RANK[module.split(".")[0]]
+        if target.split(".")[0] in RANK and RANK[target.split(".")[0]] > RANK[module.split(".")[0]]
     ]
     assert offenders == []
 
@@ -82,7 +81,7 @@ def test_no_import_cycle_between_our_modules() -> None:
         state[node] = 1
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                cycles.append(" -> ".join([*path[path.index(nxt):], nxt]))
+                cycles.append(" -> ".join([*path[path.index(nxt) :], nxt]))
             elif nxt not in state:
                 visit(nxt, [*path, nxt])
         state[node] = 2

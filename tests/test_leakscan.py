@@ -38,7 +38,7 @@ def test_the_suites_card_numbers_are_harvested_from_the_test_sources(tmp_path: P
         "card 4242 4242 4242 4242 ok",
         "card 4242-4242-4242-4242 ok",
         "card[cvc]=123&card[exp_month]=12",
-        'card%5Bcvc%5D=987',
+        "card%5Bcvc%5D=987",
         '{"security_code": "6543"}',
         "'exp_year': 2030",
         "gather Digits=1230",

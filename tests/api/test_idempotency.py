@@ -106,7 +106,9 @@ def test_an_overlong_key_is_a_422(client: FlaskClient, merchant: dict[str, str])
 
 
 def test_concurrent_requests_with_one_key_create_one_session(
-    app, merchant: dict[str, str], services: Services  # type: ignore[no-untyped-def]
+    app,
+    merchant: dict[str, str],
+    services: Services,  # type: ignore[no-untyped-def]
 ) -> None:
     from concurrent.futures import ThreadPoolExecutor
 

@@ -44,8 +44,6 @@ def make_request(
     )
 
 
-
-
 def stall(response: Response) -> Callable[[Request], Response]:
     """A handler that answers only after the client's timeout has passed."""
 

@@ -62,9 +62,7 @@ def wire_backend(services: Services, kind: str, redis_url: str | None = None) ->
         threads.shutdown()
 
 
-@pytest.fixture(
-    params=["memory-threads", pytest.param("redis-inline", marks=pytest.mark.redis)]
-)
+@pytest.fixture(params=["memory-threads", pytest.param("redis-inline", marks=pytest.mark.redis)])
 def call_backend(request: pytest.FixtureRequest, services: Services) -> Iterator[str]:
     """Wire call state and jobs onto `services`, once per backend."""
     redis_url = request.getfixturevalue("redis_url") if request.param == "redis-inline" else None
@@ -79,15 +77,17 @@ def app(call_backend: str, services: Services) -> Flask:
 
 
 @pytest.fixture
-def new_session(
-    client: FlaskClient, merchant: dict[str, str]
-) -> Callable[..., dict[str, Any]]:
+def new_session(client: FlaskClient, merchant: dict[str, str]) -> Callable[..., dict[str, Any]]:
     """Create a voice session for project 'acme' through the API; returns the 201 body."""
 
     def make(**fields: Any) -> dict[str, Any]:
         body = {
-            "project": "acme", "caller": "+14155550100", "amount": "150.00",
-            "mode": "charge", "gateway": "stripe", "description": "Two concert tickets",
+            "project": "acme",
+            "caller": "+14155550100",
+            "amount": "150.00",
+            "mode": "charge",
+            "gateway": "stripe",
+            "description": "Two concert tickets",
             **fields,
         }
         response = client.post(

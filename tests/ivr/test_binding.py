@@ -20,6 +20,7 @@ def call_backend(services: Services) -> Iterator[str]:
     """Binding does not depend on where call state lives: the embedded setup is enough."""
     yield from wire_backend(services, "memory-threads")
 
+
 CARD = [APPROVED + "#", EXPIRY, CVV, "1"]
 PAYDIAL_NUMBER = "+15005550006"
 
@@ -31,7 +32,8 @@ def test_the_user_part_of_a_sip_uri_names_the_session() -> None:
 
 
 def test_a_call_to_the_session_sip_uri_is_bound_to_it(
-    new_session: Callable[..., dict[str, Any]], phone: Callable[..., Phone],
+    new_session: Callable[..., dict[str, Any]],
+    phone: Callable[..., Phone],
     read_session: Callable[[str], dict[str, Any]],
 ) -> None:
     created = new_session(caller="+14155550111")
@@ -43,12 +45,14 @@ def test_a_call_to_the_session_sip_uri_is_bound_to_it(
 
 
 def test_the_x_paydial_session_header_binds_when_the_uri_does_not(
-    new_session: Callable[..., dict[str, Any]], phone: Callable[..., Phone],
+    new_session: Callable[..., dict[str, Any]],
+    phone: Callable[..., Phone],
     read_session: Callable[[str], dict[str, Any]],
 ) -> None:
     created = new_session()
     call = phone(
-        from_="sip:agent@agents.example.com", to="sip:payments@pay.sip.example.com",
+        from_="sip:agent@agents.example.com",
+        to="sip:payments@pay.sip.example.com",
         extra={"SipHeader_X-Paydial-Session": created["session_id"]},
     )
     assert call.call(ScriptedKeypad(CARD)).succeeded
@@ -56,8 +60,10 @@ def test_the_x_paydial_session_header_binds_when_the_uri_does_not(
 
 
 def test_the_caller_id_binds_the_most_recent_pending_session(
-    new_session: Callable[..., dict[str, Any]], phone: Callable[..., Phone],
-    read_session: Callable[[str], dict[str, Any]], clock: Any,
+    new_session: Callable[..., dict[str, Any]],
+    phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]],
+    clock: Any,
 ) -> None:
     older = new_session(caller="+14155550122")
     clock.advance(minutes=1)
@@ -70,7 +76,8 @@ def test_the_caller_id_binds_the_most_recent_pending_session(
 
 
 def test_an_unknown_caller_binds_by_keying_the_access_code(
-    new_session: Callable[..., dict[str, Any]], phone: Callable[..., Phone],
+    new_session: Callable[..., dict[str, Any]],
+    phone: Callable[..., Phone],
     read_session: Callable[[str], dict[str, Any]],
 ) -> None:
     created = new_session(caller="+14155550133")
@@ -84,7 +91,8 @@ def test_an_unknown_caller_binds_by_keying_the_access_code(
 
 
 def test_three_wrong_access_codes_end_the_call_politely(
-    new_session: Callable[..., dict[str, Any]], phone: Callable[..., Phone],
+    new_session: Callable[..., dict[str, Any]],
+    phone: Callable[..., Phone],
     read_session: Callable[[str], dict[str, Any]],
 ) -> None:
     created = new_session(caller="+14155550144")
@@ -98,13 +106,16 @@ def test_three_wrong_access_codes_end_the_call_politely(
 
 
 def test_a_finished_session_is_never_bound_again(
-    new_session: Callable[..., dict[str, Any]], phone: Callable[..., Phone],
-    read_session: Callable[[str], dict[str, Any]], client: FlaskClient,
+    new_session: Callable[..., dict[str, Any]],
+    phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]],
+    client: FlaskClient,
     merchant: dict[str, str],
 ) -> None:
     created = new_session()
-    cancel = client.post(f"/v1/sessions/{created['session_id']}/cancel",
-                         headers={"Authorization": merchant["test"]})
+    cancel = client.post(
+        f"/v1/sessions/{created['session_id']}/cancel", headers={"Authorization": merchant["test"]}
+    )
     assert cancel.status_code == 204
     result = phone(from_="+14155550999", to=created["sip_uri"]).call(ScriptedKeypad([None]))
 
@@ -113,7 +124,8 @@ def test_a_finished_session_is_never_bound_again(
 
 
 def test_a_session_bound_to_one_call_is_not_bound_by_another(
-    new_session: Callable[..., dict[str, Any]], phone: Callable[..., Phone],
+    new_session: Callable[..., dict[str, Any]],
+    phone: Callable[..., Phone],
     read_session: Callable[[str], dict[str, Any]],
 ) -> None:
     created = new_session()

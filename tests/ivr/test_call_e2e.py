@@ -68,14 +68,15 @@ def gateway_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 @pytest.mark.parametrize("mode", ["charge", "tokenize"])
 @pytest.mark.parametrize("callback", [PHONE_CALLBACK, SIP_CALLBACK])
 def test_a_caller_pays_by_keypad_and_is_handed_back(
-    mode: str, callback: str, new_session: Callable[..., dict[str, Any]],
-    phone: Callable[..., Phone], read_session: Callable[[str], dict[str, Any]],
+    mode: str,
+    callback: str,
+    new_session: Callable[..., dict[str, Any]],
+    phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]],
     gateway_calls: list[str],
 ) -> None:
     created = new_session(mode=mode, callback=callback, memory="Order 42")
-    result = phone(to=created["sip_uri"]).call(
-        ScriptedKeypad([APPROVED + "#", EXPIRY, CVV, "1"])
-    )
+    result = phone(to=created["sip_uri"]).call(ScriptedKeypad([APPROVED + "#", EXPIRY, CVV, "1"]))
 
     session = read_session(created["session_id"])
     assert session["status"] == "payment-success"
@@ -98,8 +99,10 @@ def test_a_caller_pays_by_keypad_and_is_handed_back(
 
 
 def test_an_amex_card_with_a_billing_zip_is_charged(
-    new_session: Callable[..., dict[str, Any]], phone: Callable[..., Phone],
-    read_session: Callable[[str], dict[str, Any]], configure_project: Callable[..., None],
+    new_session: Callable[..., dict[str, Any]],
+    phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]],
+    configure_project: Callable[..., None],
 ) -> None:
     configure_project(require_zip=True)
     created = new_session()
@@ -115,16 +118,28 @@ def test_an_amex_card_with_a_billing_zip_is_charged(
 
 
 def test_a_declined_card_can_be_replaced_by_another(
-    new_session: Callable[..., dict[str, Any]], phone: Callable[..., Phone],
-    read_session: Callable[[str], dict[str, Any]], services: Services,
+    new_session: Callable[..., dict[str, Any]],
+    phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]],
+    services: Services,
     gateway_calls: list[str],
 ) -> None:
     created = new_session(callback=PHONE_CALLBACK)
-    result = phone(to=created["sip_uri"]).call(ScriptedKeypad([
-        DECLINED + "#", EXPIRY, CVV, "1",
-        "1",  # try another card
-        APPROVED + "#", EXPIRY, CVV, "1",
-    ]))
+    result = phone(to=created["sip_uri"]).call(
+        ScriptedKeypad(
+            [
+                DECLINED + "#",
+                EXPIRY,
+                CVV,
+                "1",
+                "1",  # try another card
+                APPROVED + "#",
+                EXPIRY,
+                CVV,
+                "1",
+            ]
+        )
+    )
 
     assert "The card was declined by the bank." in result.heard
     assert read_session(created["session_id"])["status"] == "payment-success"
@@ -133,8 +148,10 @@ def test_a_declined_card_can_be_replaced_by_another(
 
 
 def test_a_card_over_its_failure_limit_is_refused_before_the_gateway_and_the_caller_hears_why(
-    new_session: Callable[..., dict[str, Any]], phone: Callable[..., Phone],
-    read_session: Callable[[str], dict[str, Any]], services: Services,
+    new_session: Callable[..., dict[str, Any]],
+    phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]],
+    services: Services,
     gateway_calls: list[str],
 ) -> None:
     services.settings = services.settings.model_copy(update={"card_failure_limit": 1})
@@ -154,7 +171,8 @@ def test_a_card_over_its_failure_limit_is_refused_before_the_gateway_and_the_cal
 
 
 def test_a_caller_who_gives_up_after_a_decline_ends_payment_failed(
-    new_session: Callable[..., dict[str, Any]], phone: Callable[..., Phone],
+    new_session: Callable[..., dict[str, Any]],
+    phone: Callable[..., Phone],
     read_session: Callable[[str], dict[str, Any]],
 ) -> None:
     created = new_session(callback=SIP_CALLBACK)
@@ -170,8 +188,10 @@ def test_a_caller_who_gives_up_after_a_decline_ends_payment_failed(
 
 
 def test_hanging_up_mid_card_abandons_the_session_and_destroys_the_card(
-    new_session: Callable[..., dict[str, Any]], phone: Callable[..., Phone],
-    read_session: Callable[[str], dict[str, Any]], services: Services,
+    new_session: Callable[..., dict[str, Any]],
+    phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]],
+    services: Services,
 ) -> None:
     created = new_session()
     call = phone(to=created["sip_uri"])
@@ -211,8 +231,10 @@ def _hold_until_result(call: Phone, reply_body: str) -> list[str]:
 
 
 def test_a_confirmation_twilio_delivers_twice_charges_once(
-    new_session: Callable[..., dict[str, Any]], phone: Callable[..., Phone],
-    read_session: Callable[[str], dict[str, Any]], services: Services,
+    new_session: Callable[..., dict[str, Any]],
+    phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]],
+    services: Services,
     gateway_calls: list[str],
 ) -> None:
     created = new_session()
@@ -231,8 +253,10 @@ def test_a_confirmation_twilio_delivers_twice_charges_once(
 
 
 def test_ten_simultaneous_deliveries_of_a_confirmation_make_one_gateway_call(
-    app: Flask, new_session: Callable[..., dict[str, Any]],
-    read_session: Callable[[str], dict[str, Any]], services: Services,
+    app: Flask,
+    new_session: Callable[..., dict[str, Any]],
+    read_session: Callable[[str], dict[str, Any]],
+    services: Services,
     gateway_calls: list[str],
 ) -> None:
     created = new_session()
@@ -241,8 +265,12 @@ def test_ten_simultaneous_deliveries_of_a_confirmation_make_one_gateway_call(
     try:
         call = Phone(
             http_transport(f"http://127.0.0.1:{server.server_port}"),
-            auth_token=TEST_TWILIO_TOKEN, public_url=PUBLIC_URL, from_="+14155550100",
-            to=created["sip_uri"], out=lambda _line: None, pause_scale=0.01,
+            auth_token=TEST_TWILIO_TOKEN,
+            public_url=PUBLIC_URL,
+            from_="+14155550100",
+            to=created["sip_uri"],
+            out=lambda _line: None,
+            pause_scale=0.01,
         )
         url, form = _enter_until_confirm(call, created)
         start = threading.Barrier(10)
@@ -264,7 +292,8 @@ def test_ten_simultaneous_deliveries_of_a_confirmation_make_one_gateway_call(
 
 
 def test_unicode_and_quotes_in_memory_reach_a_sip_agent_intact(
-    new_session: Callable[..., dict[str, Any]], phone: Callable[..., Phone],
+    new_session: Callable[..., dict[str, Any]],
+    phone: Callable[..., Phone],
 ) -> None:
     memory = 'Zoë "VIP"'  # the headers and signature leave room for ~36 encoded characters
     created = new_session(callback=SIP_CALLBACK, memory=memory)
@@ -278,7 +307,8 @@ def test_unicode_and_quotes_in_memory_reach_a_sip_agent_intact(
 
 
 def test_a_long_memory_travels_as_a_reference_the_agent_can_fetch(
-    new_session: Callable[..., dict[str, Any]], phone: Callable[..., Phone],
+    new_session: Callable[..., dict[str, Any]],
+    phone: Callable[..., Phone],
     read_session: Callable[[str], dict[str, Any]],
 ) -> None:
     memory = ('Caller "Zoë" said: ' + "ünïcode ✓ " * 200)[:2000]
@@ -294,8 +324,10 @@ def test_a_long_memory_travels_as_a_reference_the_agent_can_fetch(
 
 @pytest.mark.parametrize("call_backend", ["redis-inline"], indirect=True)
 def test_with_redis_a_worker_runs_the_payment_from_a_job_without_card_data(
-    new_session: Callable[..., dict[str, Any]], phone: Callable[..., Phone],
-    read_session: Callable[[str], dict[str, Any]], services: Services,
+    new_session: Callable[..., dict[str, Any]],
+    phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]],
+    services: Services,
 ) -> None:
     from rq import Queue
 
@@ -316,4 +348,3 @@ def test_with_redis_a_worker_runs_the_payment_from_a_job_without_card_data(
 
     assert "Your payment was approved." in _hold_until_result(call, hold)
     assert read_session(created["session_id"])["status"] == "payment-success"
-

@@ -22,22 +22,27 @@ def stripe_sandbox(services: Services, merchant: dict[str, str], localstripe_url
     """Project 'acme' gets test-mode Stripe credentials pointing at localstripe."""
     with services.db.transaction() as tx:
         set_credentials(
-            tx, get_project_by_slug(tx, "acme"), Gateway.STRIPE, Environment.TEST,
+            tx,
+            get_project_by_slug(tx, "acme"),
+            Gateway.STRIPE,
+            Environment.TEST,
             {"secret_key": "sk_test_paydial", "api_base": localstripe_url},
-            sealer=services.sealer(PURPOSE), now=services.clock(),
+            sealer=services.sealer(PURPOSE),
+            now=services.clock(),
         )
 
 
 @pytest.mark.parametrize("mode", ["charge", "tokenize"])
 def test_a_keypad_payment_goes_through_stripe_and_records_its_ids(
-    stripe_sandbox: None, mode: str, new_session: Callable[..., dict[str, Any]],
-    phone: Callable[..., Phone], read_session: Callable[[str], dict[str, Any]],
+    stripe_sandbox: None,
+    mode: str,
+    new_session: Callable[..., dict[str, Any]],
+    phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]],
 ) -> None:
     # localstripe refuses descriptions on intents and customers
     created = new_session(mode=mode, callback=CALLBACK, description=None)
-    result = phone(to=created["sip_uri"]).call(
-        ScriptedKeypad([APPROVED + "#", EXPIRY, CVV, "1"])
-    )
+    result = phone(to=created["sip_uri"]).call(ScriptedKeypad([APPROVED + "#", EXPIRY, CVV, "1"]))
 
     session = read_session(created["session_id"])
     assert session["status"] == "payment-success", result.heard

@@ -54,15 +54,16 @@ def lock_out(services: Services, caller: str) -> None:
 
 def attempts(services: Services, session_id: str) -> int:
     with services.db.transaction() as tx:
-        return tx.scalar(
-            select(func.count()).where(PaymentAttempt.session_id == session_id)
-        ) or 0
+        return tx.scalar(select(func.count()).where(PaymentAttempt.session_id == session_id)) or 0
 
 
 @pytest.mark.parametrize("language", ["en-US", "es-US"])
 def test_a_locked_out_caller_hears_why_in_the_session_language_and_is_handed_back(
-    language: str, services: Services, new_session: Callable[..., dict[str, Any]],
-    phone: Callable[..., Phone], read_session: Callable[[str], dict[str, Any]],
+    language: str,
+    services: Services,
+    new_session: Callable[..., dict[str, Any]],
+    phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]],
 ) -> None:
     lock_out(services, LOCKED)
     created = new_session(callback=CALLBACK, language=language)
@@ -81,7 +82,8 @@ def test_a_locked_out_caller_hears_why_in_the_session_language_and_is_handed_bac
 
 
 def test_without_a_callback_the_locked_out_caller_hears_goodbye(
-    services: Services, new_session: Callable[..., dict[str, Any]],
+    services: Services,
+    new_session: Callable[..., dict[str, Any]],
     phone: Callable[..., Phone],
 ) -> None:
     lock_out(services, LOCKED)
@@ -99,8 +101,11 @@ def test_without_a_callback_the_locked_out_caller_hears_goodbye(
     ids=["the session's caller is locked out", "the number calling is locked out"],
 )
 def test_either_the_session_caller_or_the_number_calling_being_locked_out_stops_the_call(
-    session_caller: str, calling: str, services: Services,
-    new_session: Callable[..., dict[str, Any]], phone: Callable[..., Phone],
+    session_caller: str,
+    calling: str,
+    services: Services,
+    new_session: Callable[..., dict[str, Any]],
+    phone: Callable[..., Phone],
     read_session: Callable[[str], dict[str, Any]],
 ) -> None:
     lock_out(services, LOCKED)
@@ -113,8 +118,10 @@ def test_either_the_session_caller_or_the_number_calling_being_locked_out_stops_
 
 
 def test_a_locked_out_number_keying_an_access_code_is_stopped_before_the_card(
-    services: Services, new_session: Callable[..., dict[str, Any]],
-    phone: Callable[..., Phone], read_session: Callable[[str], dict[str, Any]],
+    services: Services,
+    new_session: Callable[..., dict[str, Any]],
+    phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]],
 ) -> None:
     lock_out(services, LOCKED)
     created = new_session(caller=OTHER, callback=CALLBACK)
@@ -135,8 +142,10 @@ def test_a_locked_out_number_keying_an_access_code_is_stopped_before_the_card(
 
 
 def test_another_caller_number_is_not_affected(
-    services: Services, new_session: Callable[..., dict[str, Any]],
-    phone: Callable[..., Phone], read_session: Callable[[str], dict[str, Any]],
+    services: Services,
+    new_session: Callable[..., dict[str, Any]],
+    phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]],
 ) -> None:
     lock_out(services, LOCKED)
     created = new_session(caller=OTHER)
@@ -149,8 +158,10 @@ def test_another_caller_number_is_not_affected(
 
 
 def test_one_failure_short_of_the_limit_still_pays(
-    services: Services, new_session: Callable[..., dict[str, Any]],
-    phone: Callable[..., Phone], read_session: Callable[[str], dict[str, Any]],
+    services: Services,
+    new_session: Callable[..., dict[str, Any]],
+    phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]],
 ) -> None:
     with services.db.transaction() as tx:
         for _ in range(services.settings.caller_failure_limit - 1):
@@ -163,8 +174,11 @@ def test_one_failure_short_of_the_limit_still_pays(
 
 
 def test_once_the_window_passes_the_same_caller_can_pay(
-    services: Services, clock: Clock, new_session: Callable[..., dict[str, Any]],
-    phone: Callable[..., Phone], read_session: Callable[[str], dict[str, Any]],
+    services: Services,
+    clock: Clock,
+    new_session: Callable[..., dict[str, Any]],
+    phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]],
 ) -> None:
     lock_out(services, LOCKED)
     refused = new_session()

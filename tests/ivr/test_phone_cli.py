@@ -53,8 +53,10 @@ def test_a_digit_script_splits_into_entries_at_each_pound_key() -> None:
 
 
 def test_paydial_call_pays_a_session_unattended_and_exits_zero(
-    server_url: str, new_session: Callable[..., dict[str, Any]],
-    read_session: Callable[[str], dict[str, Any]], capsys: pytest.CaptureFixture[str],
+    server_url: str,
+    new_session: Callable[..., dict[str, Any]],
+    read_session: Callable[[str], dict[str, Any]],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     created = new_session(callback="+14155550199")
     digits = f"{APPROVED}#{EXPIRY}#{CVV}#1"
@@ -68,8 +70,10 @@ def test_paydial_call_pays_a_session_unattended_and_exits_zero(
 
 
 def test_paydial_call_by_caller_id_exits_non_zero_when_the_card_is_declined(
-    server_url: str, new_session: Callable[..., dict[str, Any]],
-    read_session: Callable[[str], dict[str, Any]], capsys: pytest.CaptureFixture[str],
+    server_url: str,
+    new_session: Callable[..., dict[str, Any]],
+    read_session: Callable[[str], dict[str, Any]],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     created = new_session(caller="+14155550177")
     digits = f"{DECLINED}#{EXPIRY}#{CVV}#1#2"

@@ -66,8 +66,13 @@ class DatabaseDiesAfterTheCardNumber:
     ],
 )
 def test_the_caller_hears_an_apology_and_goes_back_to_the_agent(
-    hop: Outage, new_session: Callable[..., dict[str, Any]], phone: Callable[..., Phone],
-    read_session: Callable[[str], dict[str, Any]], callback: str, language: str, apology: str,
+    hop: Outage,
+    new_session: Callable[..., dict[str, Any]],
+    phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]],
+    callback: str,
+    language: str,
+    apology: str,
 ) -> None:
     created = new_session(callback=callback, language=language)
 

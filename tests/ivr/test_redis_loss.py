@@ -37,8 +37,10 @@ class RedisDiesAfterTheCardNumber:
 
 
 def test_the_caller_hears_an_apology_and_goes_back_without_a_charge(
-    services: Services, new_session: Callable[..., dict[str, Any]],
-    phone: Callable[..., Phone], read_session: Callable[[str], dict[str, Any]],
+    services: Services,
+    new_session: Callable[..., dict[str, Any]],
+    phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]],
 ) -> None:
     created = new_session(callback=CALLBACK)
     result = phone(to=created["sip_uri"]).call(RedisDiesAfterTheCardNumber(services))

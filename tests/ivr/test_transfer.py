@@ -26,20 +26,30 @@ def _headers(uri: str) -> dict[str, str]:
 
 
 def _sip(callback: str = "sip:agent@agents.example.com", memory: str | None = "hi") -> str:
-    transfer = transfer_for(callback, session_id=SESSION_ID, status="payment-success",
-                            memory=memory, secret_key=SECRET)
+    transfer = transfer_for(
+        callback, session_id=SESSION_ID, status="payment-success", memory=memory, secret_key=SECRET
+    )
     assert transfer is not None and transfer.sip_uri is not None and transfer.number is None
     return transfer.sip_uri
 
 
 def test_no_callback_means_no_transfer() -> None:
-    assert transfer_for(None, session_id=SESSION_ID, status="payment-success", memory="m",
-                        secret_key=SECRET) is None
+    assert (
+        transfer_for(
+            None, session_id=SESSION_ID, status="payment-success", memory="m", secret_key=SECRET
+        )
+        is None
+    )
 
 
 def test_a_phone_callback_is_dialled_as_a_number_without_headers() -> None:
-    transfer = transfer_for("+14155550199", session_id=SESSION_ID, status="payment-failed",
-                            memory="m", secret_key=SECRET)
+    transfer = transfer_for(
+        "+14155550199",
+        session_id=SESSION_ID,
+        status="payment-failed",
+        memory="m",
+        secret_key=SECRET,
+    )
     assert transfer == Transfer(number="+14155550199")
     assert transfer.template_context() == {"number": "+14155550199"}
 

@@ -18,8 +18,12 @@ from tests.ivr.twilio_client import twiml
 
 CARD = [APPROVED + "#", EXPIRY, CVV, "1"]
 CALL = {
-    "CallSid": "CA0123456789abcdef0123456789abcdef", "AccountSid": "AC1", "From": "+14155550100",
-    "CallStatus": "ringing", "Direction": "inbound", "ApiVersion": "2010-04-01",
+    "CallSid": "CA0123456789abcdef0123456789abcdef",
+    "AccountSid": "AC1",
+    "From": "+14155550100",
+    "CallStatus": "ringing",
+    "Direction": "inbound",
+    "ApiVersion": "2010-04-01",
 }
 
 
@@ -35,8 +39,11 @@ def _signed(url: str, form: dict[str, str]) -> str:
 
 @pytest.mark.parametrize("signature", ["", "bm90IGEgc2lnbmF0dXJl", "request-url"])
 def test_a_webhook_without_a_valid_signature_is_refused_and_changes_nothing(
-    signature: str, client: FlaskClient, new_session: Callable[..., dict[str, Any]],
-    read_session: Callable[[str], dict[str, Any]], services: Services,
+    signature: str,
+    client: FlaskClient,
+    new_session: Callable[..., dict[str, Any]],
+    read_session: Callable[[str], dict[str, Any]],
+    services: Services,
 ) -> None:
     created = new_session()
     form = {**CALL, "To": created["sip_uri"]}
@@ -53,18 +60,24 @@ def test_a_webhook_without_a_valid_signature_is_refused_and_changes_nothing(
 
 
 def test_the_signature_covers_the_query_string_and_every_parameter(
-    client: FlaskClient, new_session: Callable[..., dict[str, Any]],
+    client: FlaskClient,
+    new_session: Callable[..., dict[str, Any]],
 ) -> None:
     created = new_session()
     form = {**CALL, "To": created["sip_uri"]}
     url = f"{PUBLIC_URL}/twilio/voice?attempt=1"
 
-    tampered = client.post("/twilio/voice?attempt=1", data={**form, "From": "+19999999999"},
-                           headers={"X-Twilio-Signature": _signed(url, form)})
-    other_query = client.post("/twilio/voice?attempt=2", data=form,
-                              headers={"X-Twilio-Signature": _signed(url, form)})
-    genuine = client.post("/twilio/voice?attempt=1", data=form,
-                          headers={"X-Twilio-Signature": _signed(url, form)})
+    tampered = client.post(
+        "/twilio/voice?attempt=1",
+        data={**form, "From": "+19999999999"},
+        headers={"X-Twilio-Signature": _signed(url, form)},
+    )
+    other_query = client.post(
+        "/twilio/voice?attempt=2", data=form, headers={"X-Twilio-Signature": _signed(url, form)}
+    )
+    genuine = client.post(
+        "/twilio/voice?attempt=1", data=form, headers={"X-Twilio-Signature": _signed(url, form)}
+    )
 
     assert (tampered.status_code, other_query.status_code, genuine.status_code) == (403, 403, 200)
     assert genuine.mimetype == "text/xml"
@@ -72,17 +85,23 @@ def test_the_signature_covers_the_query_string_and_every_parameter(
 
 
 def test_a_repeated_voice_webhook_repeats_the_prompt_without_losing_progress(
-    new_session: Callable[..., dict[str, Any]], phone: Callable[..., Phone],
+    new_session: Callable[..., dict[str, Any]],
+    phone: Callable[..., Phone],
 ) -> None:
     created = new_session()
     call = phone(to=created["sip_uri"])
     call.post(f"{PUBLIC_URL}/twilio/voice", status="ringing")
-    call.post(f"{PUBLIC_URL}/twilio/gather?step=card_number",
-              {"Digits": APPROVED, "FinishedOnKey": "#"})
+    call.post(
+        f"{PUBLIC_URL}/twilio/gather?step=card_number", {"Digits": APPROVED, "FinishedOnKey": "#"}
+    )
 
     again = twiml(call.post(f"{PUBLIC_URL}/twilio/voice", status="ringing").body)
-    stale = twiml(call.post(f"{PUBLIC_URL}/twilio/gather?step=card_number",
-                            {"Digits": APPROVED, "FinishedOnKey": "#"}).body)
+    stale = twiml(
+        call.post(
+            f"{PUBLIC_URL}/twilio/gather?step=card_number",
+            {"Digits": APPROVED, "FinishedOnKey": "#"},
+        ).body
+    )
 
     for root in (again, stale):
         gather = root.find("Gather")
@@ -90,7 +109,8 @@ def test_a_repeated_voice_webhook_repeats_the_prompt_without_losing_progress(
 
 
 def test_a_late_status_callback_never_changes_a_finished_session(
-    new_session: Callable[..., dict[str, Any]], phone: Callable[..., Phone],
+    new_session: Callable[..., dict[str, Any]],
+    phone: Callable[..., Phone],
     read_session: Callable[[str], dict[str, Any]],
 ) -> None:
     created = new_session()
@@ -104,14 +124,18 @@ def test_a_late_status_callback_never_changes_a_finished_session(
 
 @pytest.mark.parametrize("ended", ["completed", "busy", "failed", "no-answer", "canceled"])
 def test_a_call_that_ends_before_a_result_abandons_its_session(
-    ended: str, new_session: Callable[..., dict[str, Any]], phone: Callable[..., Phone],
-    read_session: Callable[[str], dict[str, Any]], services: Services,
+    ended: str,
+    new_session: Callable[..., dict[str, Any]],
+    phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]],
+    services: Services,
 ) -> None:
     created = new_session()
     call = phone(to=created["sip_uri"])
     call.post(f"{PUBLIC_URL}/twilio/voice", status="ringing")
-    call.post(f"{PUBLIC_URL}/twilio/gather?step=card_number",
-              {"Digits": APPROVED, "FinishedOnKey": "#"})
+    call.post(
+        f"{PUBLIC_URL}/twilio/gather?step=card_number", {"Digits": APPROVED, "FinishedOnKey": "#"}
+    )
 
     call.post(f"{PUBLIC_URL}/twilio/status", status="in-progress")
     assert read_session(created["session_id"])["status"] == "collecting"
@@ -123,17 +147,24 @@ def test_a_call_that_ends_before_a_result_abandons_its_session(
 
 @pytest.mark.parametrize("callback", [None, "+14155550199"])
 def test_the_fallback_apologises_hands_back_and_records_the_error(
-    callback: str | None, new_session: Callable[..., dict[str, Any]],
-    phone: Callable[..., Phone], services: Services, caplog: pytest.LogCaptureFixture,
+    callback: str | None,
+    new_session: Callable[..., dict[str, Any]],
+    phone: Callable[..., Phone],
+    services: Services,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     created = new_session(callback=callback)
     call = phone(to=created["sip_uri"])
     call.post(f"{PUBLIC_URL}/twilio/voice", status="ringing")
     caplog.set_level(logging.WARNING)
 
-    reply = call.post(f"{PUBLIC_URL}/twilio/fallback", {
-        "ErrorCode": "11200", "ErrorUrl": f"{PUBLIC_URL}/twilio/gather?step=card_number",
-    })
+    reply = call.post(
+        f"{PUBLIC_URL}/twilio/fallback",
+        {
+            "ErrorCode": "11200",
+            "ErrorUrl": f"{PUBLIC_URL}/twilio/gather?step=card_number",
+        },
+    )
 
     root = twiml(reply.body)
     assert [say.text for say in root.iter("Say")] == [
@@ -149,7 +180,8 @@ def test_the_fallback_apologises_hands_back_and_records_the_error(
 
 
 def test_the_dial_action_records_how_the_transfer_went(
-    new_session: Callable[..., dict[str, Any]], phone: Callable[..., Phone],
+    new_session: Callable[..., dict[str, Any]],
+    phone: Callable[..., Phone],
     read_session: Callable[[str], dict[str, Any]],
 ) -> None:
     created = new_session(callback="+14155550199")
@@ -164,9 +196,13 @@ def test_the_dial_action_records_how_the_transfer_went(
 
 def test_an_unbound_call_is_asked_for_its_access_code(client: FlaskClient) -> None:
     form = {**CALL, "To": "+15005550006", "From": "+14155550999"}
-    response = client.post("/twilio/voice", data=form, headers={
-        "X-Twilio-Signature": _signed(f"{PUBLIC_URL}/twilio/voice", form),
-    })
+    response = client.post(
+        "/twilio/voice",
+        data=form,
+        headers={
+            "X-Twilio-Signature": _signed(f"{PUBLIC_URL}/twilio/voice", form),
+        },
+    )
 
     gather = twiml(response.get_data(as_text=True)).find("Gather")
     assert gather is not None

@@ -25,12 +25,21 @@ def flask_transport(client: FlaskClient) -> Transport:
 
 
 def make_phone(
-    client: FlaskClient, *, from_: str = "+14155550100", to: str = "+15005550006",
+    client: FlaskClient,
+    *,
+    from_: str = "+14155550100",
+    to: str = "+15005550006",
     extra: Mapping[str, str] | None = None,
 ) -> Phone:
     return Phone(
-        flask_transport(client), auth_token=TEST_TWILIO_TOKEN, public_url=PUBLIC_URL,
-        from_=from_, to=to, extra=extra, out=lambda _line: None, pause_scale=0.01,
+        flask_transport(client),
+        auth_token=TEST_TWILIO_TOKEN,
+        public_url=PUBLIC_URL,
+        from_=from_,
+        to=to,
+        extra=extra,
+        out=lambda _line: None,
+        pause_scale=0.01,
     )
 
 

@@ -21,8 +21,12 @@ if TYPE_CHECKING:  # the plugin itself is loaded by pytest (pytest_plugins)
     from tests.leakscan import LeakScan
 
 VOICE_SESSION = {
-    "project": "acme", "caller": "+14155550100", "amount": "25.00", "mode": "charge",
-    "gateway": "stripe", "description": "Order 1042",
+    "project": "acme",
+    "caller": "+14155550100",
+    "amount": "25.00",
+    "mode": "charge",
+    "gateway": "stripe",
+    "description": "Order 1042",
 }
 
 

@@ -26,10 +26,18 @@ WRONG_CVC_CARD = "4000000000000127"  # the simulator declines it: wrong security
 def chat_session(services: Services, account_id: str) -> str:
     with services.db.transaction() as tx:
         return create_session(
-            tx, account_id=account_id, environment=Environment.TEST, now=services.clock(),
-            new=NewSession(project="acme", amount_cents=500, mode=PaymentMode.CHARGE,
-                           gateway=Gateway.STRIPE, channel=Channel.CHAT,
-                           ttl=timedelta(minutes=5)),
+            tx,
+            account_id=account_id,
+            environment=Environment.TEST,
+            now=services.clock(),
+            new=NewSession(
+                project="acme",
+                amount_cents=500,
+                mode=PaymentMode.CHARGE,
+                gateway=Gateway.STRIPE,
+                channel=Channel.CHAT,
+                ttl=timedelta(minutes=5),
+            ),
         ).id
 
 
@@ -64,8 +72,11 @@ def test_a_thousand_security_codes_for_one_card_are_stopped_across_sessions(
     assert all(WRONG_CVC_CARD not in subject for subject in subjects)
 
     services.clock.advance(hours=services.settings.velocity_window_hours)  # type: ignore[attr-defined]
-    outcome = pay(services, chat_session(services, account_id),
-                  Card(number=WRONG_CVC_CARD, exp_month=12, exp_year=2030, cvc="999"))
+    outcome = pay(
+        services,
+        chat_session(services, account_id),
+        Card(number=WRONG_CVC_CARD, exp_month=12, exp_year=2030, cvc="999"),
+    )
     assert outcome.error_code == "incorrect_cvc"  # the window passed: the card may try again
 
 
@@ -77,8 +88,11 @@ def test_a_caller_is_locked_out_after_repeated_failures_with_different_cards(
         card = Card(number=declining[n % 3], exp_month=12, exp_year=2030, cvc="123")
         pay(services, new_session(), card)
     with pytest.raises(CallerLockedOut) as locked:
-        pay(services, new_session(), Card(number="4242424242424242", exp_month=12,
-                                          exp_year=2030, cvc="123"))
+        pay(
+            services,
+            new_session(),
+            Card(number="4242424242424242", exp_month=12, exp_year=2030, cvc="123"),
+        )
     assert "phone number" in str(locked.value)
     with services.db.transaction() as tx:
         now = services.clock()
@@ -90,9 +104,17 @@ def test_a_locked_out_payment_answers_429_with_retry_after_at_the_edge(
     services: Services, account_id: str, client: FlaskClient, merchant: dict[str, str]
 ) -> None:
     app: Flask = client.application
-    app.add_url_rule("/probe/<session_id>", "probe",
-                     lambda session_id: str(pay(services, session_id, Card(
-                         number=WRONG_CVC_CARD, exp_month=12, exp_year=2030, cvc="111"))))
+    app.add_url_rule(
+        "/probe/<session_id>",
+        "probe",
+        lambda session_id: str(
+            pay(
+                services,
+                session_id,
+                Card(number=WRONG_CVC_CARD, exp_month=12, exp_year=2030, cvc="111"),
+            )
+        ),
+    )
     for _ in range(services.settings.card_failure_limit):
         client.get(f"/probe/{chat_session(services, account_id)}")
     response = client.get(f"/probe/{chat_session(services, account_id)}")
@@ -115,8 +137,14 @@ def test_a_toll_fraud_callback_is_rejected_at_creation(
 ) -> None:
     response = client.post(
         "/v1/sessions",
-        json={"project": "acme", "caller": "+14155550100", "amount": "10.00", "mode": "charge",
-              "gateway": "stripe", "callback": callback},
+        json={
+            "project": "acme",
+            "caller": "+14155550100",
+            "amount": "10.00",
+            "mode": "charge",
+            "gateway": "stripe",
+            "callback": callback,
+        },
         headers={"Authorization": merchant["test"]},
     )
     assert response.status_code == 422
@@ -127,15 +155,32 @@ def test_a_toll_fraud_callback_is_rejected_at_creation(
 def test_callbacks_in_allowed_countries_are_accepted_and_the_list_is_per_project(
     services: Services, client: FlaskClient, merchant: dict[str, str]
 ) -> None:
-    body = {"project": "acme", "caller": "+14155550100", "amount": "10.00", "mode": "charge",
-            "gateway": "stripe"}
+    body = {
+        "project": "acme",
+        "caller": "+14155550100",
+        "amount": "10.00",
+        "mode": "charge",
+        "gateway": "stripe",
+    }
     auth = {"Authorization": merchant["test"]}
     for callback in ("+16135550100", "+14155550123", "sip:agent@pbx.example.com"):
-        assert client.post("/v1/sessions", json=body | {"callback": callback},
-                           headers=auth).status_code == 201
+        assert (
+            client.post(
+                "/v1/sessions", json=body | {"callback": callback}, headers=auth
+            ).status_code
+            == 201
+        )
     with services.db.transaction() as tx:
         update_project_settings(get_project_by_slug(tx, "acme"), callback_countries=["GB"])
-    assert client.post("/v1/sessions", json=body | {"callback": "+442079460000"},
-                       headers=auth).status_code == 201
-    assert client.post("/v1/sessions", json=body | {"callback": "+16135550100"},
-                       headers=auth).status_code == 422
+    assert (
+        client.post(
+            "/v1/sessions", json=body | {"callback": "+442079460000"}, headers=auth
+        ).status_code
+        == 201
+    )
+    assert (
+        client.post(
+            "/v1/sessions", json=body | {"callback": "+16135550100"}, headers=auth
+        ).status_code
+        == 422
+    )

@@ -2,8 +2,8 @@
 
 Two guards stand between a duplicated job and a second charge: the card waits in call state and
 the job takes it atomically (`ivr.charge.run_payment_job`), and the attempt row is committed
-before the gateway is called (`payments.attempts.pay`). The first test runs the whole thing with real
-processes: one job enqueued twice on the real RQ queue, two `paydial worker --burst` processes
+before the gateway is called (`payments.attempts.pay`). The first test runs the whole thing with
+real processes: one job enqueued twice on the real RQ queue, two `paydial worker --burst` processes
 started together, Stripe's SDK talking to localstripe. The second races `pay` itself in two
 threads (what the atomic take keeps from happening between workers): the loser hears Conflict on
 SQLite, which locks no rows, as on PostgreSQL.
@@ -122,9 +122,13 @@ def stripe_via_hop(services: Services, merchant: dict[str, str], held_gateway: H
     """Project 'acme' gets test-mode Stripe credentials pointing at localstripe, through the hop."""
     with services.db.transaction() as tx:
         set_credentials(
-            tx, get_project_by_slug(tx, "acme"), Gateway.STRIPE, Environment.TEST,
+            tx,
+            get_project_by_slug(tx, "acme"),
+            Gateway.STRIPE,
+            Environment.TEST,
             {"secret_key": STRIPE_KEY, "api_base": held_gateway.url},
-            sealer=services.sealer(PURPOSE), now=services.clock(),
+            sealer=services.sealer(PURPOSE),
+            now=services.clock(),
         )
 
 
@@ -158,8 +162,11 @@ def stripe_charges(localstripe_url: str, session_id: str) -> list[dict[str, Any]
         if str(intent["metadata"].get(METADATA_KEY, "")).startswith(prefix)
     }
     charges = (c.to_dict() for c in everything(client.v1.charges.list))
-    return [c | {"intent": intents[c["payment_intent"]]} for c in charges
-            if c.get("payment_intent") in intents]
+    return [
+        c | {"intent": intents[c["payment_intent"]]}
+        for c in charges
+        if c.get("payment_intent") in intents
+    ]
 
 
 def everything(list_page: Callable[..., Any]) -> Iterator[Any]:
@@ -174,9 +181,16 @@ def session_status(services: Services, session_id: str) -> str:
 
 @pytest.mark.redis
 def test_one_job_enqueued_twice_and_two_workers_make_one_stripe_charge(
-    stripe_via_hop: None, held_gateway: HeldGateway, localstripe_url: str,
-    new_session: Callable[..., str], services: Services, database_url: str, redis_url: str,
-    tmp_path: Path, leak_scan: LeakScan, request: pytest.FixtureRequest,
+    stripe_via_hop: None,
+    held_gateway: HeldGateway,
+    localstripe_url: str,
+    new_session: Callable[..., str],
+    services: Services,
+    database_url: str,
+    redis_url: str,
+    tmp_path: Path,
+    leak_scan: LeakScan,
+    request: pytest.FixtureRequest,
 ) -> None:
     session_id = new_session(description=None)  # localstripe refuses descriptions on intents
     calls = callstate_from_url(redis_url, TEST_SECRET_KEY)
@@ -221,7 +235,9 @@ def gateway_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def test_two_threads_paying_one_attempt_make_one_gateway_call_and_the_loser_hears_conflict(
-    new_session: Callable[..., str], services: Services, gateway_calls: list[str],
+    new_session: Callable[..., str],
+    services: Services,
+    gateway_calls: list[str],
 ) -> None:
     session_id = new_session()
     card = Card(number=APPROVED, exp_month=12, exp_year=2030, cvc=CVV)  # EXPIRY, as keyed

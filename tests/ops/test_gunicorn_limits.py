@@ -50,8 +50,11 @@ class Served:
 
 
 def call(
-    connection: http.client.HTTPConnection, method: str, path: str,
-    key: str | None = None, body: dict[str, Any] | None = None,
+    connection: http.client.HTTPConnection,
+    method: str,
+    path: str,
+    key: str | None = None,
+    body: dict[str, Any] | None = None,
 ) -> Answer:
     """One request on its own connection (gunicorn's sync workers close it after answering)."""
     headers = {"Content-Type": "application/json"} | ({"Authorization": key} if key else {})
@@ -113,9 +116,17 @@ def gunicorn(database_url: str, redis_url: str, tmp_path: Path) -> Iterator[Guni
     port, access_log = free_port(), tmp_path / "access.log"
     env = process_env(database_url, redis_url, PAYDIAL_RATE_LIMIT_LIVE=f"{LIVE_LIMIT}/minute")
     command = [
-        sys.executable, "-m", "gunicorn", "--workers", str(WORKERS),
-        "--bind", f"127.0.0.1:{port}", "--access-logfile", str(access_log),
-        "--access-logformat", ACCESS_LOG_FORMAT,
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--workers",
+        str(WORKERS),
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--access-logfile",
+        str(access_log),
+        "--access-logformat",
+        ACCESS_LOG_FORMAT,
         "--no-control-socket",  # its default path is per user, shared by test runs side by side
         "api:create_app()",
     ]

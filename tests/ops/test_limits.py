@@ -28,8 +28,10 @@ def test_every_process_sharing_redis_enforces_one_budget_with_the_same_retry_aft
     waits = [int(r.headers["Retry-After"]) for r in answers[3:]]
     assert 0 < waits[0] <= 3600 and abs(waits[0] - waits[1]) <= 1
     # Per endpoint and per key: other routes and other keys have budgets of their own.
-    assert first.get(f"/v1/webhook-deliveries?session_id={session_id}",
-                     headers=auth).status_code == 200
+    assert (
+        first.get(f"/v1/webhook-deliveries?session_id={session_id}", headers=auth).status_code
+        == 200
+    )
     assert second.get(path, headers={"Authorization": merchant["live"]}).status_code == 404
 
 
@@ -40,7 +42,9 @@ def test_live_keys_get_the_live_limit(
     limited = app.test_client()
     live, test = {"Authorization": merchant["live"]}, {"Authorization": merchant["test"]}
     assert [limited.get("/v1/sessions/nope", headers=live).status_code for _ in range(3)] == [
-        404, 404, 429
+        404,
+        404,
+        429,
     ]
     assert limited.get("/v1/sessions/nope", headers=test).status_code == 404
 

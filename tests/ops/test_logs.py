@@ -71,7 +71,8 @@ def test_every_line_of_a_request_carries_its_request_id_and_session_id(
     app: Flask, client: FlaskClient, captured: io.StringIO
 ) -> None:
     app.add_url_rule(
-        "/probe/<session_id>", "probe",
+        "/probe/<session_id>",
+        "probe",
         lambda session_id: (logging.getLogger("ivr.any").info("working"), "ok")[1],
     )
     response = client.get("/probe/sess-123", headers={"X-Request-Id": "req-abc"})

@@ -71,9 +71,13 @@ class LedgerGateway:
             raise GatewayOutcomeUnknown("stripe: read timed out")
         result = ledger.charges.setdefault(
             request.idempotency_key,
-            PaymentResult("captured", f"pi_{len(ledger.charges)}", request.card.brand,
-                          request.card.last4,
-                          processor_fields("stripe", stripe_payment_intent_id="pi_x")),
+            PaymentResult(
+                "captured",
+                f"pi_{len(ledger.charges)}",
+                request.card.brand,
+                request.card.last4,
+                processor_fields("stripe", stripe_payment_intent_id="pi_x"),
+            ),
         )
         if ledger.kill_worker:
             raise WorkerKilled
@@ -98,8 +102,13 @@ def ledger(
     monkeypatch.setattr(LedgerGateway, "ledger", Ledger())
     with services.db.transaction() as tx:
         set_credentials(
-            tx, get_project_by_slug(tx, "acme"), Gateway.STRIPE, Environment.LIVE,
-            {"secret_key": "sk_live_x"}, sealer=services.sealer(PURPOSE), now=services.clock(),
+            tx,
+            get_project_by_slug(tx, "acme"),
+            Gateway.STRIPE,
+            Environment.LIVE,
+            {"secret_key": "sk_live_x"},
+            sealer=services.sealer(PURPOSE),
+            now=services.clock(),
         )
     yield LedgerGateway.ledger
 
@@ -116,8 +125,13 @@ def status_of(services: Services, session_id: str) -> str:
 
 def attempt_states(services: Services, session_id: str) -> list[str]:
     with services.db.transaction() as tx:
-        return list(tx.scalars(select(PaymentAttempt.state).where(
-            PaymentAttempt.session_id == session_id).order_by(PaymentAttempt.number)))
+        return list(
+            tx.scalars(
+                select(PaymentAttempt.state)
+                .where(PaymentAttempt.session_id == session_id)
+                .order_by(PaymentAttempt.number)
+            )
+        )
 
 
 def test_a_timed_out_charge_holds_the_session_until_reconciliation_finds_it(

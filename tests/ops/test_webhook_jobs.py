@@ -48,7 +48,10 @@ def threads(services: Services) -> Iterator[ThreadJobs]:
 
 
 def test_an_event_is_sent_as_soon_as_its_status_change_commits(
-    services: Services, threads: ThreadJobs, hook_secret: str, receiver: HTTPServer,
+    services: Services,
+    threads: ThreadJobs,
+    hook_secret: str,
+    receiver: HTTPServer,
     merchant: dict[str, str],
 ) -> None:
     receiver.expect_request("/hooks", method="POST").respond_with_data("ok")
@@ -71,7 +74,10 @@ def test_an_event_is_sent_as_soon_as_its_status_change_commits(
 
 @pytest.mark.redis
 def test_with_redis_the_event_is_a_queued_job_that_a_worker_sends(
-    services: Services, redis_url: str, hook_secret: str, receiver: HTTPServer,
+    services: Services,
+    redis_url: str,
+    hook_secret: str,
+    receiver: HTTPServer,
     merchant: dict[str, str],
 ) -> None:
     receiver.expect_request("/hooks", method="POST").respond_with_data("ok")
@@ -95,7 +101,10 @@ def test_with_redis_the_event_is_a_queued_job_that_a_worker_sends(
 
 
 def test_the_job_and_the_sweep_racing_for_one_event_send_it_once(
-    services: Services, queued: QueuedJobs, hook_secret: str, receiver: HTTPServer,
+    services: Services,
+    queued: QueuedJobs,
+    hook_secret: str,
+    receiver: HTTPServer,
     new_session: Callable[..., str],
 ) -> None:
     receiver.expect_request("/hooks", method="POST").respond_with_data("ok")
@@ -129,7 +138,10 @@ def test_the_job_and_the_sweep_racing_for_one_event_send_it_once(
 
 
 def test_when_the_queue_is_unreachable_the_commit_stands_and_the_sweep_sends(
-    services: Services, hook_secret: str, receiver: HTTPServer, new_session: Callable[..., str],
+    services: Services,
+    hook_secret: str,
+    receiver: HTTPServer,
+    new_session: Callable[..., str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     receiver.expect_request("/hooks", method="POST").respond_with_data("ok")
@@ -147,8 +159,12 @@ def test_when_the_queue_is_unreachable_the_commit_stands_and_the_sweep_sends(
 
 @pytest.mark.redis
 def test_workers_take_the_sweeps_as_jobs_enqueued_once_per_interval(
-    services: Services, redis_url: str, hook_secret: str, receiver: HTTPServer,
-    new_session: Callable[..., str], opt_in: Callable[..., None],
+    services: Services,
+    redis_url: str,
+    hook_secret: str,
+    receiver: HTTPServer,
+    new_session: Callable[..., str],
+    opt_in: Callable[..., None],
 ) -> None:
     receiver.expect_request("/hooks", method="POST").respond_with_data("ok")
     opt_in("expired")

@@ -145,8 +145,13 @@ def test_delivery_gives_up_three_days_after_the_event(
 
 
 def test_an_event_committed_before_a_crash_is_delivered_after_a_restart(
-    services: Services, hook_secret: str, receiver: HTTPServer, new_session: Callable[..., str],
-    client: FlaskClient, merchant: dict[str, str], opt_in: Callable[..., None],
+    services: Services,
+    hook_secret: str,
+    receiver: HTTPServer,
+    new_session: Callable[..., str],
+    client: FlaskClient,
+    merchant: dict[str, str],
+    opt_in: Callable[..., None],
 ) -> None:
     accepted = checking_receiver(receiver, hook_secret, services.clock().timestamp())
     opt_in("cancelled")
@@ -157,8 +162,11 @@ def test_an_event_committed_before_a_crash_is_delivered_after_a_restart(
     assert cancelled.status_code == 204
     services.db.dispose()  # the process dies before anything is sent
 
-    restarted = Services(settings=services.settings, db=Database(services.settings.database_url),
-                         clock=services.clock)
+    restarted = Services(
+        settings=services.settings,
+        db=Database(services.settings.database_url),
+        clock=services.clock,
+    )
     try:
         assert deliver_due(restarted) == 1
     finally:
@@ -180,8 +188,12 @@ def test_an_event_rolled_back_with_its_status_change_is_never_sent(
 
 
 def test_expired_cancelled_and_abandoned_are_sent_only_after_opting_in(
-    services: Services, hook_secret: str, new_session: Callable[..., str],
-    client: FlaskClient, merchant: dict[str, str], opt_in: Callable[..., None],
+    services: Services,
+    hook_secret: str,
+    new_session: Callable[..., str],
+    client: FlaskClient,
+    merchant: dict[str, str],
+    opt_in: Callable[..., None],
 ) -> None:
     auth = {"Authorization": merchant["test"]}
     client.post(f"/v1/sessions/{new_session()}/cancel", headers=auth)
@@ -196,8 +208,12 @@ def test_expired_cancelled_and_abandoned_are_sent_only_after_opting_in(
 
 
 def test_delivery_attempts_are_listed_and_a_replay_sends_the_same_event_again(
-    services: Services, hook_secret: str, receiver: HTTPServer, new_session: Callable[..., str],
-    client: FlaskClient, merchant: dict[str, str],
+    services: Services,
+    hook_secret: str,
+    receiver: HTTPServer,
+    new_session: Callable[..., str],
+    client: FlaskClient,
+    merchant: dict[str, str],
 ) -> None:
     answers = iter([500, 200])
     receiver.expect_request("/hooks", method="POST").respond_with_handler(
@@ -228,8 +244,13 @@ def test_delivery_attempts_are_listed_and_a_replay_sends_the_same_event_again(
 
 
 def test_deliveries_outside_the_keys_account_or_mode_are_not_found(
-    services: Services, hook_secret: str, receiver: HTTPServer, new_session: Callable[..., str],
-    client: FlaskClient, merchant: dict[str, str], make_project: Callable[..., str],
+    services: Services,
+    hook_secret: str,
+    receiver: HTTPServer,
+    new_session: Callable[..., str],
+    client: FlaskClient,
+    merchant: dict[str, str],
+    make_project: Callable[..., str],
     make_key: Callable[..., str],
 ) -> None:
     receiver.expect_request("/hooks", method="POST").respond_with_data("ok")
@@ -250,7 +271,10 @@ def test_deliveries_outside_the_keys_account_or_mode_are_not_found(
 
 
 def test_a_chat_session_event_says_source_chat_with_no_caller(
-    services: Services, hook_secret: str, receiver: HTTPServer, client: FlaskClient,
+    services: Services,
+    hook_secret: str,
+    receiver: HTTPServer,
+    client: FlaskClient,
     merchant: dict[str, str],
 ) -> None:
     accepted = checking_receiver(receiver, hook_secret, services.clock().timestamp())

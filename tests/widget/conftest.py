@@ -62,9 +62,7 @@ def configure_widget(services: Services, slug: str, **changes: Any) -> None:
 
 
 @pytest.fixture
-def make_widget_session(
-    services: Services, make_project: Callable[..., str]
-) -> Callable[..., str]:
+def make_widget_session(services: Services, make_project: Callable[..., str]) -> Callable[..., str]:
     """A chat session for `slug` (the project is created on first use)."""
     made: set[str] = set()
 

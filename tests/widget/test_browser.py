@@ -31,8 +31,13 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-quic",
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
@@ -168,12 +173,19 @@ def test_a_card_paid_in_the_frame_reaches_on_success_with_the_result(
     [success] = events(page, "success")
     result = success["result"]
     assert set(result) == {
-        "transaction_id", "card_brand", "card_last4", "amount_cents", "currency", "status",
+        "transaction_id",
+        "card_brand",
+        "card_last4",
+        "amount_cents",
+        "currency",
+        "status",
     }
     assert result["transaction_id"]
     assert (result["card_brand"], result["card_last4"]) == ("visa", "4242")
     assert (result["amount_cents"], result["currency"], result["status"]) == (
-        4999, "usd", "payment-success",
+        4999,
+        "usd",
+        "payment-success",
     )
     expect(frame.get_by_role("heading", name="Payment complete")).to_be_visible()
     expect(frame.locator("#card-form")).to_be_hidden()
@@ -191,7 +203,8 @@ def test_a_declined_card_shows_the_reason_and_try_again_leads_to_a_payment(
     expect(frame.get_by_text("The card was declined.")).to_be_visible()
     page.wait_for_function("window.events.some(e => e.type === 'failure')")
     assert events(page, "failure")[0]["error"] == {
-        "error_code": "card_declined", "error_message": "The card was declined.",
+        "error_code": "card_declined",
+        "error_message": "The card was declined.",
     }
     ARTIFACTS.mkdir(exist_ok=True)
     page.locator("iframe").screenshot(path=str(ARTIFACTS / "widget-declined.png"))

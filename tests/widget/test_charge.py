@@ -42,7 +42,12 @@ def test_a_valid_card_is_charged_and_the_result_names_the_card(
     assert response.status_code == 200
     body = response.get_json()
     assert set(body) == {
-        "transaction_id", "card_brand", "card_last4", "amount_cents", "currency", "status",
+        "transaction_id",
+        "card_brand",
+        "card_last4",
+        "amount_cents",
+        "currency",
+        "status",
     }
     assert body["transaction_id"]
     assert (body["card_brand"], body["card_last4"]) == ("visa", "4242")

@@ -77,9 +77,7 @@ def test_frame_ancestors_are_the_projects_allowed_origins(
     client: FlaskClient, services: Services, make_widget_session: Callable[..., str]
 ) -> None:
     sid = make_widget_session()
-    configure_widget(
-        services, "shop", widget={"allowed_origins": [PARENT, "https://chat.example"]}
-    )
+    configure_widget(services, "shop", widget={"allowed_origins": [PARENT, "https://chat.example"]})
     response = client.get(f"/widget/{sid}?origin={PARENT}")
     assert csp(response)["frame-ancestors"] == f"{PARENT} https://chat.example"
     root = Elements(response.get_data(as_text=True)).by_id("paydial")
@@ -231,7 +229,8 @@ def test_the_demo_page_creates_a_test_session_and_mounts_the_widget(
     assert response.status_code == 200
     page = Elements(response.get_data(as_text=True))
     assert [a["src"] for t, a in page.tags if t == "script"] == [
-        "/widget/v1/widget.js", "/widget/assets/demo.js",
+        "/widget/v1/widget.js",
+        "/widget/assets/demo.js",
     ]
     assert csp(response)["frame-src"] == "'self'"
     sid = page.by_id("payment")["data-session-id"]

@@ -39,9 +39,14 @@ def test_widget_set_stores_theme_labels_fields_and_origins(
     cli: Callable[..., int], services: Services
 ) -> None:
     status = cli(
-        "widget", "set", "shop",
-        "theme.primary=#123456", "labels.submit=Pay now", "fields.postal_code=true",
-        "fields.cardholder_name=yes", "allowed_origins=https://A.example,https://b.example:8443",
+        "widget",
+        "set",
+        "shop",
+        "theme.primary=#123456",
+        "labels.submit=Pay now",
+        "fields.postal_code=true",
+        "fields.cardholder_name=yes",
+        "allowed_origins=https://A.example,https://b.example:8443",
     )
     assert status == 0
     assert widget_of(services) == WidgetSettings(
