@@ -1,4 +1,8 @@
-"""The Flask application and the merchant edge. `create_app` is the only place things are wired."""
+"""The Flask application and the merchant edge. `create_app` is the only place things are wired.
+
+Errors: RequestValidationError (errors.py) carries pydantic-shaped items to the one 422 renderer;
+everything else the API answers with is translated from the core's tree (payments/__init__.py).
+"""
 
 from __future__ import annotations
 

@@ -27,6 +27,7 @@ from twilio.request_validator import RequestValidator
 from werkzeug.exceptions import HTTPException
 
 from api.extension import current_services
+from gateways.cards import Brand
 from ivr import flow
 from ivr.binding import (
     CallParams,
@@ -37,7 +38,6 @@ from ivr.binding import (
     session_for_call,
 )
 from ivr.callstate import HandBack
-from ivr.cards import Brand
 from ivr.charge import attempt_result, callstates_of, start_payment
 from ivr.prompts import DEFAULT_LANGUAGE, catalog
 from ivr.transfer import Transfer, transfer_for
@@ -77,16 +77,12 @@ def public_url(endpoint: str, **values: Any) -> str:
 @bp.before_request
 def _require_twilio_signature() -> Response | None:
     """403 before anything happens unless Twilio signed exactly this public URL and form."""
-    settings = current_services().settings
+    services = current_services()
     query = request.query_string.decode()
-    url = settings.public_url.rstrip("/") + request.path + (f"?{query}" if query else "")
+    url = services.settings.public_url.rstrip("/") + request.path + (f"?{query}" if query else "")
     signature = request.headers.get("X-Twilio-Signature", "")
-    token = settings.twilio_auth_token
-    if (
-        token is None
-        or not signature
-        or not RequestValidator(token.get_secret_value()).validate(url, request.form, signature)
-    ):
+    token = services.secrets.twilio_auth_token
+    if not signature or not RequestValidator(token).validate(url, request.form, signature):
         log.warning("rejected %s: missing or invalid X-Twilio-Signature", request.path)
         return Response("Invalid Twilio signature\n", status=403, mimetype="text/plain")
     return None
@@ -335,15 +331,12 @@ def _finish(session_id: str, finish: flow.Finish) -> Transfer | None:
 
 
 def _transfer(session: PaymentSession) -> Transfer | None:
-    secret = current_services().settings.secret_key
-    if secret is None:
-        raise RuntimeError("PAYDIAL_SECRET_KEY is not set")
     return transfer_for(
         session.callback,
         session_id=session.id,
         status=session.status,
         memory=session.memory,
-        secret_key=secret.get_secret_value(),
+        secret_key=current_services().secrets.secret_key,
     )
 
 

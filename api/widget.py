@@ -33,7 +33,7 @@ from api.errors import RequestValidationError
 from api.extension import current_services
 from api.validation import parse_body
 from gateways.base import Card
-from gateways.cards import BRANDS
+from gateways.cards import BRANDS, Brand
 from ivr import cards
 from ivr.speech import brand_name
 from payments.accounts import get_project_by_slug
@@ -178,12 +178,6 @@ def frame_brands() -> dict[str, dict[str, Any]]:
     }
 
 
-def _secret_key(services: Services) -> str:
-    if services.settings.secret_key is None:
-        raise RuntimeError("PAYDIAL_SECRET_KEY is not set")
-    return services.settings.secret_key.get_secret_value()
-
-
 def _chat_session(tx: Tx, session_id: str, services: Services) -> tuple[PaymentSession, Project]:
     """A widget session and its project; voice sessions are not reachable through the widget."""
     session = load_session(tx, session_id, now=services.clock())
@@ -276,7 +270,7 @@ def frame(session_id: str) -> Response:
         "frame.html",
         view=view,
         amount=format_amount(view.amount_cents, view.currency),
-        csrf_token=csrf_token(_secret_key(services), view.session_id),
+        csrf_token=csrf_token(services.secrets.secret_key, view.session_id),
         parent_origin=origin,
         test_mode=test_mode,
         zip_required=settings.require_zip,
@@ -305,7 +299,7 @@ def widget_session(session_id: str) -> Response:
 def charge(session_id: str) -> Response:
     services = current_services()
     presented = request.headers.get(CSRF_HEADER, "")
-    if not hmac.compare_digest(presented, csrf_token(_secret_key(services), session_id)):
+    if not hmac.compare_digest(presented, csrf_token(services.secrets.secret_key, session_id)):
         raise Forbidden("Missing or invalid CSRF token")
     body = parse_body(ChargeRequest)
     with services.db.transaction() as tx:
@@ -350,7 +344,7 @@ def charge(session_id: str) -> Response:
 
 def _check_card(body: ChargeRequest, settings: ProjectSettings, today: date) -> str | None:
     """The same card rules as the phone; returns the ZIP in digits when one is given."""
-    accepted = {cards.Brand(b) for b in settings.accepted_brands if b in set(cards.Brand)}
+    accepted = {Brand(b) for b in settings.accepted_brands if b in set(Brand)}
     brand = cards.detect_brand(body.card_number)
     postal_code = (body.postal_code or "").replace("-", "").replace(" ", "") or None
     problems: list[tuple[str, cards.Reason | None]] = [

@@ -12,8 +12,7 @@ from collections.abc import Collection
 from datetime import date
 from enum import StrEnum
 
-from gateways.cards import BRANDS, Brand, issuer_range
-from gateways.cards import luhn_valid as luhn_ok  # one mod-10 check for keypad, frame and gateways
+from gateways.cards import BRANDS, Brand, issuer_range, luhn_valid
 
 CARD_NUMBER_LENGTHS = range(12, 20)
 POSTAL_CODE_LENGTHS = (5, 9)
@@ -44,7 +43,7 @@ def check_card_number(number: str, accepted: Collection[Brand]) -> Reason | None
     """Length, then checksum, then brand: the order that tells the caller the most useful thing."""
     if not number.isdigit() or len(number) not in CARD_NUMBER_LENGTHS:
         return Reason.INVALID_CARD_NUMBER
-    if not luhn_ok(number):
+    if not luhn_valid(number):
         return Reason.LUHN
     found = issuer_range(number)
     if found is None:

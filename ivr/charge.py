@@ -36,10 +36,8 @@ CONFIRMATION_LENGTH = 8  # the caller hears the last characters of the transacti
 def wire_calls(services: Services) -> None:
     """Give `services` call state and a job runner from its settings, unless it has them."""
     if services.callstates is None:
-        if services.settings.secret_key is None:
-            raise RuntimeError("PAYDIAL_SECRET_KEY is not set")
         services.callstates = callstate_from_url(
-            services.settings.redis_url, services.settings.secret_key.get_secret_value()
+            services.settings.redis_url, services.secrets.secret_key
         )
     if services.jobs is None:
         redis_url = services.settings.redis_url

@@ -36,8 +36,8 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from enum import StrEnum
 
+from gateways.cards import Brand
 from ivr.cards import (
-    Brand,
     Reason,
     check_card_number,
     check_expiry,

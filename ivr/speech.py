@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from num2words import num2words
 
-from ivr.cards import Brand
+from gateways.cards import Brand
 from ivr.prompts import catalog
 
 _BRAND_NAMES = {

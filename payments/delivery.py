@@ -44,7 +44,7 @@ def retry_delay(attempts: int) -> timedelta:
     The jitter keeps retries of many events from arriving at a recovering receiver in lockstep,
     and stays below the doubling, so every delay is still longer than the one before.
     """
-    base = min(FIRST_DELAY * 2 ** max(0, attempts - 1), MAX_DELAY)
+    base = min(FIRST_DELAY * int(2 ** max(0, attempts - 1)), MAX_DELAY)
     return base * random.uniform(0.75, 1.0)
 
 

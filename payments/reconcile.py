@@ -36,7 +36,7 @@ MAX_PAUSE = timedelta(hours=1)
 
 def next_pause(checks: int) -> timedelta:
     """30 s, 1 min, 2 min, ... at most an hour between look-ups of one attempt."""
-    return min(FIRST_PAUSE * 2**checks, MAX_PAUSE)
+    return min(FIRST_PAUSE * int(2**checks), MAX_PAUSE)
 
 
 def reconcile_due(services: Services, *, limit: int = 20) -> int:

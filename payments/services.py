@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
 from payments.crypto import Sealer
-from payments.settings import Settings
+from payments.settings import Secrets, Settings
 from payments.store import Database
 
 
@@ -47,6 +47,10 @@ class Services:
     # The phone call's transient state and gateway job runner; ivr.charge.wire_calls fills them.
     callstates: CallStateSlot | None = None
     jobs: JobRunner | None = None
+    secrets: Secrets = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.secrets = self.settings.secrets()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
@@ -54,6 +58,4 @@ class Services:
 
     def sealer(self, purpose: str) -> Sealer:
         """A sealer keyed by PAYDIAL_SECRET_KEY for one purpose (credentials, call state, ...)."""
-        if self.settings.secret_key is None:
-            raise RuntimeError("PAYDIAL_SECRET_KEY is not set")
-        return Sealer(self.settings.secret_key.get_secret_value(), purpose)
+        return Sealer(self.secrets.secret_key, purpose)

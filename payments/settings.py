@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import json
 import secrets
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOCAL_SECRETS_FILE = "paydial-local.json"
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """The secrets a running process has for certain: resolved once, never optional after."""
+
+    secret_key: str = field(repr=False)
+    twilio_auth_token: str = field(repr=False)
 
 
 def _env(*names: str) -> AliasChoices:
@@ -52,6 +61,14 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = Field(
         5.0, gt=0, validation_alias=_env("PAYDIAL_SWEEP_INTERVAL")
     )
+
+    def secrets(self) -> Secrets:
+        """The resolved secrets; a process without them must not start."""
+        if self.secret_key is None or self.twilio_auth_token is None:
+            raise RuntimeError("PAYDIAL_SECRET_KEY and TWILIO_AUTH_TOKEN must be set")
+        return Secrets(
+            self.secret_key.get_secret_value(), self.twilio_auth_token.get_secret_value()
+        )
 
     @property
     def embedded(self) -> bool:

@@ -55,9 +55,7 @@ def card_key(secret_key: str, number: str) -> str:
 
 
 def services_card_key(services: Services, number: str) -> str:
-    if services.settings.secret_key is None:
-        raise RuntimeError("PAYDIAL_SECRET_KEY is not set")
-    return card_key(services.settings.secret_key.get_secret_value(), number)
+    return card_key(services.secrets.secret_key, number)
 
 
 def _subjects(caller: str | None, card: str | None) -> list[str]:

@@ -7,6 +7,7 @@ dependency rather than removing it. Flask lives only in `api/`.
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -105,3 +106,37 @@ def test_the_checks_see_a_planted_violation(rule: str, tmp_path: Path) -> None:
     found = [target for _, target in imports_of(planted, modules())]
     expected = {"flask": "flask", "layers": "api.voice", "cycles": "payments.store"}[rule]
     assert expected in found
+
+
+def exception_classes() -> dict[str, list[tuple[Path, str]]]:
+    """Per package, (file, name) of each class derived from an exception, by name, to a fixpoint."""
+    classes = []
+    for package in LAYERS:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ClassDef):
+                    bases = {ast.unparse(base).split(".")[-1] for base in node.bases}
+                    classes.append((package, path, node.name, bases))
+    exceptions = {"BaseException", "Exception", "ValueError", "RuntimeError", "KeyError"}
+    while True:
+        grown = exceptions | {name for _, _, name, bases in classes if bases & exceptions}
+        if grown == exceptions:
+            break
+        exceptions = grown
+    found: dict[str, list[tuple[Path, str]]] = {package: [] for package in LAYERS}
+    for package, path, name, bases in classes:
+        if bases & exceptions:
+            found[package].append((path, name))
+    return found
+
+
+def test_every_exception_class_is_drawn_in_its_packages_error_tree() -> None:
+    """Each package's docstring draws its error tree; a new exception class must appear there."""
+    missing = []
+    for package, found in exception_classes().items():
+        docstring = ast.get_docstring(ast.parse((ROOT / package / "__init__.py").read_text()))
+        for path, name in found:
+            if not re.search(rf"\b{name}\b", docstring or ""):
+                missing.append(f"{path.relative_to(ROOT)}: {name}")
+    assert missing == []
+    assert any(name == "CallerLockedOut" for _, name in exception_classes()["payments"])

@@ -5,7 +5,7 @@ from datetime import date
 
 import pytest
 
-from ivr.cards import Brand
+from gateways.cards import Brand
 from ivr.flow import (
     MAX_HOLD_POLLS,
     MAX_TRIES,

@@ -4,7 +4,8 @@ import string
 
 import pytest
 
-from ivr.cards import Brand, Reason
+from gateways.cards import Brand
+from ivr.cards import Reason
 from ivr.prompts import SUPPORTED_LANGUAGES, UnsupportedLanguage, catalog
 from ivr.speech import brand_name, speak_amount, speak_characters, speak_list, spell_number
 
