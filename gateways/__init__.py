@@ -1,12 +1,6 @@
 """Payment gateway adapters: one dict picks the adapter, `build_gateway` is the only way in.
 
-Errors (base.py), each with `code`, `retryable` and `processor_code`:
-
-    GatewayError
-    ├── CardDeclined                the card was refused; another card may work
-    ├── GatewayUnavailable          not reached, or it failed before deciding (retryable)
-    ├── GatewayOutcomeUnknown       sent, but no answer: reconcile, never resend blindly
-    └── GatewayConfigurationError   credentials missing or refused
+Its error tree is drawn in base.py, beside the errors.
 """
 
 from __future__ import annotations

@@ -1,9 +1,15 @@
 """The core's error tree; api/errors.py and the TwiML error template are its only renderers.
 
-PaydialError
-├── NotFound          the thing does not exist, or is outside the caller's reach
-├── Conflict          the thing exists but its state forbids the change
-└── InvalidInput      a value the schema allowed but the business rules do not
+PaydialError                          raised on purpose by the core
+├── NotFound                          absent, or outside the caller's reach
+├── Conflict                          present, but its state forbids the change
+├── InvalidInput                      allowed by the schema, refused by the rules
+└── VelocityLimited (velocity.py)     too many failures: nothing goes to the gateway
+    ├── CardLocked                    ... for this card, whoever tries it
+    └── CallerLockedOut               ... for this phone number, before any card entry
+gateways.GatewayError
+└── GatewayUnavailableAfterCheck (attempts.py)  timed out; the gateway has no such payment
+DecryptionError (crypto.py)           sealed data that is not ours, or was tampered with
 """
 
 from __future__ import annotations
