@@ -30,9 +30,11 @@ from gateways.base import (
     GatewayConfigurationError,
     GatewayOutcomeUnknown,
     GatewayUnavailable,
+    NotVoidable,
     Outcome,
     PaymentRequest,
     PaymentResult,
+    ReversalResult,
     processor_fields,
     require,
     short_reference,
@@ -178,24 +180,11 @@ class AuthorizeNetGateway:
 
     def reconcile(self, request: PaymentRequest) -> PaymentResult | None:
         """Look for our invoice number among unsettled transactions, then our customer profile."""
-        reference = short_reference(request.idempotency_key)
-        listing = contracts.getUnsettledTransactionListRequest()
-        listing.sorting = contracts.TransactionListSorting()
-        listing.sorting.orderBy = contracts.TransactionListOrderFieldEnum.submitTimeUTC
-        listing.sorting.orderDescending = True
-        listing.paging = contracts.Paging()
-        listing.paging.limit = RECONCILE_PAGE
-        listing.paging.offset = 1
-        unsettled = self._execute(apicontrollers.getUnsettledTransactionListController, listing)
-        code, text = _message(unsettled)
-        if code not in ("I00001", "I00004"):  # I00004: no records found
-            raise _api_error(code, text)
-        for summary in _children(_child(unsettled, "transactions"), "transaction"):
-            if _text(summary, "invoiceNumber") == reference:
-                return self._transaction_details(request, _text(summary, "transId") or "")
-
+        trans_id = self._find_unsettled(short_reference(request.idempotency_key))
+        if trans_id is not None:
+            return self._transaction_details(request, trans_id)
         lookup = contracts.getCustomerProfileRequest()
-        lookup.merchantCustomerId = reference
+        lookup.merchantCustomerId = short_reference(request.idempotency_key)
         response = self._execute(apicontrollers.getCustomerProfileController, lookup)
         code, text = _message(response)
         if code == "I00001":
@@ -207,9 +196,103 @@ class AuthorizeNetGateway:
             )
         if code != "E00040":  # E00040: the record cannot be found
             raise _api_error(code, text)
-        if int(_text(unsettled, "totalNumInResultSet") or 0) > RECONCILE_PAGE:
-            raise GatewayOutcomeUnknown("authorizenet: more unsettled transactions than one page")
         return None
+
+    def _find_unsettled(self, invoice_number: str) -> str | None:
+        """The transId carrying our invoice number, newest first, through every page.
+
+        https://developer.authorize.net/api/reference/index.html#transaction-reporting-get-unsettled-transaction-list
+        """
+        offset = 1
+        while True:
+            listing = contracts.getUnsettledTransactionListRequest()
+            listing.sorting = contracts.TransactionListSorting()
+            listing.sorting.orderBy = contracts.TransactionListOrderFieldEnum.submitTimeUTC
+            listing.sorting.orderDescending = True
+            listing.paging = contracts.Paging()
+            listing.paging.limit = RECONCILE_PAGE
+            listing.paging.offset = offset  # the page number, from 1
+            page = self._execute(apicontrollers.getUnsettledTransactionListController, listing)
+            code, text = _message(page)
+            if code == "I00004":  # no records found
+                return None
+            if code != "I00001":
+                raise _api_error(code, text)
+            summaries = _children(_child(page, "transactions"), "transaction")
+            for summary in summaries:
+                if _text(summary, "invoiceNumber") == invoice_number:
+                    return _text(summary, "transId")
+            total = int(_text(page, "totalNumInResultSet") or 0)
+            if not summaries or offset * RECONCILE_PAGE >= total:
+                return None
+            offset += 1
+
+    def void(self, reference: str, *, idempotency_key: str) -> ReversalResult:
+        """voidTransaction: only before settlement; any refusal means refund instead."""
+        response = self._follow_up("voidTransaction", reference, idempotency_key)
+        result = _child(response, "transactionResponse")
+        if _text(result, "responseCode") == "1":
+            return ReversalResult("void", reference, _text(result, "transId"))
+        code, text = _message(response)
+        if code in ("E00001", *_CREDENTIAL_ERRORS):
+            raise _api_error(code, text)
+        raise NotVoidable(
+            "authorizenet refused the void",
+            processor_code=_text(result, "errors", "error", "errorCode"),
+        )
+
+    def refund(self, reference: str, amount_cents: int, *, idempotency_key: str) -> ReversalResult:
+        """refundTransaction (settled only) needs the card's last four, which the details give."""
+        details = contracts.getTransactionDetailsRequest()
+        details.transId = reference
+        found = self._execute(apicontrollers.getTransactionDetailsController, details)
+        code, text = _message(found)
+        if code != "I00001":
+            raise _api_error(code, text)
+        masked = _text(found, "transaction", "payment", "creditCard", "cardNumber") or ""
+        card = contracts.creditCardType()
+        card.cardNumber = masked[-4:]
+        card.expirationDate = "XXXX"
+        payment = contracts.paymentType()
+        payment.creditCard = card
+        response = self._follow_up(
+            "refundTransaction",
+            reference,
+            idempotency_key,
+            amount_cents=amount_cents,
+            payment=payment,
+        )
+        result = _child(response, "transactionResponse")
+        if _text(result, "responseCode") == "1":
+            return ReversalResult("refund", reference, _text(result, "transId"), amount_cents)
+        code, text = _message(response)
+        error = _child(result, "errors", "error")
+        raise GatewayConfigurationError(
+            f"authorizenet refused the refund: {scrub(_text(error, 'errorText') or text)}",
+            processor_code=_text(error, "errorCode") or code,
+        )
+
+    def _follow_up(
+        self,
+        kind: str,
+        reference: str,
+        idempotency_key: str,
+        *,
+        amount_cents: int | None = None,
+        payment: Any = None,
+    ) -> Any:
+        """A transaction that refers to an earlier one (refTransId): void or refund."""
+        transaction = contracts.transactionRequestType()
+        transaction.transactionType = kind
+        if amount_cents is not None:
+            transaction.amount = (Decimal(amount_cents) / 100).quantize(Decimal("0.01"))
+        if payment is not None:
+            transaction.payment = payment
+        transaction.refTransId = reference
+        api_request = contracts.createTransactionRequest()
+        api_request.refId = short_reference(idempotency_key)
+        api_request.transactionRequest = transaction
+        return self._execute(apicontrollers.createTransactionController, api_request)
 
     def _transaction_details(self, request: PaymentRequest, trans_id: str) -> PaymentResult:
         details = contracts.getTransactionDetailsRequest()

@@ -4,7 +4,8 @@
     ├── CardDeclined               the issuer or gateway said no; `reason` is normalized
     ├── GatewayUnavailable         nothing was charged (refused connection, 502/503): retry is safe
     ├── GatewayOutcomeUnknown      it may have been processed: reconcile, never retry blindly
-    └── GatewayConfigurationError  bad or missing credentials, or an operation the gateway lacks
+    ├── GatewayConfigurationError  bad or missing credentials, or an operation the gateway lacks
+    └── NotVoidable                too late to void (settled or captured): refund it instead
 
 Messages never carry card data; adapters build them from gateway codes and texts only.
 """
@@ -28,6 +29,7 @@ DeclineReason = Literal[
     "processing_error",
 ]
 Outcome = Literal["captured", "authorized", "tokenized"]
+ReversalKind = Literal["void", "refund"]
 
 PROCESSOR_FIELDS: dict[str, tuple[str, ...]] = {
     "stripe": (
@@ -127,6 +129,16 @@ class PaymentResult:
     processor: dict[str, str | None]
 
 
+@dataclass(frozen=True)
+class ReversalResult:
+    """A void or refund the gateway accepted; `amount_cents` is None for a void (all of it)."""
+
+    kind: ReversalKind
+    reference: str  # the transaction that was reversed
+    reversal_id: str | None  # the gateway's id for the refund (or the void, where it has one)
+    amount_cents: int | None = None
+
+
 def processor_fields(gateway: str, **values: str | None) -> dict[str, str | None]:
     """PRODUCT.md's processor object for a gateway: every documented key, None when n/a."""
     fields = PROCESSOR_FIELDS[gateway]
@@ -153,6 +165,14 @@ class PaymentGateway(Protocol):
 
     def reconcile(self, request: PaymentRequest) -> PaymentResult | None:
         """After an unknown outcome: the gateway's record of this request, or None if none."""
+        ...
+
+    def void(self, reference: str, *, idempotency_key: str) -> ReversalResult:
+        """Cancel an authorization or an unsettled sale in full; NotVoidable once it settled."""
+        ...
+
+    def refund(self, reference: str, amount_cents: int, *, idempotency_key: str) -> ReversalResult:
+        """Give back `amount_cents` of a captured payment; repeating the key refunds once."""
         ...
 
 
@@ -214,6 +234,12 @@ class GatewayOutcomeUnknown(GatewayError):
 
 class GatewayConfigurationError(GatewayError):
     code = "gateway_configuration"
+
+
+class NotVoidable(GatewayError):
+    """The transaction is past the point where a void works (captured or settled)."""
+
+    code = "not_voidable"
 
 
 def require(credentials: Mapping[str, str], *keys: str) -> tuple[str, ...]:

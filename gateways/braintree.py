@@ -19,8 +19,10 @@ from gateways.base import (
     GatewayError,
     GatewayOutcomeUnknown,
     GatewayUnavailable,
+    NotVoidable,
     PaymentRequest,
     PaymentResult,
+    ReversalResult,
     processor_fields,
     require,
     short_reference,
@@ -52,6 +54,9 @@ _VALIDATION_REASONS: dict[str, DeclineReason] = {
     **dict.fromkeys(("81706", "81707", "81736"), "incorrect_cvc"),
 }
 CUSTOMER_ID_TAKEN = "91609"
+# "Transaction can only be voided if status is authorized, submitted_for_settlement, or
+# settlement_pending" (developer.paypal.com/braintree/docs/reference/general/validation-errors)
+CANNOT_VOID = "91504"
 _PAID = {"authorized", "submitted_for_settlement", "settling", "settled", "settlement_pending"}
 _UNEXPECTED_STATUS = re.compile(r"HTTP_RESPONSE (\d{3})")
 
@@ -180,6 +185,27 @@ class BraintreeGateway:
         except Exception as exc:
             raise _translate(exc) from exc
         return self._tokenized(request, customer) if customer.credit_cards else None
+
+    def void(self, reference: str, *, idempotency_key: str) -> ReversalResult:
+        """Void before settlement; error 91504 says it is too late, so refund instead."""
+        params = {"api_request_key": idempotency_key}
+        result = self._call(
+            lambda: self._gateway.transaction.void(reference, params), money_at_stake=True
+        )
+        if result.is_success:
+            return ReversalResult("void", reference, None)
+        if any(e.code == CANNOT_VOID for e in result.errors.deep_errors):
+            raise NotVoidable("braintree can no longer void this transaction; refund it")
+        raise self._validation_error(result)
+
+    def refund(self, reference: str, amount_cents: int, *, idempotency_key: str) -> ReversalResult:
+        params = {"amount": f"{amount_cents / 100:.2f}", "api_request_key": idempotency_key}
+        result = self._call(
+            lambda: self._gateway.transaction.refund(reference, params), money_at_stake=True
+        )
+        if not result.is_success:
+            raise self._validation_error(result)
+        return ReversalResult("refund", reference, result.transaction.id, amount_cents)
 
     def _card(self, request: PaymentRequest) -> dict[str, Any]:
         card = request.card

@@ -21,15 +21,17 @@ from gateways.base import (
     GatewayConfigurationError,
     GatewayError,
     GatewayOutcomeUnknown,
+    NotVoidable,
     PaymentRequest,
     PaymentResult,
+    ReversalResult,
     processor_fields,
     require,
 )
 
 DEFAULT_API_BASE = "https://api.shift4.com"
 METADATA_KEY = "paydial_idempotency_key"
-RECONCILE_WINDOW = 100
+RECONCILE_PAGE = 100
 _SDK_LOCK = threading.Lock()
 _TRANSPORT = TimeoutRequests()
 _installed = False
@@ -122,18 +124,50 @@ class Shift4Gateway:
         return self._tokenized(request, customer)
 
     def reconcile(self, request: PaymentRequest) -> PaymentResult | None:
-        """Find our charge or customer among the most recent ones by the key in its metadata."""
-        charges = self._call(lambda: shift4.charges.list({"limit": RECONCILE_WINDOW}))
-        for charge in charges.get("list", []):
-            if (charge.get("metadata") or {}).get(METADATA_KEY) == request.idempotency_key:
-                return self._charge_result(request, charge)
-        customers = self._call(lambda: shift4.customers.list({"limit": RECONCILE_WINDOW}))
-        for customer in customers.get("list", []):
-            if (customer.get("metadata") or {}).get(METADATA_KEY) == request.idempotency_key:
-                return self._tokenized(request, customer)
-        if charges.get("hasMore") or customers.get("hasMore"):
-            raise GatewayOutcomeUnknown("shift4: the payment is older than the reconcile window")
-        return None
+        """Find our charge or customer by the key in its metadata, paging through all of them."""
+        charge = self._find_tagged(shift4.charges.list, request.idempotency_key)
+        if charge is not None:
+            return self._charge_result(request, charge)
+        customer = self._find_tagged(shift4.customers.list, request.idempotency_key)
+        return None if customer is None else self._tokenized(request, customer)
+
+    def _find_tagged(
+        self, listing: Callable[[dict[str, Any]], Any], key: str
+    ) -> dict[str, Any] | None:
+        """Newest first, a page at a time (https://dev.shift4.com/docs/api#pagination)."""
+        params: dict[str, Any] = {"limit": RECONCILE_PAGE}
+        while True:
+            page = self._call(lambda: listing(dict(params)))
+            items = page.get("list") or []
+            for item in items:
+                if (item.get("metadata") or {}).get(METADATA_KEY) == key:
+                    return dict(item)
+            if not page.get("hasMore") or not items:
+                return None
+            params["startingAfterId"] = items[-1]["id"]
+
+    def void(self, reference: str, *, idempotency_key: str) -> ReversalResult:
+        """Shift4 has no void: refunding an uncaptured charge releases it, a captured one not."""
+        charge = self._call(lambda: shift4.charges.get(reference))
+        if charge.get("captured", True):
+            raise NotVoidable("shift4 cannot void a captured charge; refund it")
+        self._refund(reference, None, idempotency_key)
+        return ReversalResult("void", reference, None)
+
+    def refund(self, reference: str, amount_cents: int, *, idempotency_key: str) -> ReversalResult:
+        refund_id = self._refund(reference, amount_cents, idempotency_key)
+        return ReversalResult("refund", reference, refund_id, amount_cents)
+
+    def _refund(self, reference: str, amount_cents: int | None, idempotency_key: str) -> str | None:
+        """POST /charges/{id}/refund; the answer is the charge with its refunds, newest last."""
+        params = {} if amount_cents is None else {"amount": amount_cents}
+        charge = self._call(
+            lambda: shift4.charges.refund(
+                reference, params, request_options={"idempotency_key": idempotency_key}
+            )
+        )
+        refunds = charge.get("refunds") or []
+        return str(refunds[-1]["id"]) if refunds and refunds[-1].get("id") else None
 
     def _card(self, request: PaymentRequest) -> dict[str, Any]:
         card = request.card

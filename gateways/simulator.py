@@ -13,9 +13,11 @@ from gateways.base import (
     DeclineReason,
     GatewayConfigurationError,
     GatewayError,
+    NotVoidable,
     Outcome,
     PaymentRequest,
     PaymentResult,
+    ReversalResult,
     processor_fields,
 )
 from gateways.cards import luhn_valid
@@ -99,6 +101,8 @@ class SimulatorGateway:
 
     # What each (gateway, key) answered, so reconcile can tell "went through" from "never sent".
     _answers: ClassVar[dict[tuple[str, str], PaymentResult | GatewayError]] = {}
+    # Voids and refunds by (gateway, idempotency key): a repeated key gets the first answer.
+    reversals: ClassVar[dict[tuple[str, str], ReversalResult]] = {}
     _lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, name: str) -> None:
@@ -126,6 +130,21 @@ class SimulatorGateway:
         if isinstance(answer, GatewayError):
             raise answer
         return answer
+
+    def void(self, reference: str, *, idempotency_key: str) -> ReversalResult:
+        if self.name in ("stripe", "shift4"):  # their simulated payments are always captured
+            raise NotVoidable(f"{self.name} cannot void a captured payment; refund it")
+        return self._reverse(idempotency_key, ReversalResult("void", reference, None))
+
+    def refund(self, reference: str, amount_cents: int, *, idempotency_key: str) -> ReversalResult:
+        refund_id = "re_sim" + _digest(self.name, idempotency_key)[:20]
+        return self._reverse(
+            idempotency_key, ReversalResult("refund", reference, refund_id, amount_cents)
+        )
+
+    def _reverse(self, idempotency_key: str, reversal: ReversalResult) -> ReversalResult:
+        with self._lock:
+            return self.reversals.setdefault((self.name, idempotency_key), reversal)
 
     def _answer(self, request: PaymentRequest, outcome: Outcome) -> PaymentResult:
         key = (self.name, request.idempotency_key)

@@ -15,8 +15,10 @@ from gateways.base import (
     GatewayError,
     GatewayOutcomeUnknown,
     GatewayUnavailable,
+    NotVoidable,
     PaymentRequest,
     PaymentResult,
+    ReversalResult,
     processor_fields,
     require,
 )
@@ -37,8 +39,8 @@ _REASONS: dict[str, DeclineReason] = {
     "processing_error": "processing_error",
 }
 METADATA_KEY = "paydial_idempotency_key"
-# How far back reconcile looks; a timed-out attempt is reconciled within minutes, not days.
-RECONCILE_WINDOW = 100
+# https://docs.stripe.com/error-codes#payment-intent-unexpected-state
+UNEXPECTED_STATE = "payment_intent_unexpected_state"
 
 
 def _decline(code: str | None, decline_code: str | None, message: str | None) -> CardDeclined:
@@ -123,35 +125,70 @@ class StripeGateway:
         return self._tokenized(request, customer.id, pm.id)
 
     def reconcile(self, request: PaymentRequest) -> PaymentResult | None:
-        """Find our intent or customer among the most recent ones by the key in its metadata."""
-        intents: Any = self._call(
-            lambda: self._client.v1.payment_intents.list(
-                params={"limit": RECONCILE_WINDOW, "expand": ["data.latest_charge"]}
+        """Find our intent or customer by the key in its metadata, however many came since."""
+        intent = self._find_tagged(self._client.v1.payment_intents, request, expand=True)
+        if intent is not None:
+            return self._intent_result(request, intent)
+        customer = self._find_tagged(self._client.v1.customers, request, expand=False)
+        if customer is None:
+            return None
+        params: Any = {"customer": customer.id, "type": "card"}
+        cards: Any = self._call(
+            lambda: self._client.v1.payment_methods.list(params=params), money_at_stake=True
+        )
+        if not cards.data:  # the attach (the card check) never completed
+            return None
+        return self._tokenized(request, customer.id, cards.data[0].id)
+
+    def _find_tagged(self, service: Any, request: PaymentRequest, *, expand: bool) -> Any | None:
+        """Search by metadata; where search misses (its index lags up to a minute, and some
+        accounts and emulators lack it) page through the whole list, newest first.
+
+        https://docs.stripe.com/search#data-freshness, https://docs.stripe.com/api/pagination
+        """
+        key = request.idempotency_key
+        query: Any = {"query": f"metadata['{METADATA_KEY}']:'{key}'"}
+        listing: Any = {"limit": 100}
+        if expand:
+            query["expand"] = listing["expand"] = ["data.latest_charge"]
+        try:
+            found: Any = service.search(params=query)
+            match = next((obj for obj in found.data if _tagged(obj, key)), None)
+            if match is not None:
+                return match
+        except stripe.InvalidRequestError:  # no search here: the list below still finds it
+            pass
+        except stripe.StripeError as exc:
+            raise _translate(exc) from None
+        pages: Any = self._call(lambda: service.list(params=listing), money_at_stake=True)
+        try:
+            return next((obj for obj in pages.auto_paging_iter() if _tagged(obj, key)), None)
+        except stripe.StripeError as exc:
+            raise _translate(exc) from None
+
+    def void(self, reference: str, *, idempotency_key: str) -> ReversalResult:
+        """Cancel the PaymentIntent; Stripe refuses once it succeeded (captured): refund then."""
+        try:
+            self._client.v1.payment_intents.cancel(
+                reference, options={"idempotency_key": idempotency_key}
+            )
+        except stripe.InvalidRequestError as exc:
+            if exc.code == UNEXPECTED_STATE:
+                raise NotVoidable("stripe cannot cancel a captured payment intent") from None
+            raise _translate(exc) from None
+        except stripe.StripeError as exc:
+            raise _translate(exc) from None
+        return ReversalResult("void", reference, None)
+
+    def refund(self, reference: str, amount_cents: int, *, idempotency_key: str) -> ReversalResult:
+        params: Any = {"payment_intent": reference, "amount": amount_cents}
+        refund = self._call(
+            lambda: self._client.v1.refunds.create(
+                params=params, options={"idempotency_key": idempotency_key}
             ),
             money_at_stake=True,
         )
-        for intent in intents.data:
-            if _tagged(intent, request.idempotency_key):
-                return self._intent_result(request, intent)
-        customers: Any = self._call(
-            lambda: self._client.v1.customers.list(params={"limit": RECONCILE_WINDOW}),
-            money_at_stake=True,
-        )
-        customer = next(
-            (c for c in customers.data if _tagged(c, request.idempotency_key)),
-            None,
-        )
-        if customer is not None:
-            params: Any = {"customer": customer.id, "type": "card"}
-            cards: Any = self._call(
-                lambda: self._client.v1.payment_methods.list(params=params), money_at_stake=True
-            )
-            if not cards.data:  # the attach (the card check) never completed
-                return None
-            return self._tokenized(request, customer.id, cards.data[0].id)
-        if intents.has_more or customers.has_more:
-            raise GatewayOutcomeUnknown("stripe: the payment is older than the reconcile window")
-        return None
+        return ReversalResult("refund", reference, refund.id, amount_cents)
 
     def _create_payment_method(self, request: PaymentRequest) -> stripe.PaymentMethod:
         card = request.card

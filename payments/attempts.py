@@ -17,7 +17,6 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as Tx
 
-from gateways import build_gateway
 from gateways.base import BillingAddress as GatewayBillingAddress
 from gateways.base import (
     Card,
@@ -30,14 +29,15 @@ from gateways.base import (
     PaymentResult,
 )
 from payments import velocity
-from payments.credentials import PURPOSE as CREDENTIALS_PURPOSE
-from payments.credentials import load_credentials
+from payments.credentials import project_gateway
 from payments.errors import Conflict
 from payments.model import Gateway, PaymentMode, Status
 from payments.project_settings import ProjectSettings, project_settings
+from payments.reversals import FIRST_PAUSE as REVERSAL_PAUSE
+from payments.reversals import REVERSED_CODE, REVERSED_MESSAGE, REVERSING, reverse_attempt
 from payments.services import Services
 from payments.sessions import UNRESOLVED_ATTEMPT_STATES, load_session, transition
-from payments.store import PaymentAttempt, PaymentSession, Project
+from payments.store import PaymentAttempt, PaymentSession, Project, SessionEvent
 
 PENDING, SUCCEEDED, DECLINED, FAILED, UNKNOWN = (
     "pending",
@@ -253,20 +253,7 @@ def _attempt_row(tx: Tx, session_id: str, number: int) -> PaymentAttempt | None:
 
 def attempt_gateway(services: Services, started: StartedAttempt) -> PaymentGateway:
     """The project's adapter for this attempt's gateway and mode."""
-    with services.db.transaction() as tx:
-        credentials = load_credentials(
-            tx,
-            started.project_id,
-            started.gateway,
-            started.environment,
-            sealer=services.sealer(CREDENTIALS_PURPOSE),
-        )
-    return build_gateway(
-        started.gateway,
-        credentials,
-        environment="live" if started.environment == "live" else "test",
-        timeout=services.settings.gateway_timeout_seconds,
-    )
+    return project_gateway(services, started.project_id, started.gateway, started.environment)
 
 
 def _call_gateway(services: Services, started: StartedAttempt) -> PaymentResult:
@@ -312,7 +299,19 @@ class GatewayUnavailableAfterCheck(GatewayError):
 def record_result(
     services: Services, started: StartedAttempt, result: PaymentResult | GatewayError
 ) -> PaymentOutcome:
-    """Record the gateway's answer and move the session on, in one transaction, exactly once."""
+    """Record the gateway's answer and move the session on, in one transaction, exactly once.
+
+    A payment that lands on a session that already ended is given back at once (payments.reversals).
+    """
+    outcome, reversing = _record_result(services, started, result)
+    if reversing is not None:
+        reverse_attempt(services, reversing)
+    return outcome
+
+
+def _record_result(
+    services: Services, started: StartedAttempt, result: PaymentResult | GatewayError
+) -> tuple[PaymentOutcome, int | None]:
     now = services.clock()
     with services.db.transaction() as tx:
         session = load_session(tx, started.session_id, now=now, for_update=True)
@@ -320,10 +319,13 @@ def record_result(
         max_attempts = project_settings(project).max_payment_attempts
         attempt = _attempt_row(tx, session.id, started.number)
         assert attempt is not None  # written by _start, never deleted
-        if attempt.state not in UNRESOLVED_ATTEMPT_STATES:
-            return _outcome(session, attempt, max_attempts)  # a racing worker or reconciler won
+        if attempt.state not in UNRESOLVED_ATTEMPT_STATES:  # a racing worker or reconciler won
+            return _outcome(session, attempt, max_attempts), None
         attempt.finished_at = now
         attempt.next_check_at = None
+        if isinstance(result, PaymentResult) and _too_late(session, result):
+            _mark_for_reversal(tx, session, attempt, result, now)
+            return _outcome(session, attempt, max_attempts), attempt.id
         if isinstance(result, PaymentResult):
             attempt.state = SUCCEEDED
             attempt.processor = {"transaction_id": result.transaction_id, **result.processor}
@@ -362,7 +364,32 @@ def record_result(
                 now=now,
                 detail={"attempt": started.number, "error_code": attempt.error_code},
             )
-        return _outcome(session, attempt, max_attempts)
+        return _outcome(session, attempt, max_attempts), None
+
+
+def _too_late(session: PaymentSession, result: PaymentResult) -> bool:
+    """Money moved for a session that already ended (a saved card moves none)."""
+    return Status(session.status).is_terminal and result.outcome != "tokenized"
+
+
+def _mark_for_reversal(
+    tx: Tx, session: PaymentSession, attempt: PaymentAttempt, result: PaymentResult, now: datetime
+) -> None:
+    """Keep the gateway's ids for the reversal and log the late payment; the status stays."""
+    attempt.state = REVERSING
+    attempt.processor = {"transaction_id": result.transaction_id, **result.processor}
+    attempt.error_code, attempt.error_message = REVERSED_CODE, REVERSED_MESSAGE
+    attempt.next_check_at = now + REVERSAL_PAUSE  # the sweep's turn if reversing fails
+    tx.add(
+        SessionEvent(
+            session_id=session.id,
+            at=now,
+            from_status=session.status,
+            to_status=session.status,
+            cause="late_payment_received",
+            detail={"attempt": attempt.number, "transaction_id": result.transaction_id},
+        )
+    )
 
 
 def refuse(services: Services, session_id: str, number: int, card: Card, reason: str) -> None:

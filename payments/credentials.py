@@ -9,8 +9,11 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session as Tx
 
+from gateways import build_gateway
+from gateways.base import PaymentGateway
 from payments.crypto import Sealer
 from payments.model import Environment, Gateway
+from payments.services import Services
 from payments.store import GatewayCredential, Project
 
 PURPOSE = "gateway-credentials"
@@ -63,3 +66,19 @@ def load_credentials(
         return None
     values: dict[str, str] = json.loads(sealer.open(sealed))
     return values
+
+
+def project_gateway(
+    services: Services, project_id: str, gateway: str, environment: str
+) -> PaymentGateway:
+    """The project's adapter for a gateway and mode (the simulator in test mode without keys)."""
+    with services.db.transaction() as tx:
+        credentials = load_credentials(
+            tx, project_id, gateway, environment, sealer=services.sealer(PURPOSE)
+        )
+    return build_gateway(
+        gateway,
+        credentials,
+        environment="live" if environment == "live" else "test",
+        timeout=services.settings.gateway_timeout_seconds,
+    )

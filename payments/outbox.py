@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import secrets
+from collections.abc import Mapping
 from datetime import datetime
 from urllib.parse import urlsplit
 
@@ -30,6 +31,7 @@ SECRET_PREFIX = "whsec_"  # noqa: S105  # the public prefix of every secret
 SIGNATURE_HEADER = "Maven-Signature"
 ALWAYS_SENT = frozenset({Status.PAYMENT_SUCCESS, Status.PAYMENT_AUTHORIZED, Status.PAYMENT_FAILED})
 OPT_IN = frozenset({Status.EXPIRED, Status.CANCELLED, Status.ABANDONED})
+REVERSED_EVENT = "payment-reversed"
 
 
 def new_event_id() -> str:
@@ -48,8 +50,32 @@ def wants_event(project: Project, status: Status) -> bool:
 def record_status_change(tx: Tx, session: PaymentSession, to: Status, now: datetime) -> None:
     """Write the outbox row for a status change, in the caller's transaction."""
     project = tx.get_one(Project, session.project_id)
-    if not wants_event(project, to):
-        return
+    if wants_event(project, to):
+        _record(tx, session, project, to.value, now, {})
+
+
+def record_reversal(
+    tx: Tx, session: PaymentSession, now: datetime, reversal: Mapping[str, object]
+) -> None:
+    """Tell the merchant a late payment on an ended session was given back (always sent).
+
+    The body is the session (still in its final status) plus `event: "payment-reversed"` and
+    `reversal: {kind, transaction_id, reversal_id, amount}`.
+    """
+    project = tx.get_one(Project, session.project_id)
+    if project.webhook_url:
+        extra: dict[str, object] = {"event": REVERSED_EVENT, "reversal": dict(reversal)}
+        _record(tx, session, project, REVERSED_EVENT, now, extra)
+
+
+def _record(
+    tx: Tx,
+    session: PaymentSession,
+    project: Project,
+    event_type: str,
+    now: datetime,
+    extra: dict[str, object],
+) -> None:
     event_id = new_event_id()
     body = session_out(session, project.slug).model_dump(mode="json")
     source = Channel(session.channel)
@@ -57,13 +83,14 @@ def record_status_change(tx: Tx, session: PaymentSession, to: Status, now: datet
         "event_id": event_id,
         "source": source.value,
         "caller": session.caller if source is Channel.VOICE else None,
+        **extra,
     }
     tx.add(
         WebhookEvent(
             id=event_id,
             project_id=project.id,
             session_id=session.id,
-            type=to.value,
+            type=event_type,
             payload=json.dumps(body, separators=(",", ":")),
             created_at=now,
             delivered=False,

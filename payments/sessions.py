@@ -248,5 +248,7 @@ def cancel_session(
     )
     if Status(session.status).is_terminal:
         raise Conflict(f"Session is {session.status} and can no longer be cancelled")
+    if _payment_in_flight(tx, session.id):  # the gateway has it: its answer decides the session
+        raise Conflict("A payment is being processed; the gateway's result decides the session")
     transition(tx, session, Status.CANCELLED, cause="cancelled_by_merchant", now=now)
     return session
