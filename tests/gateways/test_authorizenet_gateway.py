@@ -21,6 +21,7 @@ from gateways.base import (
     GatewayConfigurationError,
     GatewayOutcomeUnknown,
     GatewayUnavailable,
+    NotVoidable,
     short_reference,
 )
 from tests.gateways.gateway_helpers import CLIENT_TIMEOUT, make_request, recorder, stall
@@ -378,3 +379,91 @@ def test_concurrent_charges_never_cross_endpoints_or_credentials(racy_sdk: None)
     assert crossed == []
     assert all(txn == f"{index}000" for index, txn in results)
     assert [len(server.log) for server in servers] == [30, 30]
+
+
+def paged_unsettled_server(invoice: str, *, total: int, position: int) -> Any:
+    """`total` unsettled transactions newest first, ours at `position`, served page by page."""
+
+    def answer(request: Request) -> Response:
+        sent = xml_of(request.get_data())
+        kind = etree.QName(sent).localname
+        if kind != "getUnsettledTransactionListRequest":
+            return reconcile_server(invoice)(request)
+        limit, page = int(first(sent, "limit") or 0), int(first(sent, "offset") or 0)
+        rows = "".join(
+            f"<transaction><transId>{7000 + n}</transId><invoiceNumber>"
+            f"{invoice if n == position else f'pdother{n}'}</invoiceNumber></transaction>"
+            for n in range((page - 1) * limit, min(page * limit, total))
+        )
+        return anet(
+            f"<getUnsettledTransactionListResponse {NS}>{messages()}"
+            f"<transactions>{rows}</transactions>"
+            f"<totalNumInResultSet>{total}</totalNumInResultSet>"
+            "</getUnsettledTransactionListResponse>"
+        )
+
+    return answer
+
+
+def test_reconcile_finds_a_charge_behind_more_than_a_page_of_newer_ones(
+    httpserver: HTTPServer, anet_url: str
+) -> None:
+    invoice = short_reference("pd-buried-1")
+    seen = serve(httpserver, paged_unsettled_server(invoice, total=1150, position=1120))
+
+    result = make_anet(anet_url).reconcile(make_request(key="pd-buried-1"))
+
+    assert result is not None and result.outcome == "captured"
+    pages = [first(xml_of(s["body"]), "offset") for s in seen]
+    assert pages[:2] == ["1", "2"]
+    assert first(xml_of(seen[2]["body"]), "transId") == str(7000 + 1120)
+
+
+def test_void_sends_a_void_transaction_for_the_reference(
+    httpserver: HTTPServer, anet_url: str
+) -> None:
+    seen = serve(httpserver, transaction_answer(trans_id="60099"))
+
+    reversal = make_anet(anet_url).void("60012345678", idempotency_key="pd-s-1-void")
+
+    sent = xml_of(seen[0]["body"])
+    assert first(sent, "transactionType") == "voidTransaction"
+    assert first(sent, "refTransId") == "60012345678"
+    assert first(sent, "refId") == short_reference("pd-s-1-void")
+    assert (reversal.kind, reversal.reference, reversal.reversal_id) == (
+        "void",
+        "60012345678",
+        "60099",
+    )
+
+
+def test_a_refused_void_means_refund_instead(httpserver: HTTPServer, anet_url: str) -> None:
+    serve(httpserver, transaction_answer("3", error_code="16"))
+
+    with pytest.raises(NotVoidable):
+        make_anet(anet_url).void("60012345678", idempotency_key="pd-s-1-void")
+
+
+def test_refund_sends_the_last_four_from_the_transaction_details(
+    httpserver: HTTPServer, anet_url: str
+) -> None:
+    def answer(request: Request) -> Response:
+        if etree.QName(xml_of(request.get_data())).localname == "getTransactionDetailsRequest":
+            return anet(
+                f"<getTransactionDetailsResponse {NS}>{messages()}<transaction>"
+                "<transId>60012345678</transId><payment><creditCard>"
+                "<cardNumber>XXXX4242</cardNumber><expirationDate>XXXX</expirationDate>"
+                "</creditCard></payment></transaction></getTransactionDetailsResponse>"
+            )
+        return anet(transaction_answer(trans_id="60100"))
+
+    seen = serve(httpserver, answer)
+
+    reversal = make_anet(anet_url).refund("60012345678", 1999, idempotency_key="pd-s-1-refund")
+
+    sent = xml_of(seen[1]["body"])
+    assert first(sent, "transactionType") == "refundTransaction"
+    assert first(sent, "refTransId") == "60012345678"
+    assert first(sent, "amount") == "19.99"
+    assert (first(sent, "cardNumber"), first(sent, "expirationDate")) == ("4242", "XXXX")
+    assert (reversal.kind, reversal.reversal_id, reversal.amount_cents) == ("refund", "60100", 1999)

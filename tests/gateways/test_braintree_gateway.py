@@ -15,6 +15,7 @@ from gateways.base import (
     GatewayConfigurationError,
     GatewayOutcomeUnknown,
     GatewayUnavailable,
+    NotVoidable,
     short_reference,
 )
 from gateways.braintree import BraintreeGateway
@@ -251,3 +252,49 @@ def test_reconcile_answers_none_when_no_sale_or_customer_exists(httpserver: HTTP
     serve(httpserver, "/customers/" + short_reference("pd-lost-2", 36), Response("", status=404))
 
     assert make_braintree(httpserver.url_for("")).reconcile(make_request(key="pd-lost-2")) is None
+
+
+VOIDED = SETTLING.replace("submitted_for_settlement", "voided")
+CANNOT_VOID = (
+    '<api-error-response><errors><errors type="array"/><transaction><errors type="array">'
+    '<error><code>91504</code><attribute type="symbol">base</attribute>'
+    "<message>Transaction can only be voided if status is authorized, submitted_for_settlement,"
+    " or settlement_pending.</message></error></errors></transaction></errors>"
+    "<message>Transaction can only be voided if status is authorized.</message>"
+    "</api-error-response>"
+)
+
+
+def test_void_puts_the_transaction_void_with_our_request_key(httpserver: HTTPServer) -> None:
+    seen = serve(httpserver, "/transactions/bt7x2k9q/void", bt(VOIDED, status=200))
+
+    reversal = make_braintree(httpserver.url_for("")).void(
+        "bt7x2k9q", idempotency_key="pd-s-1-void"
+    )
+
+    assert etree.fromstring(seen[0]["body"]).findtext("api_request_key") == "pd-s-1-void"
+    assert (reversal.kind, reversal.reference) == ("void", "bt7x2k9q")
+
+
+def test_a_settled_transaction_cannot_be_voided(httpserver: HTTPServer) -> None:
+    serve(httpserver, "/transactions/bt7x2k9q/void", bt(CANNOT_VOID, status=422))
+
+    with pytest.raises(NotVoidable):
+        make_braintree(httpserver.url_for("")).void("bt7x2k9q", idempotency_key="pd-s-1-void")
+
+
+def test_refund_posts_the_amount_and_our_request_key(httpserver: HTTPServer) -> None:
+    credit = SETTLING.replace("bt7x2k9q", "btref01").replace("<type>sale", "<type>credit")
+    seen = serve(httpserver, "/transactions/bt7x2k9q/refund", bt(credit))
+
+    reversal = make_braintree(httpserver.url_for("")).refund(
+        "bt7x2k9q", 1999, idempotency_key="pd-s-1-refund"
+    )
+
+    sent = etree.fromstring(seen[0]["body"])
+    assert (sent.findtext("amount"), sent.findtext("api_request_key")) == ("19.99", "pd-s-1-refund")
+    assert (reversal.kind, reversal.reversal_id, reversal.amount_cents) == (
+        "refund",
+        "btref01",
+        1999,
+    )

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from pytest_httpserver import HTTPServer
-from werkzeug import Response
+from werkzeug import Request, Response
 
 from gateways import build_gateway
 from gateways.base import (
@@ -15,6 +15,7 @@ from gateways.base import (
     GatewayConfigurationError,
     GatewayOutcomeUnknown,
     GatewayUnavailable,
+    NotVoidable,
 )
 from gateways.shift4 import Shift4Gateway
 from tests.gateways.gateway_helpers import CLIENT_TIMEOUT, make_request, recorder, stall
@@ -163,3 +164,51 @@ def test_reconcile_answers_none_when_nothing_carries_the_key(httpserver: HTTPSer
     serve(httpserver, "/customers", s4({"list": [], "hasMore": False}))
 
     assert make_shift4(httpserver.url_for("")).reconcile(make_request(key="pd-lost-2")) is None
+
+
+def test_reconcile_pages_past_more_than_a_hundred_newer_charges(httpserver: HTTPServer) -> None:
+    """Shift4's list pages with `startingAfterId`, newest first."""
+    charges = [{**CHARGE, "id": f"char_{n}", "metadata": {}} for n in range(130)]
+    charges[117]["metadata"] = {"paydial_idempotency_key": "pd-buried-1"}
+
+    def page(request: Request) -> Response:
+        after = request.args.get("startingAfterId")
+        start = 0 if after is None else int(after.split("_")[1]) + 1
+        limit = int(request.args.get("limit", "10"))
+        chunk = charges[start : start + limit]
+        return s4({"list": chunk, "hasMore": start + limit < len(charges)})
+
+    seen = serve(httpserver, "/charges", page)
+
+    result = make_shift4(httpserver.url_for("")).reconcile(make_request(key="pd-buried-1"))
+
+    assert result is not None and result.transaction_id == "char_117"
+    assert len(seen) == 2
+
+
+def test_refund_posts_the_amount_with_our_idempotency_key(httpserver: HTTPServer) -> None:
+    refunded = {**CHARGE, "refunded": True, "refunds": [{"id": "ref_1", "amount": 1999}]}
+    seen = serve(httpserver, "/charges/char_9kQx/refund", s4(refunded))
+
+    reversal = make_shift4(httpserver.url_for("")).refund(
+        "char_9kQx", 1999, idempotency_key="pd-s-1-refund"
+    )
+
+    assert json.loads(seen[0]["body"]) == {"amount": 1999}
+    assert seen[0]["headers"]["Idempotency-Key"] == "pd-s-1-refund"
+    assert (reversal.kind, reversal.reversal_id, reversal.amount_cents) == ("refund", "ref_1", 1999)
+
+
+def test_a_captured_charge_cannot_be_voided_and_an_uncaptured_one_is_released(
+    httpserver: HTTPServer,
+) -> None:
+    serve(httpserver, "/charges/char_9kQx", s4(CHARGE))
+    held = {**CHARGE, "id": "char_auth", "captured": False}
+    serve(httpserver, "/charges/char_auth", s4(held))
+    released = serve(httpserver, "/charges/char_auth/refund", s4({**held, "refunds": []}))
+    gateway = make_shift4(httpserver.url_for(""))
+
+    with pytest.raises(NotVoidable):
+        gateway.void("char_9kQx", idempotency_key="pd-s-1-void")
+    assert gateway.void("char_auth", idempotency_key="pd-s-2-void").kind == "void"
+    assert released[0]["headers"]["Idempotency-Key"] == "pd-s-2-void"

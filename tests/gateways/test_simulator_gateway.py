@@ -6,7 +6,7 @@ import pytest
 
 from gateways import build_gateway, required_credentials
 from gateways.authorizenet import AuthorizeNetGateway
-from gateways.base import CardDeclined, GatewayConfigurationError
+from gateways.base import CardDeclined, GatewayConfigurationError, NotVoidable
 from gateways.simulator import SimulatorGateway
 from tests.gateways.gateway_helpers import make_request
 
@@ -73,3 +73,19 @@ def test_live_authorizenet_defaults_to_production_and_test_to_sandbox() -> None:
     assert isinstance(live, AuthorizeNetGateway) and isinstance(test, AuthorizeNetGateway)
     assert live.endpoint == "https://api2.authorize.net/xml/v1/request.api"
     assert test.endpoint == "https://apitest.authorize.net/xml/v1/request.api"
+
+
+@pytest.mark.parametrize("name", ["stripe", "authorizenet", "braintree", "shift4"])
+def test_the_simulator_voids_like_its_gateway_and_refunds_once_per_key(name: str) -> None:
+    simulator = SimulatorGateway(name)
+    paid = simulator.charge(make_request())
+    assert paid.transaction_id
+
+    if name in ("stripe", "shift4"):  # captured at once: only a refund gives it back
+        with pytest.raises(NotVoidable):
+            simulator.void(paid.transaction_id, idempotency_key="pd-v-1-void")
+    else:
+        assert simulator.void(paid.transaction_id, idempotency_key="pd-v-1-void").kind == "void"
+    first = simulator.refund(paid.transaction_id, 1999, idempotency_key="pd-v-1-refund")
+    again = simulator.refund(paid.transaction_id, 1999, idempotency_key="pd-v-1-refund")
+    assert first == again and first.kind == "refund" and first.amount_cents == 1999

@@ -17,6 +17,7 @@ from gateways.base import (
     GatewayConfigurationError,
     GatewayOutcomeUnknown,
     GatewayUnavailable,
+    NotVoidable,
     PaymentRequest,
 )
 from gateways.stripe import StripeGateway
@@ -110,6 +111,30 @@ class TestAgainstLocalstripe:
         assert gateway.reconcile(charge) == charged
         assert gateway.reconcile(token) == saved
         assert gateway.reconcile(local_request()) is None
+
+    def test_reconcile_finds_a_charge_behind_more_than_a_hundred_newer_ones(
+        self, localstripe_url: str
+    ) -> None:
+        """localstripe has no search API, so this takes the list path, page after page."""
+        gateway = make_stripe(localstripe_url)
+        lost = local_request(postal_code=None)
+        charged = gateway.charge(lost)
+        for _ in range(110):
+            gateway.charge(local_request(postal_code=None))
+
+        assert gateway.reconcile(lost) == charged
+
+    def test_a_captured_charge_is_refunded_once_per_idempotency_key(
+        self, localstripe_url: str
+    ) -> None:
+        gateway = make_stripe(localstripe_url)
+        charged = gateway.charge(local_request(postal_code=None))
+        assert charged.transaction_id
+
+        reversal = gateway.refund(charged.transaction_id, 1999, idempotency_key="pd-r-1-refund")
+
+        assert reversal.kind == "refund" and (reversal.reversal_id or "").startswith("re_")
+        assert reversal.amount_cents == 1999
 
 
 def test_the_sdk_sends_amount_currency_moto_and_our_idempotency_key(
@@ -216,3 +241,33 @@ def test_a_payment_intent_that_times_out_is_an_unknown_outcome(httpserver: HTTPS
 def test_auth_only_is_not_offered_for_stripe(localstripe_url: str) -> None:
     with pytest.raises(GatewayConfigurationError):
         make_stripe(localstripe_url).authorize(make_request())
+
+
+def test_reconcile_searches_by_the_key_in_the_metadata(httpserver: HTTPServer) -> None:
+    seen, handler = recorder(
+        lambda _: stripe_json(
+            {
+                "object": "search_result",
+                "data": [{**SUCCEEDED, "metadata": {"paydial_idempotency_key": "pd-lost-9"}}],
+                "has_more": False,
+            }
+        )
+    )
+    httpserver.expect_request("/v1/payment_intents/search").respond_with_handler(handler)
+
+    result = make_stripe(httpserver.url_for("")).reconcile(make_request(key="pd-lost-9"))
+
+    assert result is not None and result.transaction_id == "pi_1"
+    assert seen[0]["path"] == "/v1/payment_intents/search"
+
+
+def test_a_succeeded_intent_cannot_be_cancelled_so_it_is_not_voidable(
+    httpserver: HTTPServer,
+) -> None:
+    error = {"type": "invalid_request_error", "code": "payment_intent_unexpected_state"}
+    seen, handler = recorder(lambda _: stripe_json({"error": error}, status=400))
+    httpserver.expect_request("/v1/payment_intents/pi_1/cancel").respond_with_handler(handler)
+
+    with pytest.raises(NotVoidable):
+        make_stripe(httpserver.url_for("")).void("pi_1", idempotency_key="pd-s-1-void")
+    assert seen[0]["headers"]["Idempotency-Key"] == "pd-s-1-void"
