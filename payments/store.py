@@ -239,6 +239,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
+    dbapi_connection.isolation_level = None  # we say BEGIN ourselves (_sqlite_begin)
+
+
+def _sqlite_begin(connection: Any) -> None:
+    """SQLite has no SELECT ... FOR UPDATE: take the write lock at BEGIN instead, so two
+    transactions that read then write (start an attempt, cancel a session) run one after the
+    other rather than failing with "database is locked" when both try to upgrade their lock.
+    https://docs.sqlalchemy.org/en/20/dialects/sqlite.html#serializable-isolation-savepoints-transactional-ddl
+    """
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 OUTBOX = "paydial_outbox"  # session.info key: ids of webhook events added in the transaction
@@ -256,6 +266,7 @@ class Database:
         self.engine: Engine = create_engine(url, pool_pre_ping=True)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "begin", _sqlite_begin)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.on_outbox: Callable[[list[str]], None] | None = None
         event.listen(self._sessions, "after_commit", self._after_commit)

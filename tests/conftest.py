@@ -172,7 +172,7 @@ def localstripe_url() -> Iterator[str]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 60
         while True:
             with socket.socket() as sock:
                 if sock.connect_ex(("127.0.0.1", port)) == 0:
@@ -183,7 +183,7 @@ def localstripe_url() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
-        process.wait(timeout=5)
+        process.wait(timeout=60)
 
 
 # --- the application ---------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from tests.ops.conftest import VOICE_SESSION
 
 REPO = Path(__file__).resolve().parents[2]
 WORKERS = 3
+STARTUP_DEADLINE = 60  # seconds for gunicorn and its workers to boot on a loaded machine
 LIVE_LIMIT = 5
 # Each access-log line names the worker process that answered: `<pid> status path`.
 ACCESS_LOG_FORMAT = "%(p)s %(s)s %(U)s"
@@ -88,7 +89,7 @@ class Gunicorn:
 
     def wait_until_every_worker_answers(self) -> None:
         """Open one connection per worker, then ask /health on each: a booted worker takes one."""
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + STARTUP_DEADLINE
         while self.process.poll() is None and time.monotonic() < deadline:
             try:
                 with contextlib.ExitStack() as opened:  # closed even when a later one fails
@@ -107,7 +108,7 @@ class Gunicorn:
     def stop(self) -> None:
         """A graceful shutdown. A worker logs a request after answering it: read the log after."""
         self.process.terminate()
-        self.process.wait(timeout=10)
+        self.process.wait(timeout=STARTUP_DEADLINE)
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from tests.ops.conftest import VOICE_SESSION, QueuedJobs, app_for, tuned
 from tests.ops.test_webhooks import APPROVED
 
 
-def _received(receiver: HTTPServer, count: int, timeout: float = 10) -> list[dict[str, object]]:
+def _received(receiver: HTTPServer, count: int, timeout: float = 60) -> list[dict[str, object]]:
     deadline = time.monotonic() + timeout
     while len(receiver.log) < count and time.monotonic() < deadline:
         time.sleep(0.02)
