@@ -25,6 +25,12 @@ class Caller:
 
     account_id: str
     environment: Environment
+    key_prefix: str
+
+    @property
+    def actor(self) -> str:
+        """Who made a change, for the audit log: the key, never its secret part."""
+        return f"api key {self.key_prefix}"
 
 
 def _unauthorized(message: str) -> Unauthorized:
@@ -48,7 +54,7 @@ def require_api_key(view: Callable[P, R]) -> Callable[P, R]:
             key = authenticate(tx, token)
             if key is None:
                 raise _unauthorized("Invalid or revoked API key")
-            g.caller = Caller(key.account_id, Environment(key.environment))
+            g.caller = Caller(key.account_id, Environment(key.environment), key.prefix)
         return view(*args, **kwargs)
 
     return wrapper

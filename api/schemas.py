@@ -19,7 +19,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from payments.model import Gateway, PaymentMode
+from payments.model import Environment, Gateway, PaymentMode
+from payments.project_settings import ProjectChanges as ProjectChanges  # the PATCH body
 from payments.views import SessionOut as SessionOut  # re-exported: the API contract names it
 
 AMOUNT_PATTERN = r"^(?!^[-+.]*$)[+-]?0*\d*\.?\d*$"
@@ -294,6 +295,45 @@ class WebhookDeliveryOut(BaseModel):
 
 class WebhookDeliveryList(BaseModel):
     data: list[WebhookDeliveryOut]
+
+
+class AccountOut(BaseModel):
+    id: str
+    name: str
+
+
+class AuthCheck(BaseModel):
+    """The presented key is valid: its mode and its account (GET /v1/auth/check)."""
+
+    authenticated: Literal[True] = True
+    mode: Environment = Field(description="The key's mode: the `environment` of its sessions")
+    key_prefix: str = Field(description="The key's public first characters")
+    account: AccountOut
+
+
+class ProjectSummary(BaseModel):
+    id: str
+    slug: str
+    name: str
+    display_name: str | None
+    created_at: datetime
+
+
+class ProjectList(BaseModel):
+    data: list[ProjectSummary]
+
+
+class ProjectOut(ProjectChanges):
+    """A project and every setting `PATCH /v1/projects/{slug}` can change (Paydial addition)."""
+
+    id: str
+    slug: str
+    name: str
+    created_at: datetime
+    webhook_secret_set: bool = Field(description="Whether a `whsec_` signing secret exists")
+    webhook_secret: str | None = Field(
+        None, description="Only in the response of the change that created the secret: shown once"
+    )
 
 
 class ValidationErrorItem(BaseModel):

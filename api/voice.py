@@ -27,7 +27,6 @@ from twilio.request_validator import RequestValidator
 from werkzeug.exceptions import HTTPException
 
 from api.extension import current_services
-from gateways.cards import Brand
 from ivr import flow
 from ivr.binding import (
     CallParams,
@@ -224,22 +223,19 @@ def _context(tx: Tx, session: PaymentSession) -> flow.FlowContext:
     """The session as the flow sees it, with the project's settings applied."""
     project = tx.get_one(Project, session.project_id)
     settings = project_settings(project)
-    known_brands = {brand.value for brand in Brand}
     terminal = Status(session.status).is_terminal
     g.session_status = session.status
     return flow.FlowContext(
         session_id=session.id,
-        merchant=settings.merchant_name or project.name,
+        merchant=settings.display_name or project.name,
         amount_cents=session.amount_cents,
         currency=session.currency,
         mode=PaymentMode(session.mode),
         today=current_services().clock().date(),
         language=session.language or settings.language,
         description=session.description or "",
-        require_zip=settings.require_zip,
-        accepted_brands=frozenset(
-            Brand(name) for name in settings.accepted_brands if name in known_brands
-        ),
+        require_postal_code=settings.require_postal_code,
+        accepted_brands=frozenset(settings.accepted_brands),
         # a session that already ended (e.g. an unknown gateway outcome) offers no more tries
         max_attempts=session.attempt_count if terminal else settings.max_payment_attempts,
         has_callback=bool(session.callback),

@@ -33,7 +33,7 @@ from api.errors import RequestValidationError
 from api.extension import current_services
 from api.validation import parse_body
 from gateways.base import Card
-from gateways.cards import BRANDS, Brand
+from gateways.cards import BRANDS
 from ivr import cards
 from ivr.speech import brand_name
 from payments.accounts import get_project_by_slug
@@ -199,7 +199,7 @@ def _labels(settings: ProjectSettings, session: PaymentSession) -> dict[str, str
 
 def _fields(settings: ProjectSettings) -> dict[str, bool]:
     fields = {name: settings.widget.fields.get(name, False) for name in OPTIONAL_FIELDS}
-    fields["postal_code"] = fields["postal_code"] or settings.require_zip
+    fields["postal_code"] = fields["postal_code"] or settings.require_postal_code
     return fields
 
 
@@ -213,7 +213,7 @@ def _view(session: PaymentSession, project: Project, settings: ProjectSettings) 
         amount_cents=session.amount_cents,
         currency=session.currency,
         description=session.description,
-        merchant_name=settings.merchant_name or project.name,
+        merchant_name=settings.display_name or project.name,
         theme=settings.widget.theme,
         labels=_labels(settings, session),
         fields=_fields(settings),
@@ -273,7 +273,7 @@ def frame(session_id: str) -> Response:
         csrf_token=csrf_token(services.secrets.secret_key, view.session_id),
         parent_origin=origin,
         test_mode=test_mode,
-        zip_required=settings.require_zip,
+        zip_required=settings.require_postal_code,
         accepted_brands=settings.accepted_brands,
         brands=frame_brands(),
         closed_message=CLOSED_MESSAGES.get(status, NOT_OPEN) if status.is_terminal else None,
@@ -344,7 +344,7 @@ def charge(session_id: str) -> Response:
 
 def _check_card(body: ChargeRequest, settings: ProjectSettings, today: date) -> str | None:
     """The same card rules as the phone; returns the ZIP in digits when one is given."""
-    accepted = {Brand(b) for b in settings.accepted_brands if b in set(Brand)}
+    accepted = set(settings.accepted_brands)
     brand = cards.detect_brand(body.card_number)
     postal_code = (body.postal_code or "").replace("-", "").replace(" ", "") or None
     problems: list[tuple[str, cards.Reason | None]] = [
@@ -359,7 +359,7 @@ def _check_card(body: ChargeRequest, settings: ProjectSettings, today: date) -> 
         for field, reason in problems
         if reason is not None
     ]
-    if postal_code is None and settings.require_zip:
+    if postal_code is None and settings.require_postal_code:
         errors.append({"loc": ["body", "postal_code"], "msg": "Field required", "type": "missing"})
     if errors:
         raise RequestValidationError(errors)

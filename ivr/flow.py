@@ -164,7 +164,7 @@ class FlowContext:
     today: date
     language: str = "en-US"
     description: str = ""
-    require_zip: bool = False
+    require_postal_code: bool = False
     accepted_brands: frozenset[Brand] = frozenset(Brand)
     max_attempts: int = 3
     has_callback: bool = False
@@ -408,7 +408,7 @@ def advance(state: CallState, event: Event, ctx: FlowContext) -> Turn:
         return _retry(state, ctx, [_reason_sentence(reason, event.digits, state, ctx)])
     card = replace(state.card, **{rule.field: event.digits})
     next_step = rule.next
-    if next_step is Step.POSTAL_CODE and not ctx.require_zip:
+    if next_step is Step.POSTAL_CODE and not ctx.require_postal_code:
         next_step = Step.CONFIRM
     return _ask(_moved(state, next_step, card), ctx)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -23,7 +24,6 @@ from ivr.phone import (
 )
 from paydial.command import CommandError, parse_assignments, services_from_env
 from paydial.migrate import upgrade
-from paydial.widget_cli import add_widget_commands
 from payments.accounts import create_project, get_project_by_slug, issue_key, revoke_key
 from payments.credentials import PURPOSE as CREDENTIALS_PURPOSE
 from payments.credentials import set_credentials
@@ -31,7 +31,9 @@ from payments.errors import PaydialError
 from payments.logs import configure as configure_logging
 from payments.model import Environment, Gateway
 from payments.outbox import SECRET_PURPOSE as WEBHOOK_SECRET
-from payments.outbox import rotate_secret, set_webhook_url
+from payments.outbox import rotate_secret
+from payments.project_settings import KEYS_HELP, patch_from_assignments
+from payments.projects import change_project
 from payments.settings import Settings
 from payments.store import Project
 from payments.sweeps import Sweeper, run_once
@@ -73,6 +75,55 @@ def cmd_project_create(args: argparse.Namespace) -> None:
     with services.db.transaction() as tx:
         project = create_project(tx, args.slug, now=services.clock(), account_name=args.account)
     print(project.id)
+
+
+CLI_ACTOR = "command line"
+
+
+def _print_project(project: Project, webhook_secret: str | None = None) -> None:
+    from api.projects import project_out
+
+    print(json.dumps(project_out(project).model_dump(mode="json"), indent=2))
+    if webhook_secret is not None:
+        print(f"webhook signing secret (shown once):\n  {webhook_secret}")
+
+
+def cmd_project_show(args: argparse.Namespace) -> None:
+    services = services_from_env()
+    with services.db.transaction() as tx:
+        _print_project(get_project_by_slug(tx, args.slug))
+
+
+def _change(slug: str, patch: dict[str, object]) -> tuple[Project, str | None]:
+    """Apply a settings patch as the command line; a bad value names its setting and path."""
+    services = services_from_env()
+    try:
+        with services.db.transaction() as tx:
+            project = get_project_by_slug(tx, slug)
+            changed = change_project(
+                tx,
+                project,
+                patch,
+                actor=CLI_ACTOR,
+                now=services.clock(),
+                sealer=services.sealer(WEBHOOK_SECRET),
+            )
+    except ValidationError as error:
+        raise CommandError(
+            "; ".join(
+                f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in error.errors()
+            )
+        ) from None
+    return project, changed.webhook_secret
+
+
+def cmd_project_set(args: argparse.Namespace) -> None:
+    try:
+        patch = patch_from_assignments(parse_assignments(args.values))
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    project, secret = _change(args.slug, patch)
+    _print_project(project, secret)
 
 
 def cmd_key_create(args: argparse.Namespace) -> None:
@@ -129,6 +180,15 @@ def _core_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     create.add_argument("slug")
     create.add_argument("--account", help="account name (default: a new account of its own)")
     create.set_defaults(func=cmd_project_create)
+    show = project.add_parser("show", help="print a project's settings as JSON")
+    show.add_argument("slug")
+    show.set_defaults(func=cmd_project_show)
+    project_set = project.add_parser(
+        "set", help="change settings: KEY=VALUE, as PATCH /v1/projects/SLUG", description=KEYS_HELP
+    )
+    project_set.add_argument("slug")
+    project_set.add_argument("values", nargs="+", metavar="KEY=VALUE")
+    project_set.set_defaults(func=cmd_project_set)
 
     key = sub.add_parser("key", help="manage API keys").add_subparsers(required=True)
     key_create = key.add_parser("create", help="print a new key for the account owning SLUG")
@@ -174,9 +234,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
 
 def cmd_webhook_set(args: argparse.Namespace) -> None:
-    services = services_from_env()
-    with services.db.transaction() as tx:
-        secret = set_webhook_url(tx, args.slug, args.url, services.sealer(WEBHOOK_SECRET))
+    _, secret = _change(args.slug, {"webhook_url": args.url})
     print(f"webhooks for {args.slug} go to {args.url}")
     if secret is not None:
         print(f"signing secret (shown once):\n  {secret}")
@@ -264,7 +322,6 @@ def _call_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 REGISTRARS: list[Registrar] = [
     _core_commands,
-    add_widget_commands,
     _call_command,
     _worker_command,
     _webhook_commands,

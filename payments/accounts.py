@@ -78,6 +78,17 @@ def find_account_project(tx: Tx, account_id: str, identifier: str) -> Project:
     return project
 
 
+def account_projects(tx: Tx, account_id: str) -> list[Project]:
+    """The account's projects, oldest first."""
+    return list(
+        tx.scalars(
+            select(Project)
+            .where(Project.account_id == account_id)
+            .order_by(Project.created_at, Project.slug)
+        )
+    )
+
+
 def issue_key(tx: Tx, slug: str, environment: Environment, *, now: datetime) -> IssuedKey:
     """Make a key for the account owning `slug`; only its hash is stored."""
     project = get_project_by_slug(tx, slug)

@@ -14,15 +14,12 @@ import json
 import secrets
 from collections.abc import Mapping
 from datetime import datetime
-from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session as Tx
 
-from payments.accounts import get_project_by_slug
 from payments.crypto import Sealer
-from payments.errors import InvalidInput
 from payments.model import Channel, Status
-from payments.project_settings import project_settings
+from payments.project_settings import OptInEvent, project_settings
 from payments.store import OUTBOX, PaymentSession, Project, WebhookEvent
 from payments.views import session_out
 
@@ -30,7 +27,7 @@ SECRET_PURPOSE = "webhook-secret"  # noqa: S105  # a key-derivation label, not a
 SECRET_PREFIX = "whsec_"  # noqa: S105  # the public prefix of every secret
 SIGNATURE_HEADER = "Maven-Signature"
 ALWAYS_SENT = frozenset({Status.PAYMENT_SUCCESS, Status.PAYMENT_AUTHORIZED, Status.PAYMENT_FAILED})
-OPT_IN = frozenset({Status.EXPIRED, Status.CANCELLED, Status.ABANDONED})
+OPT_IN = frozenset(Status(event.value) for event in OptInEvent)
 REVERSED_EVENT = "payment-reversed"
 
 
@@ -118,14 +115,3 @@ def rotate_secret(project: Project, sealer: Sealer) -> str:
     secret = SECRET_PREFIX + secrets.token_urlsafe(32)
     project.webhook_secret_sealed = sealer.seal(secret.encode())
     return secret
-
-
-def set_webhook_url(tx: Tx, slug: str, url: str, sealer: Sealer) -> str | None:
-    """Point a project's webhooks at `url`; returns a new secret when the project had none."""
-    if urlsplit(url).scheme not in ("https", "http") or not urlsplit(url).netloc:
-        raise InvalidInput(("url",), "The webhook URL must be an absolute https:// URL")
-    project = get_project_by_slug(tx, slug)
-    project.webhook_url = url
-    if project.webhook_secret_sealed is None:
-        return rotate_secret(project, sealer)
-    return None

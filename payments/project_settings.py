@@ -1,15 +1,20 @@
 """A project's settings: what the call says and asks, which events the merchant gets, and the
-widget's look, fields and origins; one vocabulary for the API, the command line and the frame."""
+widget's look, fields and origins. One vocabulary for the API (`PATCH /v1/projects/{slug}`), the
+command line (`paydial project set SLUG key=value…`, the dotted path of the same document) and the
+dashboard; pydantic validates all three the same way."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from enum import StrEnum
+from typing import Annotated, Any, Literal, get_origin
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field
+import phonenumbers
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from gateways.cards import Brand
 from payments.store import Project
 
 # The widget keys a project may set; frame.js maps the theme keys onto CSS custom properties.
@@ -43,67 +48,31 @@ LABEL_KEYS = tuple(DEFAULT_LABELS)
 # The same rule frame.js applies before a value becomes a CSS custom property.
 SAFE_CSS_VALUE = re.compile(r"^[#(),.%\w\s-]{1,64}$")
 MAX_LABEL_CHARS = 80
-BOOLEANS = {
-    "true": True,
-    "yes": True,
-    "on": True,
-    "1": True,
-    "false": False,
-    "no": False,
-    "off": False,
-    "0": False,
-}
-KEYS_HELP = (
-    "keys: theme.{"
-    + ",".join(THEME_KEYS)
-    + "}=VALUE, labels.{"
-    + ",".join(LABEL_KEYS)
-    + "}=TEXT, fields.{"
-    + ",".join(OPTIONAL_FIELDS)
-    + "}=true|false, "
-    "allowed_origins=https://a.example,https://b.example. An empty value removes the setting."
-)
+LANGUAGES = ("en-US", "es-US")
+MAX_PAYMENT_ATTEMPTS = 3
 
 
-def widget_settings_with(current: WidgetSettings, changes: Mapping[str, str]) -> WidgetSettings:
-    """The settings after KEY=VALUE changes; raises ValueError naming the first bad one."""
-    theme, labels = dict(current.theme), dict(current.labels)
-    fields, origins = dict(current.fields), list(current.allowed_origins)
-    for key, value in changes.items():
-        group, _, name = key.partition(".")
-        if group == "theme" and name in THEME_KEYS:
-            if value and not SAFE_CSS_VALUE.fullmatch(value):
-                raise ValueError(f"{key}: {value!r} is not a colour, length or font name")
-            _put(theme, name, value)
-        elif group == "labels" and name in LABEL_KEYS:
-            if len(value) > MAX_LABEL_CHARS:
-                raise ValueError(f"{key}: at most {MAX_LABEL_CHARS} characters")
-            _put(labels, name, value)
-        elif group == "fields" and name in OPTIONAL_FIELDS:
-            if value.lower() not in BOOLEANS:
-                raise ValueError(f"{key}: expected true or false, got {value!r}")
-            fields[name] = BOOLEANS[value.lower()]
-        elif key == "allowed_origins":
-            origins = [_origin(o) for o in value.split(",") if o.strip()]
-        else:
-            raise ValueError(f"unknown widget setting {key!r}; {KEYS_HELP}")
-    return WidgetSettings(theme=theme, labels=labels, fields=fields, allowed_origins=origins)
+class OptInEvent(StrEnum):
+    """Session endings a project may choose to hear about (payment results are always sent)."""
+
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    ABANDONED = "abandoned"
 
 
-def _put(values: dict[str, str], name: str, value: str) -> None:
-    if value:
-        values[name] = value
-    else:
-        values.pop(name, None)
+def _one_of(allowed: tuple[str, ...], what: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if value not in allowed:
+            raise ValueError(f"unknown {what} {value!r}; one of: {', '.join(allowed)}")
+        return value
+
+    return AfterValidator(check)
 
 
-def _origin(value: str) -> str:
-    origin = normalize_origin(value)
-    if origin is None:
-        raise ValueError(
-            f"allowed_origins: {value.strip()!r} is not an origin like https://shop.example"
-        )
-    return origin
+def _css_value(value: str) -> str:
+    if not SAFE_CSS_VALUE.fullmatch(value):
+        raise ValueError(f"{value!r} is not a colour, length or font name")
+    return value
 
 
 def normalize_origin(value: str) -> str | None:
@@ -123,39 +92,178 @@ def normalize_origin(value: str) -> str | None:
     return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
 
 
+def _origin(value: str) -> str:
+    origin = normalize_origin(value)
+    if origin is None:
+        raise ValueError(f"{value.strip()!r} is not an origin like https://shop.example")
+    return origin
+
+
+def _country(value: str) -> str:
+    code = value.strip().upper()
+    if code not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(f"{value!r} is not an ISO 3166 two-letter country code")
+    return code
+
+
+def _unique(values: list[Any]) -> list[Any]:
+    return list(dict.fromkeys(values))
+
+
+def _webhook_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.netloc:
+        raise ValueError("The webhook URL must be an absolute https:// URL")
+    return value
+
+
+ThemeKey = Annotated[str, _one_of(THEME_KEYS, "theme key")]
+LabelKey = Annotated[str, _one_of(LABEL_KEYS, "label")]
+FieldKey = Annotated[str, _one_of(OPTIONAL_FIELDS, "optional field")]
+Label = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_CHARS)]
+
+
 class WidgetSettings(BaseModel):
     """How the card frame looks and what it asks for."""
 
-    theme: dict[str, str] = Field(default_factory=dict)
-    labels: dict[str, str] = Field(default_factory=dict)
-    fields: dict[str, bool] = Field(default_factory=dict)
-    allowed_origins: list[str] = Field(default_factory=list)
+    model_config = ConfigDict(extra="forbid")
+
+    theme: dict[ThemeKey, Annotated[str, AfterValidator(_css_value)]] = Field(
+        default_factory=dict, description="CSS values by key: " + ", ".join(THEME_KEYS)
+    )
+    labels: dict[LabelKey, Label] = Field(
+        default_factory=dict, description="Texts by key: " + ", ".join(LABEL_KEYS)
+    )
+    fields: dict[FieldKey, bool] = Field(
+        default_factory=dict, description="Optional inputs: " + ", ".join(OPTIONAL_FIELDS)
+    )
+    allowed_origins: list[Annotated[str, AfterValidator(_origin)]] = Field(
+        default_factory=list, description="Origins that may frame the card form"
+    )
 
 
 class ProjectSettings(BaseModel):
     """Per-project behaviour, stored as JSON on the project row."""
 
-    merchant_name: str | None = None
-    language: str = "en-US"
-    require_zip: bool = False
-    accepted_brands: list[str] = Field(
-        default_factory=lambda: ["visa", "mastercard", "amex", "discover"]
+    model_config = ConfigDict(extra="forbid")
+
+    display_name: (
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+        | None
+    ) = Field(None, description="What the caller hears and the widget shows (default: the slug)")
+    language: Literal["en-US", "es-US"] = Field(
+        "en-US", description="Prompt language; a session's own `language` wins"
     )
-    authorize_only: bool = False
-    max_payment_attempts: int = Field(3, ge=1, le=10)
-    webhook_events: list[str] = Field(default_factory=list)
+    require_postal_code: bool = Field(False, description="Ask for the billing ZIP code")
+    accepted_brands: Annotated[list[Brand], Field(min_length=1), AfterValidator(_unique)] = Field(
+        default_factory=lambda: [Brand.VISA, Brand.MASTERCARD, Brand.AMEX, Brand.DISCOVER]
+    )
+    authorize_only: bool = Field(
+        False, description="Authorize.net: authorize without capture (`payment-authorized`)"
+    )
+    max_payment_attempts: int = Field(3, ge=1, le=MAX_PAYMENT_ATTEMPTS)
+    webhook_events: Annotated[list[OptInEvent], AfterValidator(_unique)] = Field(
+        default_factory=list,
+        description="Opt-in webhooks besides the payment results: expired, cancelled, abandoned",
+    )
     # ISO 3166 alpha-2 countries a callback number may be in: transfers dial out on our bill.
-    callback_countries: list[str] = Field(default_factory=lambda: ["US", "CA"])
+    callback_countries: Annotated[
+        list[Annotated[str, AfterValidator(_country)]], AfterValidator(_unique)
+    ] = Field(default_factory=lambda: ["US", "CA"])
     widget: WidgetSettings = Field(default_factory=WidgetSettings)
+
+
+class ProjectChanges(ProjectSettings):
+    """Everything `PATCH /v1/projects/{slug}` may change: the settings and the webhook URL."""
+
+    webhook_url: (
+        Annotated[str, StringConstraints(max_length=2048), AfterValidator(_webhook_url)] | None
+    ) = Field(None, description="Where webhooks go; the first URL makes a `whsec_` secret")
 
 
 def project_settings(project: Project) -> ProjectSettings:
     return ProjectSettings.model_validate(project.settings or {})
 
 
-def update_project_settings(project: Project, **changes: Any) -> ProjectSettings:
-    """Validate and store changed settings; raises pydantic.ValidationError on bad values."""
-    merged = project_settings(project).model_dump() | changes
-    validated = ProjectSettings.model_validate(merged)
-    project.settings = validated.model_dump(mode="json")
-    return validated
+def project_document(project: Project) -> dict[str, Any]:
+    """The project's changeable values as JSON: what PATCH merges into."""
+    return project_settings(project).model_dump(mode="json") | {"webhook_url": project.webhook_url}
+
+
+def merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """RFC 7396 JSON merge patch: objects merge, `null` removes (the default returns)."""
+    merged = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge_patch(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def flatten(document: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"widget": {"theme": {"primary": "#123"}}} -> {"widget.theme.primary": "#123"}."""
+    flat: dict[str, Any] = {}
+    for key, value in document.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat |= flatten(value, path + ".")
+        elif not isinstance(value, Mapping):
+            flat[path] = value
+    return flat
+
+
+def setting_keys() -> list[str]:
+    """Every KEY the command line takes, as dotted paths into the document."""
+    keys = [name for name in ProjectChanges.model_fields if name != "widget"]
+    for name in WidgetSettings.model_fields:
+        keys.append(f"widget.{name}" + (".KEY" if name != "allowed_origins" else ""))
+    return keys
+
+
+KEYS_HELP = (
+    "keys: "
+    + ", ".join(setting_keys())
+    + ". Lists are comma-separated (accepted_brands=visa,amex); an empty value restores the "
+    "default. widget.theme KEY: "
+    + ",".join(THEME_KEYS)
+    + "; widget.labels KEY: "
+    + ",".join(LABEL_KEYS)
+    + "; widget.fields KEY: "
+    + ",".join(OPTIONAL_FIELDS)
+    + "."
+)
+
+
+WIDGET_MAPS = ("theme", "labels", "fields")
+
+
+def _list_valued(name: str) -> bool:
+    return get_origin(ProjectChanges.model_fields[name].annotation) is list
+
+
+def patch_from_assignments(assignments: Mapping[str, str]) -> dict[str, Any]:
+    """`KEY=VALUE` words (dotted paths, comma lists, empty = default) -> a merge patch.
+
+    Raises ValueError for a key outside the vocabulary; values are validated with the document.
+    """
+    patch: dict[str, Any] = {}
+    for key, raw in assignments.items():
+        value: Any = raw or None
+        group, _, rest = key.partition(".")
+        name, _, item = rest.partition(".")
+        if group == "widget" and rest == "allowed_origins":
+            patch.setdefault("widget", {})[name] = _split(raw)
+        elif group == "widget" and name in WIDGET_MAPS and item and "." not in item:
+            patch.setdefault("widget", {}).setdefault(name, {})[item] = value
+        elif not rest and group != "widget" and group in ProjectChanges.model_fields:
+            patch[group] = _split(raw) if raw and _list_valued(group) else value
+        else:
+            raise ValueError(f"unknown setting {key!r}; {KEYS_HELP}")
+    return patch
+
+
+def _split(raw: str) -> list[str]:
+    return [item.strip() for item in raw.split(",") if item.strip()]

@@ -70,7 +70,7 @@ class Project(Base):
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
     slug: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(200))
-    # Typed by ivr.projects.ProjectSettings; a JSON column so settings can grow without migrations.
+    # Typed by payments.project_settings.ProjectSettings; JSON, so settings grow without migrations.
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
     webhook_url: Mapped[str | None] = mapped_column(String(2048))
     webhook_secret_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
@@ -221,6 +221,35 @@ class WebhookDelivery(Base):
     latency_ms: Mapped[int | None]
     error: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime]
+
+
+class SettingChange(Base):
+    """The audit log of project settings: who changed which setting when, from what to what."""
+
+    __tablename__ = "setting_changes"
+    __table_args__ = (Index("ix_setting_changes_project_at", "project_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(320))
+    setting: Mapped[str] = mapped_column(String(100))
+    old: Mapped[Any] = mapped_column(JSON, nullable=True)
+    new: Mapped[Any] = mapped_column(JSON, nullable=True)
+
+
+class DashboardUser(Base):
+    """A person who signs in to the dashboard; belongs to one account. Argon2 hash only."""
+
+    __tablename__ = "dashboard_users"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    totp_secret_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime]
+    last_login_at: Mapped[datetime | None]
 
 
 class VelocityEvent(Base):

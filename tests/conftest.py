@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from flask import Flask
@@ -26,11 +26,13 @@ from api import create_app
 from gateways.base import PaymentRequest, PaymentResult
 from gateways.simulator import SimulatorGateway
 from paydial.migrate import upgrade
-from payments.accounts import create_project, issue_key
+from payments.accounts import create_project, get_project_by_slug, issue_key
 from payments.model import Environment
+from payments.outbox import SECRET_PURPOSE
+from payments.projects import Changed, change_project
 from payments.services import Services
 from payments.settings import Settings
-from payments.store import Base, Database, PaymentAttempt
+from payments.store import Base, Database, PaymentAttempt, SettingChange
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "PAYDIAL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -98,22 +100,27 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh, migrated PostgreSQL database for this test run, dropped afterwards."""
+def scratch_postgres(prefix: str) -> Iterator[str]:
+    """An empty PostgreSQL database, dropped when the generator is closed."""
     admin = make_url(POSTGRES_ADMIN_URL)
     if not port_open(admin.host or "127.0.0.1", admin.port or 5432):
         service_missing(f"PostgreSQL is not reachable at {admin.host}:{admin.port}")
-    name = f"paydial_test_{uuid.uuid4().hex[:8]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     engine = create_engine(admin, isolation_level="AUTOCOMMIT")
     with engine.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = admin.set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    yield url
+    yield admin.set(database=name).render_as_string(hide_password=False)
     with engine.connect() as connection:
         connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test run, dropped afterwards."""
+    for url in scratch_postgres("paydial_test"):
+        upgrade(url)
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -251,6 +258,30 @@ def merchant(make_project: Callable[..., str], make_key: Callable[..., str]) -> 
         "test": f"Bearer {make_key('acme', 'test')}",
         "live": f"Bearer {make_key('acme', 'live')}",
     }
+
+
+def set_project(services: Services, slug: str, **patch: object) -> Changed:
+    """Change a project's settings through the core, as the API, the CLI and the dashboard do."""
+    with services.db.transaction() as tx:
+        return change_project(
+            tx,
+            get_project_by_slug(tx, slug),
+            patch,
+            actor="test",
+            now=services.clock(),
+            sealer=services.sealer(SECRET_PURPOSE),
+        )
+
+
+def setting_change_rows(services: Services) -> list[tuple[Any, ...]]:
+    """The settings audit log as (actor, setting, old, new), oldest first."""
+    with services.db.transaction() as tx:
+        rows = tx.execute(
+            select(
+                SettingChange.actor, SettingChange.setting, SettingChange.old, SettingChange.new
+            ).order_by(SettingChange.id)
+        )
+        return [tuple(row) for row in rows]
 
 
 def attempt_rows(services: Services, session_id: str) -> list[tuple[int, str]]:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
+from flask.testing import FlaskClient
 from pytest_httpserver import HTTPServer
 
 from gateways.base import Card
@@ -17,7 +18,6 @@ from payments.accounts import get_project_by_slug
 from payments.attempts import pay
 from payments.credentials import PURPOSE, set_credentials
 from payments.model import Channel, Environment, Gateway, PaymentMode, Status
-from payments.project_settings import update_project_settings
 from payments.services import Services
 from payments.sessions import NewSession, create_session
 from payments.store import PaymentSession
@@ -89,6 +89,8 @@ def test_authorizenet_charges_or_authorizes_a_session(
     httpserver: HTTPServer,
     authorize_only: bool,
     status: Status,
+    client: FlaskClient,
+    make_key: Callable[..., str],
 ) -> None:
     httpserver.expect_request(ANET_PATH, method="POST").respond_with_response(
         anet(transaction_answer(trans_id="60099"))
@@ -96,8 +98,12 @@ def test_authorizenet_charges_or_authorizes_a_session(
     session_id = open_session(
         Gateway.AUTHORIZENET, PaymentMode.CHARGE, anet_credentials(httpserver)
     )
-    with services.db.transaction() as tx:
-        update_project_settings(get_project_by_slug(tx, "shop"), authorize_only=authorize_only)
+    changed = client.patch(
+        "/v1/projects/shop",
+        json={"authorize_only": authorize_only},
+        headers={"Authorization": f"Bearer {make_key('shop')}"},
+    )
+    assert changed.status_code == 200 and changed.get_json()["authorize_only"] is authorize_only
 
     outcome = pay(services, session_id, CARD)
 

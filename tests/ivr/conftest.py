@@ -18,12 +18,10 @@ from api import create_app
 from ivr.callstate import CallStates, MemoryCallStateStore, callstate_from_url
 from ivr.charge import run_payment_job
 from ivr.phone import Phone
-from payments.accounts import get_project_by_slug
 from payments.delivery import deliver_now
 from payments.jobs import ThreadJobs
-from payments.project_settings import update_project_settings
 from payments.services import PaymentJob, Services
-from tests.conftest import TEST_SECRET_KEY
+from tests.conftest import TEST_SECRET_KEY, set_project
 from tests.ivr.twilio_client import make_phone
 
 APPROVED = "4242424242424242"
@@ -125,10 +123,9 @@ def phone(client: FlaskClient) -> Callable[..., Phone]:
 
 @pytest.fixture
 def configure_project(services: Services, merchant: dict[str, str]) -> Callable[..., None]:
-    """Change project 'acme' settings (require_zip, max_payment_attempts, ...)."""
+    """Change project 'acme' settings (require_postal_code, max_payment_attempts, ...)."""
 
     def configure(**changes: Any) -> None:
-        with services.db.transaction() as tx:
-            update_project_settings(get_project_by_slug(tx, "acme"), **changes)
+        set_project(services, "acme", **changes)
 
     return configure

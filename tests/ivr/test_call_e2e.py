@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import redis
 from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from werkzeug.serving import make_server
 
@@ -104,7 +105,7 @@ def test_an_amex_card_with_a_billing_zip_is_charged(
     read_session: Callable[[str], dict[str, Any]],
     configure_project: Callable[..., None],
 ) -> None:
-    configure_project(require_zip=True)
+    configure_project(require_postal_code=True)
     created = new_session()
     result = phone(to=created["sip_uri"]).call(
         ScriptedKeypad([AMEX + "#", EXPIRY, AMEX_CVV, "94107#", "1"])
@@ -115,6 +116,33 @@ def test_an_amex_card_with_a_billing_zip_is_charged(
     assert "Please enter the four digit security code." in result.heard
     assert result.dialed == []  # no callback: thank and hang up
     assert result.heard[-1] == "Thank you. Goodbye."
+
+
+def test_settings_changed_over_the_api_are_heard_on_the_next_call(
+    client: FlaskClient,
+    merchant: dict[str, str],
+    new_session: Callable[..., dict[str, Any]],
+    phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]],
+) -> None:
+    before = phone(to=new_session()["sip_uri"]).call(ScriptedKeypad([None]))
+    assert any("secure payment to acme for" in line for line in before.heard), before.heard
+
+    changed = client.patch(
+        "/v1/projects/acme",
+        json={"display_name": "Acme Tickets", "require_postal_code": True},
+        headers={"Authorization": merchant["live"]},
+    )
+    assert changed.status_code == 200
+    created = new_session()
+    result = phone(to=created["sip_uri"]).call(
+        ScriptedKeypad([APPROVED + "#", EXPIRY, CVV, "94107#", "1"])
+    )
+
+    assert any("secure payment to Acme Tickets for" in line for line in result.heard)
+    zip_prompt = "Please enter your five digit billing ZIP code, followed by the pound key."
+    assert zip_prompt in result.heard
+    assert read_session(created["session_id"])["status"] == "payment-success"
 
 
 def test_a_declined_card_can_be_replaced_by_another(

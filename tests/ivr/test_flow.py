@@ -70,7 +70,7 @@ def second_card() -> Card:
 
 def at_confirm(ctx: FlowContext, number: str = VISA) -> Turn:
     code = "1234" if number == AMEX else "123"
-    zip_code = ("94107",) if ctx.require_zip else ()
+    zip_code = ("94107",) if ctx.require_postal_code else ()
     turn = walk(ctx, number, "1230", code, *zip_code)
     assert turn.state.step is Step.CONFIRM
     return turn
@@ -155,7 +155,7 @@ def test_entries_move_card_expiry_code_confirm_without_zip() -> None:
 
 
 def test_zip_step_is_asked_only_when_the_project_requires_it() -> None:
-    ctx = make_context(require_zip=True)
+    ctx = make_context(require_postal_code=True)
     turn = walk(ctx, VISA, "1230", "123")
     assert turn.state.step is Step.POSTAL_CODE
     assert turn.reply.template == "postal_code"
@@ -221,7 +221,7 @@ def test_approval_with_a_callback_says_it_transfers_back() -> None:
 def test_a_refused_entry_says_exactly_what_was_wrong_and_asks_again(
     entries: tuple[str, ...], sentence: str
 ) -> None:
-    ctx = make_context(require_zip=True)
+    ctx = make_context(require_postal_code=True)
     before = walk(ctx, *entries[:-1])
     turn = key(before, entries[-1], ctx)
     assert turn.state.step is before.state.step
@@ -526,12 +526,14 @@ def test_gather_without_a_step_parameter_has_no_expected_step() -> None:
 
 
 def test_state_roundtrips_through_bytes_with_the_card() -> None:
-    state = replace(at_confirm(make_context(require_zip=True)).state, tries=2, decline_code="x")
+    state = replace(
+        at_confirm(make_context(require_postal_code=True)).state, tries=2, decline_code="x"
+    )
     assert CallState.from_bytes(state.to_bytes()) == state
 
 
 def test_repr_never_shows_card_digits() -> None:
-    ctx = make_context(require_zip=True)
+    ctx = make_context(require_postal_code=True)
     turn = key(at_confirm(ctx), "1", ctx)
     confirm = at_confirm(ctx)
     shown = repr(confirm) + repr(turn) + repr(Entry(VISA)) + str(confirm.state.card)

@@ -12,10 +12,8 @@ from flask.testing import FlaskClient
 from pytest_httpserver import HTTPServer
 
 from api import create_app
-from payments.accounts import get_project_by_slug
-from payments.outbox import SECRET_PURPOSE, set_webhook_url
-from payments.project_settings import update_project_settings
 from payments.services import PaymentJob, Services
+from tests.conftest import set_project
 
 if TYPE_CHECKING:  # the plugin itself is loaded by pytest (pytest_plugins)
     from tests.leakscan import LeakScan
@@ -89,10 +87,7 @@ def receiver(request: pytest.FixtureRequest, leak_scan: LeakScan) -> Iterator[HT
 @pytest.fixture
 def hook_secret(services: Services, merchant: dict[str, str], receiver: HTTPServer) -> str:
     """Point acme's webhooks at the receiver; returns the `whsec_` secret."""
-    with services.db.transaction() as tx:
-        secret = set_webhook_url(
-            tx, "acme", receiver.url_for("/hooks"), services.sealer(SECRET_PURPOSE)
-        )
+    secret = set_project(services, "acme", webhook_url=receiver.url_for("/hooks")).webhook_secret
     assert secret is not None
     return secret
 
@@ -100,8 +95,7 @@ def hook_secret(services: Services, merchant: dict[str, str], receiver: HTTPServ
 @pytest.fixture
 def opt_in(services: Services) -> Callable[..., None]:
     def set_events(*events: str, slug: str = "acme") -> None:
-        with services.db.transaction() as tx:
-            update_project_settings(get_project_by_slug(tx, slug), webhook_events=list(events))
+        set_project(services, slug, webhook_events=list(events))
 
     return set_events
 

@@ -14,11 +14,11 @@ from gateways.base import Card
 from payments.accounts import get_project_by_slug
 from payments.attempts import pay
 from payments.model import Channel, Environment, Gateway, PaymentMode
-from payments.project_settings import update_project_settings
 from payments.services import Services
 from payments.sessions import NewSession, create_session
 from payments.store import PaymentAttempt, VelocityEvent
 from payments.velocity import CallerLockedOut, CardLocked, caller_lockout
+from tests.conftest import set_project
 
 WRONG_CVC_CARD = "4000000000000127"  # the simulator declines it: wrong security code
 
@@ -170,8 +170,7 @@ def test_callbacks_in_allowed_countries_are_accepted_and_the_list_is_per_project
             ).status_code
             == 201
         )
-    with services.db.transaction() as tx:
-        update_project_settings(get_project_by_slug(tx, "acme"), callback_countries=["GB"])
+    set_project(services, "acme", callback_countries=["GB"])
     assert (
         client.post(
             "/v1/sessions", json=body | {"callback": "+442079460000"}, headers=auth

@@ -12,7 +12,6 @@ from flask.testing import FlaskClient
 
 from payments.accounts import get_project_by_slug
 from payments.model import Channel, Environment, Gateway, PaymentMode
-from payments.project_settings import project_settings, update_project_settings
 from payments.services import Services
 from payments.sessions import NewSession, create_session
 
@@ -49,16 +48,6 @@ def new_widget_session(
             ),
         )
         return session.id
-
-
-def configure_widget(services: Services, slug: str, **changes: Any) -> None:
-    """Change a project's settings; `widget=` merges into the current widget settings."""
-    with services.db.transaction() as tx:
-        project = get_project_by_slug(tx, slug)
-        if "widget" in changes:
-            widget = project_settings(project).widget.model_dump() | changes.pop("widget")
-            changes["widget"] = widget
-        update_project_settings(project, **changes)
 
 
 @pytest.fixture

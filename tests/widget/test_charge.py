@@ -16,8 +16,8 @@ from werkzeug.test import TestResponse
 from api.widget import ChargeRequest
 from payments.model import Channel
 from payments.services import Services
-from tests.conftest import TEST_SECRET_KEY, Clock
-from tests.widget.conftest import APPROVED, DECLINED, configure_widget, frame_csrf
+from tests.conftest import TEST_SECRET_KEY, Clock, set_project
+from tests.widget.conftest import APPROVED, DECLINED, frame_csrf
 
 GOOD_CARD = {"card_number": APPROVED, "exp_month": 12, "exp_year": 2030, "cvc": "123"}
 
@@ -108,7 +108,7 @@ def test_an_invalid_card_is_a_422_naming_the_field_and_nothing_is_charged(
     kind: str,
 ) -> None:
     sid = make_widget_session()
-    configure_widget(services, "shop", accepted_brands=["visa", "mastercard", "amex"])
+    set_project(services, "shop", accepted_brands=["visa", "mastercard", "amex"])
     response = charge(client, sid, GOOD_CARD | change, frame_csrf(client, sid))
     assert response.status_code == 422
     assert {"loc": ["body", loc], "type": kind} in [
@@ -135,7 +135,7 @@ def test_a_project_that_requires_a_zip_refuses_a_charge_without_one(
     client: FlaskClient, services: Services, make_widget_session: Callable[..., str]
 ) -> None:
     sid = make_widget_session()
-    configure_widget(services, "shop", require_zip=True)
+    set_project(services, "shop", require_postal_code=True)
     token = frame_csrf(client, sid)
     missing = charge(client, sid, GOOD_CARD, token)
     assert missing.status_code == 422

@@ -14,7 +14,7 @@ from werkzeug.test import TestResponse
 
 from gateways.cards import BRANDS, Brand, BrandRules, IinRange
 from payments.services import Services
-from tests.widget.conftest import configure_widget
+from tests.conftest import set_project
 
 PARENT = "https://shop.example"
 
@@ -77,7 +77,7 @@ def test_frame_ancestors_are_the_projects_allowed_origins(
     client: FlaskClient, services: Services, make_widget_session: Callable[..., str]
 ) -> None:
     sid = make_widget_session()
-    configure_widget(services, "shop", widget={"allowed_origins": [PARENT, "https://chat.example"]})
+    set_project(services, "shop", widget={"allowed_origins": [PARENT, "https://chat.example"]})
     response = client.get(f"/widget/{sid}?origin={PARENT}")
     assert csp(response)["frame-ancestors"] == f"{PARENT} https://chat.example"
     root = Elements(response.get_data(as_text=True)).by_id("paydial")
@@ -88,7 +88,7 @@ def test_a_parent_origin_the_project_does_not_allow_is_refused(
     client: FlaskClient, services: Services, make_widget_session: Callable[..., str]
 ) -> None:
     sid = make_widget_session()
-    configure_widget(services, "shop", widget={"allowed_origins": [PARENT]})
+    set_project(services, "shop", widget={"allowed_origins": [PARENT]})
     response = client.get(f"/widget/{sid}?origin=https://evil.example")
     assert response.status_code == 403
     assert csp(response)["frame-ancestors"] == "'none'"
@@ -120,10 +120,10 @@ def test_the_frame_shows_the_amount_labels_and_optional_fields_the_project_chose
     plain = Elements(client.get(f"/widget/{sid}").get_data(as_text=True))
     assert "hidden" in plain.field("postal_code")
     assert "hidden" in plain.field("cardholder_name")
-    configure_widget(
+    set_project(
         services,
         "shop",
-        merchant_name="Shop & Co",
+        display_name="Shop & Co",
         widget={
             "labels": {"submit": "Complete {amount} order"},
             "fields": {"cardholder_name": True, "postal_code": True},
@@ -202,7 +202,7 @@ def test_the_session_read_gives_what_the_frame_renders_and_nothing_else(
 ) -> None:
     sid = make_widget_session(amount_cents=990, description="One coffee")
     make_widget_session("rival")
-    configure_widget(services, "shop", widget={"labels": {"try_again": "Retry"}})
+    set_project(services, "shop", widget={"labels": {"try_again": "Retry"}})
     body = client.get(f"/v1/widget-sessions/{sid}").get_json()
     assert body["session_id"] == sid
     assert (body["amount_cents"], body["currency"]) == (990, "usd")
