@@ -757,6 +757,7 @@ class Bench:
         create_cpu = cpu_ms(before, cpu_ticks(web_pids))
 
         log(f"placing {a.calls} calls (think {a.think} s, ramp {a.ramp} s)")
+        own_before = self.db_backends()
         pg_before = cpu_ticks(postgres_pids())
         web_before, pay_before = cpu_ticks(web_pids), cpu_ticks(pay_pids)
         charges_before = len(self.gateway.charged_at)
@@ -767,7 +768,13 @@ class Bench:
         log("calls done; waiting for queued jobs and webhooks")
         settle_wall = self.settle(a.settle)
         pay_cpu = cpu_ms(pay_before, cpu_ticks(pay_pids))
-        pg_cpu = cpu_ms(pg_before, cpu_ticks(postgres_pids()))
+        pg_after = cpu_ticks(postgres_pids())
+        pg_cpu = cpu_ms(pg_before, pg_after)
+        own = own_before | self.db_backends()
+        own_pg_cpu = cpu_ms(
+            {p: t for p, t in pg_before.items() if p in own},
+            {p: t for p, t in pg_after.items() if p in own},
+        )
         charged_at = self.gateway.charged_at[charges_before:]
         rows = self.read_database([c.session_id for c in calls])
         self.procs.stop(web)
@@ -810,7 +817,7 @@ class Bench:
             settle_wall,
             web_cpu,
             pay_cpu,
-            pg_cpu,
+            (pg_cpu, own_pg_cpu),
             charged_at,
             redis_info,
             rows,
@@ -818,6 +825,17 @@ class Bench:
             bare_wall,
             bare_cpu,
         )
+
+    def db_backends(self) -> set[int]:
+        """PostgreSQL backends connected to the bench database (other than this query's)."""
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (self.db,),
+            ).fetchall()
+        return {int(r[0]) for r in rows}
 
     def read_database(self, ids: list[str]) -> dict[str, Any]:
         import psycopg
@@ -854,7 +872,7 @@ class Bench:
         settle_wall: float,
         web_cpu: float,
         pay_cpu: float,
-        pg_cpu: float,
+        pg_cpu: tuple[float, float],
         charged_at: list[float],
         redis_info: dict[str, Any],
         rows: dict[str, Any],
@@ -870,6 +888,11 @@ class Bench:
             f"== paydial bench: {a.calls} calls, gateway latency {a.gateway_latency} s, "
             f"{a.workers_web} web workers (gunicorn sync), {a.workers_pay} paydial workers, "
             f"think {a.think} s, ramp {a.ramp} s, {os.cpu_count()} CPUs"
+        )
+        say(
+            f"web: gunicorn --workers {a.workers_web} --access-logfile - 'api:create_app()' "
+            f"(bare: 'bench.bare_app:app'); stand-in Stripe: PaymentMethod at once, "
+            f"PaymentIntent after {a.gateway_latency} s"
         )
         say(
             f"calls phase {calls_wall:.1f} s (+{settle_wall:.1f} s for queued jobs/webhooks); "
@@ -915,7 +938,10 @@ class Bench:
             f"  paydial workers   {pay_cpu / max(1, n):7.2f}   "
             f"({pay_cpu / max(1, len(charged_at)):.1f} ms per charge)"
         )
-        say(f"  postgres (all)    {pg_cpu / max(1, n):7.2f}")
+        say(
+            f"  postgres (all)    {pg_cpu[0] / max(1, n):7.2f}   "
+            f"(backends of the bench database only: {pg_cpu[1] / max(1, n):.2f})"
+        )
         say(f"  session create    {create_cpu / max(1, len(creates)):7.2f}   (web workers)")
         say(f"  bare endpoint     {bare_ms:7.2f}   ratio bare/webhook {bare_ms / web_ms:.3f}")
         holds = [
