@@ -335,6 +335,17 @@ def cpu_ticks(pids: list[int]) -> dict[int, int]:
     return {p: s[2] for p in pids if (s := proc_stat(p)) is not None}
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole machine, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def cpu_ms(before: dict[int, int], after: dict[int, int]) -> float:
     """CPU used between two snapshots; a process new in `after` counts from zero."""
     return sum(t - before.get(p, 0) for p, t in after.items()) * 1000 / CLK_TCK
@@ -760,11 +771,19 @@ class Bench:
         own_before = self.db_backends()
         pg_before = cpu_ticks(postgres_pids())
         web_before, pay_before = cpu_ticks(web_pids), cpu_ticks(pay_pids)
+        machine_before, self_before = machine_ticks(), cpu_ticks([os.getpid()])
+        self.load_before = loadavg()
         charges_before = len(self.gateway.charged_at)
         t0 = time.monotonic()
         calls, redis_info = self.place_calls(sessions, a.ramp, t0 + a.duration, sample=True)
         calls_wall = time.monotonic() - t0
         web_cpu = cpu_ms(web_before, cpu_ticks(web_pids))
+        machine_after = machine_ticks()
+        self.machine_busy = (machine_after[0] - machine_before[0]) / max(
+            1, machine_after[1] - machine_before[1]
+        )
+        self.driver_cpu = cpu_ms(self_before, cpu_ticks([os.getpid()]))
+        self.load_after = loadavg()
         log("calls done; waiting for queued jobs and webhooks")
         settle_wall = self.settle(a.settle)
         pay_cpu = cpu_ms(pay_before, cpu_ticks(pay_pids))
@@ -893,6 +912,11 @@ class Bench:
             f"web: gunicorn --workers {a.workers_web} --access-logfile - 'api:create_app()' "
             f"(bare: 'bench.bare_app:app'); stand-in Stripe: PaymentMethod at once, "
             f"PaymentIntent after {a.gateway_latency} s"
+        )
+        say(
+            f"machine during the calls phase: {self.machine_busy:.0%} of all CPUs busy; this "
+            f"driver used {self.driver_cpu / 1000 / calls_wall:.2f} CPUs; load average "
+            f"{self.load_before} -> {self.load_after} (other work on the machine skews latency)"
         )
         say(
             f"calls phase {calls_wall:.1f} s (+{settle_wall:.1f} s for queued jobs/webhooks); "
