@@ -10,7 +10,7 @@ What it does, all on 127.0.0.1:
 2. starts a Stripe stand-in (threaded; PaymentIntent creation takes `--gateway-latency` seconds),
    the webhook receiver, gunicorn (`api:create_app()`, sync workers, as in the Procfile) and
    `--workers-pay` `paydial worker` processes;
-3. creates N sessions (`POST /v1/sessions`), then places N calls with `paydial.phone.Phone` (the
+3. creates N sessions (`POST /v1/sessions`), then places N calls with `ivr.phone.Phone` (the
    terminal phone: real signed Twilio webhooks, following <Gather>, <Pause>/<Redirect> hold polls
    and <Dial>, then the status callback), `--think` seconds before each keyed entry;
 4. replays exactly the same requests, with the same timing, against a bare Flask endpoint that
@@ -52,7 +52,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from paydial.phone import Phone, PhoneError, Reply, http_transport  # noqa: E402
+from ivr.phone import Phone, PhoneError, Reply, http_transport  # noqa: E402
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/{db}"
