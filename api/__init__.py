@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from api import errors, limits, request_log
+from api import errors, limits, request_log, validation
 from api.extension import EXTENSION
 from api.idempotency import purge_expired
 from payments import logs
@@ -27,12 +28,17 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         services = Services.from_settings((settings or Settings()).with_local_secrets(Path.cwd()))
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
+    if services.settings.trusted_proxies:
+        # https://werkzeug.palletsprojects.com/en/stable/middleware/proxy_fix/
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=services.settings.trusted_proxies
+        )
     app.json.sort_keys = False  # type: ignore[attr-defined]  # DefaultJSONProvider has it
     app.extensions[EXTENSION] = services
     logs.configure(json_logs=services.settings.json_logs, level=services.settings.log_level)
     request_log.init_app(app)
     errors.init_app(app)
-    limits.init_app(app)
+    validation.init_app(app)
     from ivr.charge import wire_calls
 
     wire_calls(services)
@@ -50,6 +56,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.register_blueprint(widget_bp)
     app.register_blueprint(twilio_bp)
     app.register_blueprint(deliveries_bp)
+    limits.init_app(app)  # after the blueprints: it wraps the widget's charge view
     return app
 
 

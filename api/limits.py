@@ -3,7 +3,13 @@
 With `REDIS_URL` every web process (gunicorn worker, machine) counts in one place, so a key gets
 the same answer and the same `Retry-After` wherever its request lands. Without Redis the counts
 live in the process, which is right for the one-process embedded setup. Requests without a
-bearer key (health, Twilio, the widget frame) are not counted here.
+bearer key (health, Twilio, the widget frame) are not counted by those.
+
+The widget's charge endpoint has no key and no caller, so card testing through it is counted by
+client address and by project instead (`guard_widget_charges`): every charge per address; only
+declines (402) per address; only charges that reached the gateway (200 or 402) per project; and
+declines per project, the breaker that pauses a project's widget charges until its window passes
+and logs a warning naming the project. The frame shows the 429's message and fires `onFailure`.
 
 A Redis outage neither takes the API down nor lifts the limits: each process notices the first
 failed count, goes on counting in its own memory (a key may then get one budget per process) and
@@ -15,20 +21,111 @@ request making them when Redis hangs; the other requests of an outage do not tou
 
 from __future__ import annotations
 
-from flask import Flask
-from flask_limiter import Limiter
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, Response, g, request
+from flask_limiter import HeaderNames, Limiter, RequestLimit
 
 from api.auth import bearer_token
-from api.extension import EXTENSION
+from api.extension import EXTENSION, current_services
 from payments.accounts import hash_key
 from payments.services import Services
+from payments.sessions import project_of_session
 
 LIMITER_EXTENSION = "paydial_limiter"
+# Flask-Limiter writes its window to Retry-After on every response it counts (201s, 404s, and the
+# database's 503 too, whose own value it overrides): it writes here instead, and only a 429 of the
+# limiter's own gets it as Retry-After.
+LIMITER_RETRY_AFTER = "X-Paydial-Limiter-Retry-After"
+RETRY_AFTER_STATUSES = (429, 503)
+WIDGET_CHARGE_ENDPOINT = "widget.charge"
+TOO_MANY_FROM_HERE = "Too many payment attempts from this network. Please try again later."
+TOO_MANY_DECLINES = "Too many declined payments from this network. Please try again later."
+PROJECT_BUSY = "This merchant is taking too many card payments right now. Please try again later."
+PROJECT_PAUSED = (
+    "Card payments for this merchant are paused after many declines. Please try again later."
+)
+
+log = logging.getLogger(__name__)
 
 
 def _key() -> str:
     """A digest of the presented key, so limits need no database look-up and store no secret."""
     return "key:" + hash_key(bearer_token() or "")
+
+
+def _client_address() -> str:
+    """The client's address: the peer's, or with PAYDIAL_TRUSTED_PROXIES what the proxies saw."""
+    return "ip:" + (request.remote_addr or "unknown")
+
+
+def _charged_project() -> str:
+    """The project of the session in the path, looked up once per request; '' when unknown."""
+    if "widget_project" not in g:
+        services = current_services()
+        with services.db.transaction() as tx:
+            project = project_of_session(tx, (request.view_args or {}).get("session_id", ""))
+            g.widget_project = (project.id, project.slug) if project else None
+    return f"project:{g.widget_project[0]}" if g.widget_project else ""
+
+
+def _no_project() -> bool:
+    return not _charged_project()
+
+
+def _declined(response: Response) -> bool:
+    return response.status_code == 402
+
+
+def _reached_gateway(response: Response) -> bool:
+    return response.status_code in (200, 402)
+
+
+def _paused(breached: RequestLimit) -> None:
+    log.warning(
+        "widget charges paused for project %s: more than %s declines",
+        g.widget_project[1],
+        breached.limit,
+    )
+
+
+def guard_widget_charges(app: Flask, limiter: Limiter) -> None:
+    """The widget charge view, wrapped in its limits (see the module docstring)."""
+    services: Services = app.extensions[EXTENSION]
+    limits = services.settings
+    view: Callable[..., Any] = app.view_functions[WIDGET_CHARGE_ENDPOINT]
+    for decorate in (
+        limiter.limit(
+            limits.widget_ip_charge_limit,
+            key_func=_client_address,
+            error_message=TOO_MANY_FROM_HERE,
+        ),
+        limiter.limit(
+            limits.widget_ip_decline_limit,
+            key_func=_client_address,
+            deduct_when=_declined,
+            error_message=TOO_MANY_DECLINES,
+        ),
+        limiter.limit(
+            limits.widget_project_charge_limit,
+            deduct_when=_reached_gateway,
+            error_message=PROJECT_BUSY,
+            key_func=_charged_project,
+            exempt_when=_no_project,
+        ),
+        limiter.limit(
+            limits.widget_project_decline_limit,
+            deduct_when=_declined,
+            error_message=PROJECT_PAUSED,
+            on_breach=_paused,
+            key_func=_charged_project,
+            exempt_when=_no_project,
+        ),
+    ):
+        view = decorate(view)
+    app.view_functions[WIDGET_CHARGE_ENDPOINT] = view
 
 
 def init_app(app: Flask) -> Limiter:
@@ -38,6 +135,16 @@ def init_app(app: Flask) -> Limiter:
     def limit_for_key() -> str:
         live = (bearer_token() or "").startswith("mvn_live_")
         return settings.rate_limit_live if live else settings.rate_limit_test
+
+    # Registered before the limiter's own hook, so it runs after it (Flask runs them in reverse).
+    @app.after_request
+    def _retry_after_only_when_refused(response: Response) -> Response:
+        window = response.headers.pop(LIMITER_RETRY_AFTER, None)
+        if response.status_code not in RETRY_AFTER_STATUSES:
+            response.headers.pop("Retry-After", None)
+        elif window is not None and response.status_code == 429:
+            response.headers.setdefault("Retry-After", window)
+        return response
 
     limiter = Limiter(
         _key,
@@ -51,9 +158,11 @@ def init_app(app: Flask) -> Limiter:
         if settings.redis_url
         else {},
         headers_enabled=True,
+        header_name_mapping={HeaderNames.RETRY_AFTER: LIMITER_RETRY_AFTER},
         # The same limits in memory while Redis is unreachable (see above).
         in_memory_fallback_enabled=True,
         key_prefix="paydial-limits",
     )
     app.extensions[LIMITER_EXTENSION] = limiter
+    guard_widget_charges(app, limiter)
     return limiter

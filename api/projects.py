@@ -12,6 +12,7 @@ from api.extension import current_services
 from api.schemas import AccountOut, AuthCheck, ProjectList, ProjectOut, ProjectSummary
 from api.validation import parse_body
 from payments.accounts import account_projects, find_account_project
+from payments.model import Environment
 from payments.outbox import SECRET_PURPOSE
 from payments.project_settings import project_document, project_settings
 from payments.projects import change_project
@@ -96,5 +97,6 @@ def patch_project(slug: str) -> Response:
             actor=caller.actor,
             now=services.clock(),
             sealer=services.sealer(SECRET_PURPOSE),
+            live=caller.environment == Environment.LIVE,
         )
         return jsonify(project_out(project, changed.webhook_secret).model_dump(mode="json"))

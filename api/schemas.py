@@ -237,6 +237,7 @@ class CreateWidgetSession(BaseModel):
     project: str = Field(title="Project", description="Project UUID or slug")
     amount_cents: int = Field(
         ge=0,
+        strict=True,  # `true` is not 1 cent, nor "1250" or 12.0 an amount: an integer only
         title="Amount Cents",
         description="Charge amount in cents. For mode='tokenize' may be 0.",
     )

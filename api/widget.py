@@ -44,6 +44,7 @@ from payments.project_settings import (
     DEFAULT_LABELS,
     OPTIONAL_FIELDS,
     ProjectSettings,
+    live_origins,
     normalize_origin,
     project_settings,
 )
@@ -260,7 +261,11 @@ def frame(session_id: str) -> Response:
     except NotFound:
         return _closed_page("This payment link is not valid.", 404)
     test_mode = view.environment == Environment.TEST
-    allowed = settings.widget.allowed_origins
+    allowed = (
+        settings.widget.allowed_origins
+        if test_mode
+        else live_origins(settings.widget.allowed_origins)
+    )
     try:
         origin = parent_origin(request.args.get("origin"), allowed, test_mode)
     except Forbidden as refused:

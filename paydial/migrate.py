@@ -7,6 +7,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
+from payments.store import create_private_sqlite_file
+
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
@@ -18,4 +20,5 @@ def alembic_config(database_url: str) -> Config:
 
 
 def upgrade(database_url: str) -> None:
+    create_private_sqlite_file(database_url)
     command.upgrade(alembic_config(database_url), "head")

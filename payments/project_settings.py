@@ -5,6 +5,8 @@ dashboard; pydantic validates all three the same way."""
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import re
 from collections.abc import Mapping
 from enum import StrEnum
@@ -12,10 +14,20 @@ from typing import Annotated, Any, Literal, get_origin
 from urllib.parse import urlsplit
 
 import phonenumbers
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+)
+from pydantic_core import PydanticCustomError
 
 from gateways.cards import Brand
 from payments.store import Project
+
+log = logging.getLogger(__name__)
 
 # The widget keys a project may set; frame.js maps the theme keys onto CSS custom properties.
 THEME_KEYS = (
@@ -48,6 +60,9 @@ LABEL_KEYS = tuple(DEFAULT_LABELS)
 # The same rule frame.js applies before a value becomes a CSS custom property.
 SAFE_CSS_VALUE = re.compile(r"^[#(),.%\w\s-]{1,64}$")
 MAX_LABEL_CHARS = 80
+# A DNS name (letters, digits, inner hyphens per label) or an IPv4 address; IPv6 is checked apart.
+HOST_NAME = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*")
+DEFAULT_PORTS = {"http": 80, "https": 443}
 LANGUAGES = ("en-US", "es-US")
 MAX_PAYMENT_ATTEMPTS = 3
 
@@ -76,11 +91,15 @@ def _css_value(value: str) -> str:
 
 
 def normalize_origin(value: str) -> str | None:
-    """`https://Shop.example:8443/` -> `https://shop.example:8443`; None for a non-origin."""
+    """`https://Shop.example:8443/` -> `https://shop.example:8443`; None for a non-origin.
+
+    Only `scheme://host[:port]` with a DNS name or an IP address is an origin: anything else
+    (`*`, spaces, `;`, quotes, paths, user names) could widen the frame's CSP if let through.
+    """
     parts = urlsplit(value.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return None
-    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+    if parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc:
         return None
     try:
         port = parts.port
@@ -88,15 +107,50 @@ def normalize_origin(value: str) -> str | None:
         return None
     host = parts.hostname.lower()
     if ":" in host:
-        host = f"[{host}]"
+        try:
+            host = f"[{ipaddress.IPv6Address(host)}]"
+        except ValueError:
+            return None
+    elif not HOST_NAME.fullmatch(host):
+        return None
+    if port == DEFAULT_PORTS[parts.scheme]:
+        port = None
     return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
 
 
-def _origin(value: str) -> str:
+def _origin(value: str, info: ValidationInfo) -> str:
+    """An allowed origin, normalised; in live mode (`context={"live": True}`) https only."""
     origin = normalize_origin(value)
     if origin is None:
-        raise ValueError(f"{value.strip()!r} is not an origin like https://shop.example")
+        raise PydanticCustomError(
+            "origin",
+            "'{value}' is not an origin like https://shop.example (scheme://host[:port])",
+            {"value": value.strip()},
+        )
+    if (info.context or {}).get("live") and not origin.startswith("https://"):
+        raise PydanticCustomError(
+            "origin_https",
+            "'{value}' is not https: live mode takes https origins only",
+            {"value": value.strip()},
+        )
     return origin
+
+
+def usable_origins(stored: Any) -> Any:
+    """Stored origins as the frame may use them: ones saved before the rule above are dropped."""
+    if not isinstance(stored, list):
+        return stored
+    usable = [o for o in stored if isinstance(o, str) and normalize_origin(o) is not None]
+    if len(usable) != len(stored):
+        log.warning(
+            "ignoring %d stored allowed_origins that are not origins", len(stored) - len(usable)
+        )
+    return usable
+
+
+def live_origins(origins: list[str]) -> list[str]:
+    """The origins a live session may be embedded on: the https ones."""
+    return [o for o in origins if o.startswith("https://")]
 
 
 def _country(value: str) -> str:
@@ -137,8 +191,12 @@ class WidgetSettings(BaseModel):
     fields: dict[FieldKey, bool] = Field(
         default_factory=dict, description="Optional inputs: " + ", ".join(OPTIONAL_FIELDS)
     )
-    allowed_origins: list[Annotated[str, AfterValidator(_origin)]] = Field(
-        default_factory=list, description="Origins that may frame the card form"
+    allowed_origins: Annotated[
+        list[Annotated[str, AfterValidator(_origin)]], AfterValidator(_unique)
+    ] = Field(
+        default_factory=list,
+        description="Origins (scheme://host[:port]) that may frame the card form; https only "
+        "when changed with a live key, and only the https ones frame a live session",
     )
 
 
@@ -182,7 +240,11 @@ class ProjectChanges(ProjectSettings):
 
 
 def project_settings(project: Project) -> ProjectSettings:
-    return ProjectSettings.model_validate(project.settings or {})
+    stored = dict(project.settings or {})
+    if isinstance(stored.get("widget"), dict) and "allowed_origins" in stored["widget"]:
+        widget = stored["widget"]
+        stored["widget"] = widget | {"allowed_origins": usable_origins(widget["allowed_origins"])}
+    return ProjectSettings.model_validate(stored)
 
 
 def project_document(project: Project) -> dict[str, Any]:

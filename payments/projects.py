@@ -43,14 +43,20 @@ def change_project(
     actor: str,
     now: datetime,
     sealer: Sealer,
+    live: bool = False,
 ) -> Changed:
     """Apply a JSON merge patch to the project's settings; raises pydantic.ValidationError.
 
     Nothing is stored when any value is invalid. The first webhook URL makes a signing secret
-    (`sealer` seals it); the plaintext is returned once.
+    (`sealer` seals it); the plaintext is returned once. `live`: a live key sent the change.
     """
     before = project_document(project)
-    validated = ProjectChanges.model_validate(merge_patch(before, patch))
+    widget = patch.get("widget")
+    # A live key may add only https origins (origins it does not touch are not re-judged).
+    new_origins = isinstance(widget, Mapping) and "allowed_origins" in widget
+    validated = ProjectChanges.model_validate(
+        merge_patch(before, patch), context={"live": live and new_origins}
+    )
     after = validated.model_dump(mode="json")
     old, new = flatten(before), flatten(after)
     changed = sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))

@@ -16,7 +16,7 @@ from payments.errors import Conflict, InvalidInput, NotFound
 from payments.model import Channel, Environment, Gateway, PaymentMode, Status
 from payments.outbox import record_status_change
 from payments.project_settings import project_settings
-from payments.store import PaymentAttempt, PaymentSession, SessionEvent
+from payments.store import PaymentAttempt, PaymentSession, Project, SessionEvent
 
 ACTIVE = (Status.PENDING.value, Status.COLLECTING.value)
 # Payment attempt states whose outcome is not known yet (see payments.attempts, payments.reconcile).
@@ -211,6 +211,15 @@ def load_session(
         raise NotFound("Session not found")
     expire_if_due(tx, session, now)
     return session
+
+
+def project_of_session(tx: Tx, session_id: str) -> Project | None:
+    """The project a session belongs to; None when there is no such session."""
+    return tx.scalar(
+        select(Project)
+        .join(PaymentSession, PaymentSession.project_id == Project.id)
+        .where(PaymentSession.id == session_id)
+    )
 
 
 def find_session_for_caller(

@@ -58,6 +58,23 @@ class Settings(BaseSettings):
     velocity_window_hours: int = Field(
         24, ge=1, validation_alias=_env("PAYDIAL_VELOCITY_WINDOW_HOURS")
     )
+    # Card testing through the widget (Flask-Limiter notation): charges and declines per client
+    # address, and per project; the project's decline limit pauses its widget charges.
+    # How many reverse proxies in front of the web process append to X-Forwarded-For (Heroku's
+    # router, a load balancer): the client address the widget limits count is the one they saw.
+    trusted_proxies: int = Field(0, ge=0, validation_alias=_env("PAYDIAL_TRUSTED_PROXIES"))
+    widget_ip_charge_limit: str = Field(
+        "20/hour", validation_alias=_env("PAYDIAL_WIDGET_IP_CHARGE_LIMIT")
+    )
+    widget_ip_decline_limit: str = Field(
+        "5/hour", validation_alias=_env("PAYDIAL_WIDGET_IP_DECLINE_LIMIT")
+    )
+    widget_project_charge_limit: str = Field(
+        "600/minute", validation_alias=_env("PAYDIAL_WIDGET_PROJECT_CHARGE_LIMIT")
+    )
+    widget_project_decline_limit: str = Field(
+        "100/hour", validation_alias=_env("PAYDIAL_WIDGET_PROJECT_DECLINE_LIMIT")
+    )
     sweep_interval_seconds: float = Field(
         5.0, gt=0, validation_alias=_env("PAYDIAL_SWEEP_INTERVAL")
     )

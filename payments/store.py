@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -23,7 +26,7 @@ from sqlalchemy import (
     create_engine,
     event,
 )
-from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.engine import Dialect, Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 from sqlalchemy.orm import Session as OrmSession
 
@@ -280,6 +283,15 @@ def _sqlite_begin(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def create_private_sqlite_file(url: str) -> None:
+    """Create a SQLite database file readable by its owner only (SQLite itself would use 0644)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(Path(parsed.database), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 OUTBOX = "paydial_outbox"  # session.info key: ids of webhook events added in the transaction
 
 
@@ -292,7 +304,10 @@ class Database:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine: Engine = create_engine(url, pool_pre_ping=True)
+        create_private_sqlite_file(url)
+        # A statement's parameters hold what callers sent (and on error reach tracebacks): never
+        # in an exception message or a log line.
+        self.engine: Engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import subprocess
 import sys
 import time
@@ -94,7 +95,9 @@ def test_db_upgrade_creates_the_schema(
     assert {"accounts", "projects", "api_keys", "sessions", "session_events"} <= tables
 
 
-def test_serve_runs_on_embedded_defaults_and_prints_a_test_key_once(tmp_path: Path) -> None:
+def test_serve_runs_on_embedded_defaults_prints_a_test_key_once_and_keeps_its_files_private(
+    tmp_path: Path,
+) -> None:
     env = {
         k: v
         for k, v in os.environ.items()
@@ -115,7 +118,7 @@ def test_serve_runs_on_embedded_defaults_and_prints_a_test_key_once(tmp_path: Pa
 
     def wait_ready() -> None:
         deadline = time.monotonic() + 60  # a process start on a loaded machine
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and server.poll() is None:
             try:
                 if requests.get(f"http://127.0.0.1:{port}/health", timeout=5).ok:
                     return
@@ -140,6 +143,8 @@ def test_serve_runs_on_embedded_defaults_and_prints_a_test_key_once(tmp_path: Pa
     key = re.search(r"mvn_test_[A-Za-z0-9]{32}", output)
     assert key, output
     assert (tmp_path / "paydial.db").exists(), "the SQLite file lives in the working directory"
+    for name in ("paydial.db", "paydial-local.json"):  # card metadata, keys, secrets: owner only
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
 
     server = start()
     try:

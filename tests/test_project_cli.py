@@ -113,6 +113,14 @@ def test_every_change_is_in_the_audit_log_with_who_and_old_and_new(
         ("widget.theme.shadow=#000", "unknown theme key 'shadow'"),
         ("widget.fields.postal_code=maybe", "widget.fields.postal_code"),
         ("widget.allowed_origins=https://a.example/checkout", "not an origin"),
+        (
+            "widget.allowed_origins=https://shop.example.com *",
+            "'https://shop.example.com *' is not",
+        ),
+        (
+            "widget.allowed_origins=https://a.example; script-src *",
+            "'https://a.example; script-src *'",
+        ),
         ("max_payment_attempts=4", "max_payment_attempts: Input should be less than or equal to 3"),
         ("language=fr-FR", "language"),
         ("accepted_brands=visa,maestro", "accepted_brands.1"),

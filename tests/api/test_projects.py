@@ -166,7 +166,7 @@ def test_the_first_webhook_url_returns_a_secret_once(
         (
             {"widget": {"allowed_origins": ["https://a.example/x"]}},
             ["widget", "allowed_origins", 0],
-            "value_error",
+            "origin",
         ),
         ({"widget": {"colour": "blue"}}, ["widget", "colour"], "extra_forbidden"),
         ({"webhook_url": "ftp://acme.example"}, ["webhook_url"], "value_error"),

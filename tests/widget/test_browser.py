@@ -6,6 +6,7 @@ reached as `localhost`, so the frame is cross-origin exactly as on a merchant's 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import threading
 from collections.abc import Iterator
@@ -79,14 +80,13 @@ def _serve(app: Any) -> tuple[BaseWSGIServer, threading.Thread]:
     return server, thread
 
 
-@pytest.fixture(scope="module")
-def site(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    path = tmp_path_factory.mktemp("browser") / "paydial.db"
-    shutil.copy(sqlite_template, path)
-    url = f"sqlite:///{path}"
+@contextlib.contextmanager
+def running_site(database: Path, **settings: object) -> Iterator[Site]:
+    """The app on a migrated SQLite copy at `database`, and a merchant page on another origin."""
+    url = f"sqlite:///{database}"
     db = Database(url)
     # Real time, not the tests' fixed clock: the browser checks expiry dates against its own.
-    services = Services(settings=make_settings(url), db=db)
+    services = Services(settings=make_settings(url, **settings), db=db)
     with db.transaction() as tx:
         create_project(tx, "demo", now=services.clock())
         create_project(tx, "shop", now=services.clock())
@@ -100,12 +100,26 @@ def site(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         return WsgiResponse(PARENT_PAGE.format(app=app_url), mimetype="text/html")
 
     parent_server, parent_thread = _serve(merchant_page)
-    yield Site(app_url, f"http://localhost:{parent_server.server_port}", services)
-    for server, thread in ((app_server, app_thread), (parent_server, parent_thread)):
-        server.shutdown()
-        server.server_close()
-        thread.join()
-    db.dispose()
+    try:
+        yield Site(app_url, f"http://localhost:{parent_server.server_port}", services)
+    finally:
+        for server, thread in ((app_server, app_thread), (parent_server, parent_thread)):
+            server.shutdown()
+            server.server_close()
+            thread.join()
+        db.dispose()
+
+
+def _database_copy(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("browser") / "paydial.db"
+    shutil.copy(sqlite_template, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def site(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    with running_site(_database_copy(sqlite_template, tmp_path_factory)) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -379,3 +393,30 @@ def test_a_length_the_brand_never_has_or_a_brand_not_accepted_is_refused_in_the_
     page.get_by_role("button", name="Pay $49.99").click()
     expect(page.locator("#card_number-error")).to_have_text(message)
     assert charges == []
+
+
+def test_card_testing_in_the_frame_is_stopped_with_a_clear_message_and_on_failure(
+    page: Page, sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The default limits, on an app of its own: the other tests' declines do not count here."""
+    charges: list[int] = []
+    page.on("response", lambda r: charges.append(r.status) if r.url.endswith("/charge") else None)
+    declining = ["4000000000000002", "4000000000009995", "4000000000000127", "4000000000000069"]
+    with running_site(_database_copy(sqlite_template, tmp_path_factory)) as guarded:
+        for number in declining * 3:
+            _, frame = open_checkout(page, guarded)
+            fill_card(frame, number)
+            frame.get_by_role("button", name="Pay $49.99").click()
+            page.wait_for_function("window.events.some(e => e.type === 'failure')")
+            if charges[-1] == 429:
+                break
+        assert charges.count(402) <= 10 and charges[-1] == 429
+        message = "Too many declined payments from this network. Please try again later."
+        expect(frame.get_by_text(message)).to_be_visible()
+        expect(frame.get_by_role("button", name="Try again")).to_be_hidden()
+        assert events(page, "failure")[-1]["error"] == {
+            "error_code": "rate_limited",
+            "error_message": message,
+        }
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.locator("iframe").screenshot(path=str(ARTIFACTS / "widget-rate-limited.png"))

@@ -376,10 +376,13 @@
     410: ["session_expired", "This payment link has expired."],
   };
 
+  var RATE_LIMITED = "Too many payment attempts. Please try again later.";
+
   function handle(status, body) {
     if (status === 200) return onSuccess(body);
     if (status === 402) return onDeclined(body);
     if (status === 422) return onInvalid(body.detail);
+    if (status === 429) return onClosed("rate_limited", (body && body.detail) || RATE_LIMITED);
     var closed = CLOSED[status];
     if (closed) return onClosed(closed[0], (body && body.detail) || closed[1]);
     formError.textContent = "The payment could not be completed. Please try again.";
