@@ -133,13 +133,16 @@ def voice() -> Response:
         caller=form.get("From", ""),
     )
     with services.db.transaction() as tx:
-        session = bind_call(tx, call, now=services.clock())
+        binding = bind_call(tx, call, now=services.clock())
+        session = binding.session
         context = _greeting_context(tx, session, call.caller) if session is not None else None
         hand_back = _hand_back(tx, session) if session is not None else None
     if hand_back is not None:
         callstates_of(services).put_hand_back(call_sid, hand_back)
-    turn = flow.greet(context) if context else flow.ask_access_code(DEFAULT_LANGUAGE)
-    return _carry_out(call_sid, turn)
+    if context is not None:
+        return _carry_out(call_sid, flow.greet(context))
+    why = flow.AMBIGUOUS_CALLER_ID if binding.ambiguous_caller_id else None
+    return _carry_out(call_sid, flow.ask_access_code(DEFAULT_LANGUAGE, why=why))
 
 
 @bp.post("/gather")

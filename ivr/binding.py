@@ -2,8 +2,12 @@
 
 1. the SIP request-URI user part (`To` = `sip:<session_id>@<PAYDIAL_SIP_DOMAIN>`),
 2. the `X-Paydial-Session` SIP header (`SipHeader_X-Paydial-Session`),
-3. the caller ID (`From`, E.164) of the most recent `pending` voice session,
+3. the caller ID (`From`, E.164) of its one `pending` voice session,
 4. the 6-digit access code the caller keys (the flow asks; `find_by_access_code` looks up).
+
+Caller ID is a weak credential on a number many merchants share: when it matches more than one
+bindable pending session (of one project or of several), the call is not bound by guessing; the
+caller is told why and asked for the access code of the payment they are calling about.
 
 A candidate is bindable while `pending` (or `collecting` on this very CallSid, for a repeated
 webhook) and not expired; terminal sessions and sessions bound to another call never are.
@@ -44,14 +48,32 @@ def sip_user(uri: str) -> str | None:
     return match.group(1) if match else None
 
 
-def bind_call(tx: Tx, call: CallParams, *, now: datetime) -> PaymentSession | None:
-    """Bind the call to the first bindable session its parameters name; None: ask for the code."""
-    for how, session_id in _candidates(tx, call):
+@dataclass(frozen=True)
+class CallBinding:
+    """What binding found: the bound session, or None and whether caller ID was ambiguous."""
+
+    session: PaymentSession | None
+    ambiguous_caller_id: bool = False
+
+
+def bind_call(tx: Tx, call: CallParams, *, now: datetime) -> CallBinding:
+    """Bind the call to the first bindable session its parameters name; unbound: ask for the code."""
+    for how, session_id in _named(call):
         session = _bindable(tx, session_id, call.call_sid, now)
         if session is not None:
             _bind(tx, session, call.call_sid, now, how=how)
-            return session
-    return None
+            return CallBinding(session)
+    if not E164.match(call.caller):
+        return CallBinding(None)
+    pending = [
+        session
+        for session_id in _pending_for_caller(tx, call.caller, now)
+        if (session := _bindable(tx, session_id, call.call_sid, now)) is not None
+    ]
+    if len(pending) != 1:
+        return CallBinding(None, ambiguous_caller_id=len(pending) > 1)
+    _bind(tx, pending[0], call.call_sid, now, how="caller_id")
+    return CallBinding(pending[0])
 
 
 def find_by_access_code(
@@ -78,25 +100,30 @@ def bind_by_access_code(
     return session
 
 
-def _candidates(tx: Tx, call: CallParams) -> Iterator[tuple[str, str]]:
-    """(how, session id) in the order PRODUCT.md gives."""
+def _named(call: CallParams) -> Iterator[tuple[str, str]]:
+    """(how, session id) for the sessions the call names itself, in the order PRODUCT.md gives."""
     user = sip_user(call.to)
     if user:
         yield "sip_uri", user
     if call.sip_header:
         yield "sip_header", call.sip_header.strip()
-    if E164.match(call.caller):
-        recent = tx.scalars(
+
+
+def _pending_for_caller(tx: Tx, caller: str, now: datetime) -> list[str]:
+    """Up to two unexpired pending voice sessions for this caller ID: two already mean "ask"."""
+    return list(
+        tx.scalars(
             select(PaymentSession.id)
             .where(
-                PaymentSession.caller == call.caller,
+                PaymentSession.caller == caller,
                 PaymentSession.channel == Channel.VOICE.value,
                 PaymentSession.status == Status.PENDING.value,
+                PaymentSession.expires_at > now,
             )
             .order_by(PaymentSession.created_at.desc())
-            .limit(5)
-        ).all()
-        yield from (("caller_id", session_id) for session_id in recent)
+            .limit(2)
+        )
+    )
 
 
 def _bindable(tx: Tx, session_id: str, call_sid: str, now: datetime) -> PaymentSession | None:

@@ -5,7 +5,8 @@ to render (``render_twiml(reply.template, **reply.context(), action_url=..., ...
 ``actions`` the webhook layer must carry out. How ``ivr/webhooks.py`` drives it, per request:
 
 1. A new call. Bound by SIP URI, SIP header or caller ID: ``greet(context)``. Otherwise
-   ``ask_access_code(language)``. A greeting context says whether the caller is locked out
+   ``ask_access_code(language)``, with ``why=AMBIGUOUS_CALLER_ID`` when caller ID matched
+   several pending sessions. A greeting context says whether the caller is locked out
    (``payments.velocity``); a locked-out caller hears why and is handed back before any card entry.
 2. A ``<Gather>`` action: ``event = parse_gather(Digits, FinishedOnKey, step)`` where ``step`` is
    the ``?step=`` the webhook put in the action URL (``turn.state.step``), so a delivery Twilio
@@ -55,6 +56,8 @@ MAX_TRIES = 3
 MAX_HOLD_POLLS = 40  # with the hold template's pause, about two minutes before giving up waiting
 HOLD_REMINDER_EVERY = 4  # polls between "still working on it" reminders
 ACCESS_CODE_LENGTH = 6
+# Said before asking for the code when caller ID matched several pending sessions (ivr.binding).
+AMBIGUOUS_CALLER_ID = "access_code_ambiguous"
 TOO_MANY_TRIES = "too-many-failed-attempts"  # Twilio <Pay> vocabulary
 PAYMENT_PENDING = "payment-pending"
 VELOCITY_LIMITED = "velocity_limited"  # the error code of a payment the velocity limits refused
@@ -327,13 +330,11 @@ def _reply(step: Step, lines: list[str], language: str, num_digits: int | None =
     )
 
 
-def ask_access_code(language: str) -> Turn:
-    """An unbound call: ask for the session's 6-digit access code."""
+def ask_access_code(language: str, *, why: str | None = None) -> Turn:
+    """An unbound call: ask for the session's 6-digit access code, saying `why` (a prompt key)."""
     text = catalog(language)
-    return Turn(
-        CallState(step=Step.ACCESS_CODE),
-        _reply(Step.ACCESS_CODE, [text.say("welcome"), text.say("access_code")], language),
-    )
+    lines = [text.say("welcome"), *([text.say(why)] if why else []), text.say("access_code")]
+    return Turn(CallState(step=Step.ACCESS_CODE), _reply(Step.ACCESS_CODE, lines, language))
 
 
 def enter_access_code(

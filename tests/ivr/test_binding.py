@@ -59,20 +59,95 @@ def test_the_x_paydial_session_header_binds_when_the_uri_does_not(
     assert read_session(created["session_id"])["status"] == "payment-success"
 
 
-def test_the_caller_id_binds_the_most_recent_pending_session(
+def test_the_caller_id_binds_the_callers_only_pending_session(
+    new_session: Callable[..., dict[str, Any]],
+    phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]],
+) -> None:
+    created = new_session(caller="+14155550122")
+    new_session(caller="+14155550188")  # someone else's
+    result = phone(from_="+14155550122", to=PAYDIAL_NUMBER).call(ScriptedKeypad(CARD))
+
+    assert "Please enter your six digit access code." not in result.heard
+    assert result.succeeded
+    assert read_session(created["session_id"])["status"] == "payment-success"
+
+
+def test_caller_id_matching_two_merchants_sessions_binds_neither_until_the_code_is_keyed(
+    new_session: Callable[..., dict[str, Any]],
+    phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]],
+    client: FlaskClient,
+    make_project: Callable[..., str],
+    make_key: Callable[..., str],
+    clock: Any,
+) -> None:
+    caller = "+14155550123"
+    make_project("bakery", "Bakery LLC")
+    bakery_key = {"Authorization": f"Bearer {make_key('bakery')}"}
+    created = client.post(
+        "/v1/sessions",
+        json={
+            "project": "bakery",
+            "caller": caller,
+            "amount": "12.00",
+            "mode": "charge",
+            "gateway": "stripe",
+        },
+        headers=bakery_key,
+    )
+    assert created.status_code == 201
+    bakery = created.get_json()
+    clock.advance(minutes=1)
+    acme = new_session(caller=caller)  # the newer one, which the old rule would have bound
+
+    # Without the code nobody is charged: the caller hears why the code is needed, and both wait.
+    silent = phone(from_=caller, to=PAYDIAL_NUMBER).call(ScriptedKeypad([None]))
+    assert silent.heard == [
+        "Welcome to the secure payment line.",
+        "This phone number has more than one payment waiting, so we need the code of the one "
+        "you are calling about.",
+        "Please enter your six digit access code.",
+    ]
+    assert read_session(acme["session_id"])["status"] == "pending"
+    assert (
+        client.get(f"/v1/sessions/{bakery['session_id']}", headers=bakery_key).get_json()["status"]
+        == "pending"
+    )
+
+    # With the bakery's code, the caller reaches the bakery's payment and no other.
+    paid = phone(from_=caller, to=PAYDIAL_NUMBER).call(
+        ScriptedKeypad([bakery["access_code"], *CARD])
+    )
+    assert "This is a secure payment to bakery for twelve dollars." in paid.heard
+    assert paid.succeeded
+    session = client.get(f"/v1/sessions/{bakery['session_id']}", headers=bakery_key).get_json()
+    assert session["status"] == "payment-success"
+    assert read_session(acme["session_id"])["status"] == "pending"
+
+    # One pending session is left for this caller ID: the next call binds it without a code.
+    last = phone(from_=caller, to=PAYDIAL_NUMBER).call(ScriptedKeypad(CARD))
+    assert "Please enter your six digit access code." not in last.heard
+    assert read_session(acme["session_id"])["status"] == "payment-success"
+
+
+def test_two_pending_sessions_of_one_merchant_for_a_caller_also_need_the_code(
     new_session: Callable[..., dict[str, Any]],
     phone: Callable[..., Phone],
     read_session: Callable[[str], dict[str, Any]],
     clock: Any,
 ) -> None:
-    older = new_session(caller="+14155550122")
+    older = new_session(caller="+14155550124", amount="20.00")
     clock.advance(minutes=1)
-    newer = new_session(caller="+14155550122")
-    result = phone(from_="+14155550122", to=PAYDIAL_NUMBER).call(ScriptedKeypad(CARD))
+    newer = new_session(caller="+14155550124")
+    result = phone(from_="+14155550124", to=PAYDIAL_NUMBER).call(
+        ScriptedKeypad([older["access_code"], *CARD])
+    )
 
-    assert result.succeeded
-    assert read_session(newer["session_id"])["status"] == "payment-success"
-    assert read_session(older["session_id"])["status"] == "pending"
+    assert "Please enter your six digit access code." in result.heard
+    assert "This is a secure payment to acme for twenty dollars." in result.heard
+    assert read_session(older["session_id"])["status"] == "payment-success"
+    assert read_session(newer["session_id"])["status"] == "pending"
 
 
 def test_an_unknown_caller_binds_by_keying_the_access_code(
