@@ -6,8 +6,6 @@ everything else the API answers with is translated from the core's tree (payment
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -25,7 +23,7 @@ MAX_REQUEST_BYTES = 1024 * 1024
 def create_app(settings: Settings | None = None, *, services: Services | None = None) -> Flask:
     """Build the app from settings (read from the environment when not given)."""
     if services is None:
-        services = Services.from_settings((settings or Settings()).with_local_secrets(Path.cwd()))
+        services = Services.from_settings((settings or Settings()).with_local_secrets())
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     if services.settings.trusted_proxies:

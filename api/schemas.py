@@ -129,7 +129,9 @@ Amount = Annotated[
 
 
 class BillingAddress(BaseModel):
-    """Cardholder billing address for AVS. Forwarded to the processor's billTo block. Always pass the cardholder's billing address (the one on file with the card issuer), not shipping — AVS only matches against billing."""  # noqa: E501
+    """Cardholder billing address for AVS, sent to the session's gateway. Always pass the
+    cardholder's billing address (the one on file with the card issuer), not shipping: AVS only
+    matches against billing."""
 
     street: str = Field(
         min_length=1, max_length=60, title="Street", description="Street address line 1"
@@ -192,7 +194,12 @@ class SessionCreate(BaseModel):
     billing_address: BillingAddress | None = Field(
         None,
         title="Billing Address",
-        description="Cardholder billing address. When provided, forwarded to the processor's billTo block so AVS can return a real match code instead of 'U' (unavailable). Authorize.net only today; ignored for other gateways.",  # noqa: E501
+        description=(
+            "Cardholder billing address, sent with the payment to whichever gateway the session "
+            "uses (Stripe billing_details, Authorize.net billTo, Braintree billing address, Shift4 "
+            "card address) so AVS can return a real match code; a ZIP the caller enters replaces "
+            "`zip`. Without an address or an entered ZIP, AVS answers 'U' (unavailable)."
+        ),
     )
     language: Literal["en-US", "es-US"] | None = Field(
         None,

@@ -39,7 +39,9 @@ def _digits(hexdigest: str, n: int) -> str:
     return str(int(hexdigest, 16) % 10**n).zfill(n)
 
 
-def _stripe(outcome: Outcome, h: str) -> tuple[str | None, dict[str, str | None]]:
+def _stripe(
+    outcome: Outcome, h: str, _request: PaymentRequest
+) -> tuple[str | None, dict[str, str | None]]:
     if outcome == "tokenized":
         return None, processor_fields(
             "stripe", payment_method_id=f"pm_sim{h[:20]}", stripe_customer_id=f"cus_sim{h[20:34]}"
@@ -53,7 +55,20 @@ def _stripe(outcome: Outcome, h: str) -> tuple[str | None, dict[str, str | None]
     )
 
 
-def _authorizenet(outcome: Outcome, h: str) -> tuple[str | None, dict[str, str | None]]:
+def avs_result(request: PaymentRequest) -> str:
+    """The AVS answer for a test card: `Y` street and ZIP match, `Z` only a ZIP was given (and
+    matches), `U` address information unavailable: no billing address and no ZIP entered.
+
+    Codes as Authorize.net's `avsResultCode` (https://developer.authorize.net/api/reference/responseCodes.html).
+    """
+    if request.billing_address is not None:
+        return "Y"
+    return "Z" if request.postal_code else "U"
+
+
+def _authorizenet(
+    outcome: Outcome, h: str, request: PaymentRequest
+) -> tuple[str | None, dict[str, str | None]]:
     if outcome == "tokenized":
         return None, processor_fields(
             "authorizenet",
@@ -66,12 +81,14 @@ def _authorizenet(outcome: Outcome, h: str) -> tuple[str | None, dict[str, str |
         authnet_transaction_id=txn,
         authnet_auth_code=h[16:22].upper(),
         authnet_response_code="1",
-        authnet_avs_result_code="Y",
+        authnet_avs_result_code=avs_result(request),
         authnet_cvv_result_code="M",
     )
 
 
-def _braintree(outcome: Outcome, h: str) -> tuple[str | None, dict[str, str | None]]:
+def _braintree(
+    outcome: Outcome, h: str, _request: PaymentRequest
+) -> tuple[str | None, dict[str, str | None]]:
     if outcome == "tokenized":
         return None, processor_fields(
             "braintree", braintree_customer_id=h[:9], braintree_payment_method_token=h[9:16]
@@ -79,7 +96,9 @@ def _braintree(outcome: Outcome, h: str) -> tuple[str | None, dict[str, str | No
     return h[:8], processor_fields("braintree", braintree_transaction_id=h[:8])
 
 
-def _shift4(outcome: Outcome, h: str) -> tuple[str | None, dict[str, str | None]]:
+def _shift4(
+    outcome: Outcome, h: str, _request: PaymentRequest
+) -> tuple[str | None, dict[str, str | None]]:
     if outcome == "tokenized":
         return None, processor_fields(
             "shift4", shift4_customer_id=f"cust_sim{h[:16]}", shift4_card_id=f"card_sim{h[16:32]}"
@@ -88,7 +107,9 @@ def _shift4(outcome: Outcome, h: str) -> tuple[str | None, dict[str, str | None]
     return charge, processor_fields("shift4", shift4_charge_id=charge)
 
 
-_SHAPES: dict[str, Callable[[Outcome, str], tuple[str | None, dict[str, str | None]]]] = {
+_SHAPES: dict[
+    str, Callable[[Outcome, str, PaymentRequest], tuple[str | None, dict[str, str | None]]]
+] = {
     "stripe": _stripe,
     "authorizenet": _authorizenet,
     "braintree": _braintree,
@@ -164,5 +185,6 @@ class SimulatorGateway:
         if card.number in DECLINING_CARDS:
             reason, message = DECLINING_CARDS[card.number]
             return CardDeclined(reason, message, processor_code=f"simulated_{reason}")
-        txn, processor = _SHAPES[self.name](outcome, _digest(self.name, request.idempotency_key))
+        digest = _digest(self.name, request.idempotency_key)
+        txn, processor = _SHAPES[self.name](outcome, digest, request)
         return PaymentResult(outcome, txn, card.brand, card.last4, processor)

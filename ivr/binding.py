@@ -57,7 +57,7 @@ class CallBinding:
 
 
 def bind_call(tx: Tx, call: CallParams, *, now: datetime) -> CallBinding:
-    """Bind the call to the first bindable session its parameters name; unbound: ask for the code."""
+    """Bind the call to the one session its parameters name; unbound: ask for the code."""
     for how, session_id in _named(call):
         session = _bindable(tx, session_id, call.call_sid, now)
         if session is not None:

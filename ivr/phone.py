@@ -23,14 +23,20 @@ from typing import Protocol
 
 from twilio.request_validator import RequestValidator
 
+from payments.local import DEFAULT_PUBLIC_URL
+
 API_VERSION = "2010-04-01"
 SUCCESS_STATUSES = frozenset({"payment-success", "payment-authorized"})
 STATUS_HEADER = "X-Paydial-Status"
-DEFAULT_URL = "http://127.0.0.1:8000"
+DEFAULT_URL = DEFAULT_PUBLIC_URL  # where `paydial serve` listens unless told otherwise
 
 
 class PhoneError(Exception):
-    """The server answered something Twilio would not accept."""
+    """The server answered something Twilio would not accept (`status`: its HTTP status, if any)."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -203,7 +209,9 @@ class Phone:
             reply = self.post(url, form, status=status)
             status = "in-progress"
             if reply.status != 200:
-                raise PhoneError(f"{url} answered {reply.status}: {reply.body[:200]}")
+                raise PhoneError(
+                    f"{url} answered {reply.status}: {reply.body[:200]}", status=reply.status
+                )
             next_request = self._follow(reply.body, keypad)
         self.post(f"{self.public_url}/twilio/status", {"CallDuration": "42"}, status="completed")
         return self.result

@@ -7,44 +7,41 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
-from pydantic import ValidationError
-from sqlalchemy import select
-
-from ivr.phone import (
-    DEFAULT_URL,
-    Keypad,
-    Phone,
-    PhoneError,
-    ScriptedKeypad,
-    TerminalKeypad,
-    dial_target,
-    http_transport,
-)
 from paydial.command import CommandError, parse_assignments, services_from_env
-from paydial.migrate import upgrade
-from payments.accounts import create_project, get_project_by_slug, issue_key, revoke_key
-from payments.credentials import PURPOSE as CREDENTIALS_PURPOSE
-from payments.credentials import set_credentials
-from payments.errors import PaydialError
-from payments.logs import configure as configure_logging
-from payments.model import Environment, Gateway
-from payments.outbox import SECRET_PURPOSE as WEBHOOK_SECRET
-from payments.outbox import rotate_secret
-from payments.project_settings import KEYS_HELP, patch_from_assignments
-from payments.projects import change_project
-from payments.settings import Settings
-from payments.store import Project
-from payments.sweeps import Sweeper, run_once
+from payments.local import (
+    DEFAULT_PHONE_NUMBER,
+    DEFAULT_PUBLIC_URL,
+    DEFAULT_SIP_DOMAIN,
+    HOME_VARIABLE,
+    SECRET_VARIABLES,
+    MissingSecrets,
+    local_secrets_path,
+    read_local_secrets,
+)
+
+if TYPE_CHECKING:
+    from payments.store import Project
+
+# Commands import what they use when they run (see paydial/command.py): `--help` stays fast.
+ENVIRONMENTS = ("test", "live")  # payments.model.Environment
+GATEWAYS = ("stripe", "authorizenet", "braintree", "shift4")  # payments.model.Gateway
+MISSING_SECRETS_STATUS = 2
 
 DEMO_SLUG = "demo"
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
+    from sqlalchemy import select
     from werkzeug.serving import run_simple
 
     from api import create_app, maintenance_tasks
+    from paydial.migrate import upgrade
+    from payments.accounts import create_project, issue_key
+    from payments.model import Environment
+    from payments.store import Project
+    from payments.sweeps import Sweeper, run_once
 
     services = services_from_env()
     upgrade(services.settings.database_url)
@@ -59,6 +56,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
         services.settings = services.settings.model_copy(update={"public_url": base})
     if first_start:
         print(f"Created project '{DEMO_SLUG}' with a test key (shown once):\n  {key.plaintext}")
+    else:
+        print(
+            f"Project '{DEMO_SLUG}' exists; its test key was shown on first start. "
+            f"Make another with `paydial key create {DEMO_SLUG} --mode test`."
+        )
     print(f"Paydial on {base}  (API {base}/v1, demo {base}/demo, contract {base}/openapi.json)")
     app = create_app(services=services)
     app.config["PAYDIAL_DEMO"] = True
@@ -71,10 +73,15 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_project_create(args: argparse.Namespace) -> None:
+    from payments.accounts import create_project
+    from payments.store import Account
+
     services = services_from_env()
     with services.db.transaction() as tx:
         project = create_project(tx, args.slug, now=services.clock(), account_name=args.account)
-    print(project.id)
+        account = tx.get_one(Account, project.account_id)
+        print(f"Created project '{project.slug}' (id {project.id}) in account '{account.name}'.")
+    print(f"Next: paydial key create {project.slug} --mode test")
 
 
 CLI_ACTOR = "command line"
@@ -89,6 +96,8 @@ def _print_project(project: Project, webhook_secret: str | None = None) -> None:
 
 
 def cmd_project_show(args: argparse.Namespace) -> None:
+    from payments.accounts import get_project_by_slug
+
     services = services_from_env()
     with services.db.transaction() as tx:
         _print_project(get_project_by_slug(tx, args.slug))
@@ -96,6 +105,12 @@ def cmd_project_show(args: argparse.Namespace) -> None:
 
 def _change(slug: str, patch: dict[str, object]) -> tuple[Project, str | None]:
     """Apply a settings patch as the command line; a bad value names its setting and path."""
+    from pydantic import ValidationError
+
+    from payments.accounts import get_project_by_slug
+    from payments.outbox import SECRET_PURPOSE as WEBHOOK_SECRET
+    from payments.projects import change_project
+
     services = services_from_env()
     try:
         with services.db.transaction() as tx:
@@ -118,6 +133,8 @@ def _change(slug: str, patch: dict[str, object]) -> tuple[Project, str | None]:
 
 
 def cmd_project_set(args: argparse.Namespace) -> None:
+    from payments.project_settings import patch_from_assignments
+
     try:
         patch = patch_from_assignments(parse_assignments(args.values))
     except ValueError as error:
@@ -127,6 +144,9 @@ def cmd_project_set(args: argparse.Namespace) -> None:
 
 
 def cmd_key_create(args: argparse.Namespace) -> None:
+    from payments.accounts import issue_key
+    from payments.model import Environment
+
     services = services_from_env()
     with services.db.transaction() as tx:
         key = issue_key(tx, args.slug, Environment(args.mode), now=services.clock())
@@ -134,18 +154,36 @@ def cmd_key_create(args: argparse.Namespace) -> None:
 
 
 def cmd_key_revoke(args: argparse.Namespace) -> None:
+    from payments.accounts import revoke_key
+
     services = services_from_env()
     with services.db.transaction() as tx:
-        revoke_key(tx, args.prefix, now=services.clock())
-    print(f"revoked {args.prefix}")
+        key = revoke_key(tx, args.prefix, now=services.clock())
+        print(f"revoked {key.prefix}… ({key.environment})")
+
+
+def cmd_velocity_reset(args: argparse.Namespace) -> None:
+    from payments import velocity
+
+    services = services_from_env()
+    with services.db.transaction() as tx:
+        forgotten = velocity.reset(tx, "test")
+    print(f"forgot {forgotten} failed test-mode payment attempts; live counters are unchanged")
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> None:
+    from paydial.migrate import upgrade
+    from payments.settings import Settings
+
     upgrade(Settings().database_url)
 
 
 def cmd_gateway_set(args: argparse.Namespace) -> None:
     from gateways import required_credentials
+    from payments.accounts import get_project_by_slug
+    from payments.credentials import PURPOSE as CREDENTIALS_PURPOSE
+    from payments.credentials import set_credentials
+    from payments.model import Environment, Gateway
 
     values = parse_assignments(args.values)
     missing = [name for name in required_credentials(args.gateway) if name not in values]
@@ -184,8 +222,10 @@ def _core_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     show.add_argument("slug")
     show.set_defaults(func=cmd_project_show)
     project_set = project.add_parser(
-        "set", help="change settings: KEY=VALUE, as PATCH /v1/projects/SLUG", description=KEYS_HELP
+        "set", help="change settings: KEY=VALUE, as PATCH /v1/projects/SLUG"
     )
+    assert isinstance(project_set, LazyHelpParser)
+    project_set.describe = _settings_keys_help
     project_set.add_argument("slug")
     project_set.add_argument("values", nargs="+", metavar="KEY=VALUE")
     project_set.set_defaults(func=cmd_project_set)
@@ -193,17 +233,28 @@ def _core_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     key = sub.add_parser("key", help="manage API keys").add_subparsers(required=True)
     key_create = key.add_parser("create", help="print a new key for the account owning SLUG")
     key_create.add_argument("slug")
-    key_create.add_argument("--mode", choices=[e.value for e in Environment], required=True)
+    key_create.add_argument("--mode", choices=ENVIRONMENTS, required=True)
     key_create.set_defaults(func=cmd_key_create)
-    key_revoke = key.add_parser("revoke", help="revoke the key with this prefix")
+    key_revoke = key.add_parser(
+        "revoke", help="revoke the one key starting with PREFIX (12 characters or more)"
+    )
     key_revoke.add_argument("prefix")
     key_revoke.set_defaults(func=cmd_key_revoke)
+
+    velocity = sub.add_parser("velocity", help="failed-payment counters").add_subparsers(
+        required=True
+    )
+    reset = velocity.add_parser("reset", help="forget counted failures (only test mode's)")
+    reset.add_argument(
+        "--test", action="store_true", required=True, help="reset the test-mode counters"
+    )
+    reset.set_defaults(func=cmd_velocity_reset)
 
     gateway = sub.add_parser("gateway", help="gateway credentials").add_subparsers(required=True)
     gateway_set = gateway.add_parser("set", help="store credentials (sealed) for a project")
     gateway_set.add_argument("slug")
-    gateway_set.add_argument("gateway", choices=[g.value for g in Gateway])
-    gateway_set.add_argument("--mode", choices=[e.value for e in Environment], required=True)
+    gateway_set.add_argument("gateway", choices=GATEWAYS)
+    gateway_set.add_argument("--mode", choices=ENVIRONMENTS, required=True)
     gateway_set.add_argument("values", nargs="+", metavar="KEY=VALUE")
     gateway_set.set_defaults(func=cmd_gateway_set)
 
@@ -215,6 +266,8 @@ def cmd_worker(args: argparse.Namespace) -> None:
     from api import maintenance_tasks
     from ivr.charge import run_payment_job, wire_calls
     from payments.jobs import RQJobs, run_worker
+    from payments.logs import configure as configure_logging
+    from payments.sweeps import Sweeper
 
     services = services_from_env()
     redis_url = services.settings.redis_url
@@ -236,11 +289,17 @@ def cmd_worker(args: argparse.Namespace) -> None:
 def cmd_webhook_set(args: argparse.Namespace) -> None:
     _, secret = _change(args.slug, {"webhook_url": args.url})
     print(f"webhooks for {args.slug} go to {args.url}")
+    if args.url.startswith("http://"):  # accepted only on a loopback host
+        print("  (http on a loopback host: only test-mode events are sent there)")
     if secret is not None:
         print(f"signing secret (shown once):\n  {secret}")
 
 
 def cmd_webhook_rotate(args: argparse.Namespace) -> None:
+    from payments.accounts import get_project_by_slug
+    from payments.outbox import SECRET_PURPOSE as WEBHOOK_SECRET
+    from payments.outbox import rotate_secret
+
     services = services_from_env()
     with services.db.transaction() as tx:
         secret = rotate_secret(get_project_by_slug(tx, args.slug), services.sealer(WEBHOOK_SECRET))
@@ -250,7 +309,11 @@ def cmd_webhook_rotate(args: argparse.Namespace) -> None:
 
 def _webhook_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     webhook = sub.add_parser("webhook", help="merchant webhooks").add_subparsers(required=True)
-    webhook_set = webhook.add_parser("set", help="set the URL (prints a secret the first time)")
+    webhook_set = webhook.add_parser(
+        "set",
+        help="set the URL (prints a secret the first time)",
+        description="https:// only; http:// only on a loopback host, for test-mode events.",
+    )
     webhook_set.add_argument("slug")
     webhook_set.add_argument("url")
     webhook_set.set_defaults(func=cmd_webhook_set)
@@ -266,16 +329,38 @@ def _worker_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def cmd_call(args: argparse.Namespace) -> None:
-    settings = Settings()
-    if settings.twilio_auth_token is None:
-        settings = settings.with_local_secrets(Path.cwd())
-    assert settings.twilio_auth_token is not None  # with_local_secrets fills it or raises
-    from_, to, extra = dial_target(args.target, settings.sip_domain, settings.phone_number)
+    """Reads the environment itself, not Settings: pydantic would double its start-up time."""
+    from ivr.phone import (
+        Keypad,
+        Phone,
+        PhoneError,
+        ScriptedKeypad,
+        TerminalKeypad,
+        dial_target,
+        http_transport,
+    )
+
+    env = os.environ
+    token_variable = SECRET_VARIABLES["twilio_auth_token"]
+    token, token_from = env.get(token_variable), token_variable
+    if not token:
+        path = local_secrets_path(env.get(HOME_VARIABLE))
+        token, token_from = read_local_secrets(path).get("twilio_auth_token"), str(path)
+    if not token:
+        raise CommandError(
+            f"no {token_variable} and no {token_from} yet: `paydial serve` creates that file on "
+            f"first start; or set {token_variable} (and {HOME_VARIABLE}) as the server has them"
+        )
+    from_, to, extra = dial_target(
+        args.target,
+        env.get("PAYDIAL_SIP_DOMAIN", DEFAULT_SIP_DOMAIN),
+        env.get("PAYDIAL_PHONE_NUMBER", DEFAULT_PHONE_NUMBER),
+    )
+    public_url = args.public_url or env.get("PAYDIAL_PUBLIC_URL", args.server)
     phone = Phone(
         http_transport(args.server),
-        auth_token=settings.twilio_auth_token.get_secret_value(),
-        public_url=args.public_url
-        or (settings.public_url if "PAYDIAL_PUBLIC_URL" in os.environ else args.server),
+        auth_token=token,
+        public_url=public_url,
         from_=from_,
         to=to,
         extra=extra,
@@ -287,8 +372,20 @@ def cmd_call(args: argparse.Namespace) -> None:
     )
     try:
         result = phone.call(keypad)
-    except (PhoneError, OSError) as error:
+    except PhoneError as error:
+        if error.status == 403:
+            raise CommandError(
+                "the server refused the call's Twilio signature (403): it uses different secrets. "
+                f"This call signed {public_url} with the token from {token_from}; run it with the "
+                f"server's {token_variable}, or the same {HOME_VARIABLE} as `paydial serve` "
+                "(unset: both use the per-user data directory), and --public-url when the server "
+                "sets PAYDIAL_PUBLIC_URL"
+            ) from None
         raise CommandError(str(error)) from None
+    except OSError as error:
+        raise CommandError(
+            f"{args.server} cannot be reached ({error}); is the server running?"
+        ) from None
     print(f"[call ended; session status: {result.status or 'unknown'}]")
     if not result.succeeded:
         raise CommandError(f"no successful payment (status: {result.status or 'unknown'})")
@@ -304,7 +401,9 @@ def _call_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="a session id (calls its SIP URI) or an E.164 caller ID",
     )
     call.add_argument(
-        "--server", default=DEFAULT_URL, help=f"where the server listens (default: {DEFAULT_URL})"
+        "--server",
+        default=DEFAULT_PUBLIC_URL,
+        help=f"where the server listens (default: {DEFAULT_PUBLIC_URL})",
     )
     call.add_argument(
         "--public-url",
@@ -328,9 +427,31 @@ REGISTRARS: list[Registrar] = [
 ]
 
 
+class LazyHelpParser(argparse.ArgumentParser):
+    """A parser whose `describe` writes its description only when help is shown, so building the
+    parser imports nothing heavy (subparsers are made of the same class)."""
+
+    describe: Callable[[], str] | None = None
+
+    def format_help(self) -> str:
+        if self.describe is not None:
+            self.description = self.describe()
+        return super().format_help()
+
+
+def _settings_keys_help() -> str:
+    from payments.project_settings import KEYS_HELP
+
+    return KEYS_HELP
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="paydial", description=__doc__)
-    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+    parser = LazyHelpParser(prog="paydial", description=__doc__)
+    # Registrars take any ArgumentParser's subcommands; these make LazyHelpParsers all the way down.
+    sub = cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        parser.add_subparsers(required=True, metavar="COMMAND"),
+    )
     for register in REGISTRARS:
         register(sub)
     return parser
@@ -340,14 +461,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (CommandError, PaydialError, ValidationError) as error:
-        print(f"paydial: {error}", file=sys.stderr)
-        return 1
+    except Exception as error:
+        return _operator_error(error)
     finally:
         if services_from_env.cache_info().currsize:
             services_from_env().db.dispose()
             services_from_env.cache_clear()
     return 0
+
+
+def _operator_error(error: Exception) -> int:
+    """One line on stderr for what the operator can fix; anything else is a bug: re-raise."""
+    from payments.errors import PaydialError
+
+    if isinstance(error, MissingSecrets):
+        print(f"paydial: {error}", file=sys.stderr)
+        return MISSING_SECRETS_STATUS
+    # A pydantic ValidationError (a bad setting or value) can only come from a loaded pydantic;
+    # importing it just to test would double the start-up time of `paydial call`.
+    pydantic = sys.modules.get("pydantic")
+    invalid = (pydantic.ValidationError,) if pydantic is not None else ()
+    if isinstance(error, (CommandError, PaydialError, *invalid)):
+        print(f"paydial: {error}", file=sys.stderr)
+        return 1
+    raise error
 
 
 if __name__ == "__main__":

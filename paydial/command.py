@@ -1,13 +1,18 @@
-"""What every `paydial` subcommand shares: its operator error, its Services, KEY=VALUE words."""
+"""What every `paydial` subcommand shares: its operator error, its Services, KEY=VALUE words.
+
+Imports stay light here and in paydial/cli.py: `paydial --help` and `paydial call` must start in
+well under half a second, so each command imports the core (SQLAlchemy, the gateway SDKs,
+Alembic) only when it runs.
+"""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from payments.services import Services
-from payments.settings import Settings
+if TYPE_CHECKING:
+    from payments.services import Services
 
 
 class CommandError(Exception):
@@ -17,7 +22,10 @@ class CommandError(Exception):
 @functools.cache
 def services_from_env() -> Services:
     """The one Services of this command run; main() disposes of its connections at the end."""
-    return Services.from_settings(Settings().with_local_secrets(Path.cwd()))
+    from payments.services import Services
+    from payments.settings import Settings
+
+    return Services.from_settings(Settings().with_local_secrets())
 
 
 def parse_assignments(pairs: Sequence[str]) -> dict[str, str]:

@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session as Tx
 
-from payments.errors import Conflict, NotFound
+from payments.errors import Conflict, InvalidInput, NotFound
 from payments.model import Environment
 from payments.project_settings import ProjectSettings
 from payments.store import Account, ApiKey, Project
@@ -22,6 +22,7 @@ from payments.store import Account, ApiKey, Project
 KEY_ALPHABET = string.ascii_letters + string.digits
 KEY_RANDOM_LENGTH = 32
 KEY_PREFIX_RANDOM_CHARS = 8  # shown back to identify a key; the other 24 stay secret
+MIN_REVOKE_PREFIX = 12  # `mvn_test_` and 3 more: short enough to type, long enough to mean one key
 
 
 @dataclass(frozen=True)
@@ -109,9 +110,34 @@ def issue_key(tx: Tx, slug: str, environment: Environment, *, now: datetime) -> 
 
 
 def revoke_key(tx: Tx, prefix: str, *, now: datetime) -> ApiKey:
-    key = tx.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
-    if key is None:
-        raise NotFound(f"no key with prefix {prefix!r}")
+    """Revoke the one key that starts with `prefix` (at least 12 characters), or the whole key.
+
+    Only a key's first 17 characters are stored in the clear, so a longer prefix must be the
+    whole key (found by its hash). Several matches name them all and revoke none.
+    """
+    if len(prefix) < MIN_REVOKE_PREFIX:
+        raise InvalidInput(
+            ("prefix",), f"give at least {MIN_REVOKE_PREFIX} characters of the key, got {prefix!r}"
+        )
+    stored = len("mvn_test_") + KEY_PREFIX_RANDOM_CHARS
+    if stored < len(prefix) != stored - KEY_PREFIX_RANDOM_CHARS + KEY_RANDOM_LENGTH:
+        raise InvalidInput(
+            ("prefix",), f"give at most the key's first {stored} characters, or the whole key"
+        )
+    if len(prefix) > stored:
+        matches = list(tx.scalars(select(ApiKey).where(ApiKey.key_hash == hash_key(prefix))))
+    else:
+        query = select(ApiKey).where(ApiKey.prefix.startswith(prefix, autoescape=True))
+        matches = list(tx.scalars(query.order_by(ApiKey.created_at, ApiKey.prefix)))
+    if not matches:
+        raise NotFound("no such key" if len(prefix) > stored else f"no key starts with {prefix!r}")
+    if len(matches) > 1:
+        listed = ", ".join(
+            f"{key.prefix} ({key.environment}{', revoked' if key.revoked_at else ''})"
+            for key in matches
+        )
+        raise Conflict(f"{prefix!r} matches {len(matches)} keys: {listed}; give more characters")
+    [key] = matches
     if key.revoked_at is None:
         key.revoked_at = now
     return key

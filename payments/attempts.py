@@ -350,7 +350,13 @@ def _record_result(
                 attempt.finished_at = None
                 attempt.next_check_at = now  # the session waits open for payments.reconcile
             elif attempt.state == DECLINED:
-                velocity.record_failure(tx, caller=started.caller, card=started.card_key, now=now)
+                velocity.record_failure(
+                    tx,
+                    caller=started.caller,
+                    card=started.card_key,
+                    environment=started.environment,
+                    now=now,
+                )
             out_of_attempts = session.attempt_count >= max_attempts
             to = Status.PAYMENT_FAILED if out_of_attempts and attempt.state != UNKNOWN else None
             cause = "payment_" + attempt.state

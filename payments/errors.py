@@ -10,6 +10,8 @@ PaydialError                          raised on purpose by the core
 gateways.GatewayError
 └── GatewayUnavailableAfterCheck (attempts.py)  timed out; the gateway has no such payment
 DecryptionError (crypto.py)           sealed data that is not ours, or was tampered with
+RuntimeError
+└── MissingSecrets (local.py)         production mode without PAYDIAL_SECRET_KEY/TWILIO_AUTH_TOKEN
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session as Tx
 
 from payments.crypto import Sealer
-from payments.model import Channel, Status
+from payments.model import Channel, Environment, Status
 from payments.project_settings import OptInEvent, project_settings
 from payments.store import OUTBOX, PaymentSession, Project, WebhookEvent
 from payments.views import session_out
@@ -29,6 +29,12 @@ SIGNATURE_HEADER = "Maven-Signature"
 ALWAYS_SENT = frozenset({Status.PAYMENT_SUCCESS, Status.PAYMENT_AUTHORIZED, Status.PAYMENT_FAILED})
 OPT_IN = frozenset(Status(event.value) for event in OptInEvent)
 REVERSED_EVENT = "payment-reversed"
+
+
+def sends_to(project: Project, environment: str) -> bool:
+    """A project's URL gets this mode's events: live events only ever go over https."""
+    url = project.webhook_url or ""
+    return bool(url) and (environment != Environment.LIVE or url.startswith("https://"))
 
 
 def new_event_id() -> str:
@@ -47,7 +53,7 @@ def wants_event(project: Project, status: Status) -> bool:
 def record_status_change(tx: Tx, session: PaymentSession, to: Status, now: datetime) -> None:
     """Write the outbox row for a status change, in the caller's transaction."""
     project = tx.get_one(Project, session.project_id)
-    if wants_event(project, to):
+    if wants_event(project, to) and sends_to(project, session.environment):
         _record(tx, session, project, to.value, now, {})
 
 
@@ -60,7 +66,7 @@ def record_reversal(
     `reversal: {kind, transaction_id, reversal_id, amount}`.
     """
     project = tx.get_one(Project, session.project_id)
-    if project.webhook_url:
+    if sends_to(project, session.environment):
         extra: dict[str, object] = {"event": REVERSED_EVENT, "reversal": dict(reversal)}
         _record(tx, session, project, REVERSED_EVENT, now, extra)
 

@@ -164,10 +164,28 @@ def _unique(values: list[Any]) -> list[Any]:
     return list(dict.fromkeys(values))
 
 
+WEBHOOK_URL_RULE = (
+    "The webhook URL must be https://; http:// is accepted only on a loopback host "
+    "(localhost, 127.0.0.1, ::1), and then only test-mode events are sent to it"
+)
+
+
+def is_loopback(host: str) -> bool:
+    """localhost or a loopback address: a receiver on this machine, for trying webhooks out."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _webhook_url(value: str) -> str:
     parts = urlsplit(value)
-    if parts.scheme not in ("https", "http") or not parts.netloc:
-        raise ValueError("The webhook URL must be an absolute https:// URL")
+    if not parts.hostname or not (
+        parts.scheme == "https" or (parts.scheme == "http" and is_loopback(parts.hostname))
+    ):
+        raise ValueError(WEBHOOK_URL_RULE)
     return value
 
 

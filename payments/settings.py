@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-import json
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-LOCAL_SECRETS_FILE = "paydial-local.json"
+from payments.local import (
+    DEFAULT_DATABASE_URL,
+    DEFAULT_PHONE_NUMBER,
+    DEFAULT_PUBLIC_URL,
+    DEFAULT_SIP_DOMAIN,
+    HOME_VARIABLE,
+    SECRET_VARIABLES,
+    MissingSecrets,
+    ensure_local_secrets,
+    local_secrets_path,
+)
 
 
 @dataclass(frozen=True)
@@ -30,13 +38,15 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(populate_by_name=True, extra="ignore")
 
-    database_url: str = Field("sqlite:///paydial.db", validation_alias=_env("DATABASE_URL"))
+    database_url: str = Field(DEFAULT_DATABASE_URL, validation_alias=_env("DATABASE_URL"))
+    # Where the embedded setup keeps the secrets it generates; None: the per-user data directory.
+    paydial_home: Path | None = Field(None, validation_alias=_env(HOME_VARIABLE))
     redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL"))
-    public_url: str = Field("http://127.0.0.1:8000", validation_alias=_env("PAYDIAL_PUBLIC_URL"))
+    public_url: str = Field(DEFAULT_PUBLIC_URL, validation_alias=_env("PAYDIAL_PUBLIC_URL"))
     twilio_auth_token: SecretStr | None = Field(None, validation_alias=_env("TWILIO_AUTH_TOKEN"))
     secret_key: SecretStr | None = Field(None, validation_alias=_env("PAYDIAL_SECRET_KEY"))
-    phone_number: str = Field("+15005550006", validation_alias=_env("PAYDIAL_PHONE_NUMBER"))
-    sip_domain: str = Field("paydial.sip.twilio.com", validation_alias=_env("PAYDIAL_SIP_DOMAIN"))
+    phone_number: str = Field(DEFAULT_PHONE_NUMBER, validation_alias=_env("PAYDIAL_PHONE_NUMBER"))
+    sip_domain: str = Field(DEFAULT_SIP_DOMAIN, validation_alias=_env("PAYDIAL_SIP_DOMAIN"))
     session_ttl_minutes: int = Field(30, ge=1, validation_alias=_env("PAYDIAL_SESSION_TTL_MINUTES"))
     widget_ttl_minutes: int = Field(5, ge=1, validation_alias=_env("PAYDIAL_WIDGET_TTL_MINUTES"))
     gateway_timeout_seconds: float = Field(
@@ -82,7 +92,9 @@ class Settings(BaseSettings):
     def secrets(self) -> Secrets:
         """The resolved secrets; a process without them must not start."""
         if self.secret_key is None or self.twilio_auth_token is None:
-            raise RuntimeError("PAYDIAL_SECRET_KEY and TWILIO_AUTH_TOKEN must be set")
+            raise MissingSecrets(
+                [env for name, env in SECRET_VARIABLES.items() if getattr(self, name) is None]
+            )
         return Secrets(
             self.secret_key.get_secret_value(), self.twilio_auth_token.get_secret_value()
         )
@@ -92,25 +104,20 @@ class Settings(BaseSettings):
         """True for the one-process default: SQLite and no Redis."""
         return self.database_url.startswith("sqlite") and not self.redis_url
 
-    def with_local_secrets(self, directory: Path) -> Settings:
-        """Fill missing secrets from (or into) a local file, for the embedded setup only.
+    @property
+    def local_secrets_path(self) -> Path:
+        """The one file every `paydial` command reads generated secrets from (payments.local)."""
+        return local_secrets_path(self.paydial_home)
+
+    def with_local_secrets(self) -> Settings:
+        """Fill missing secrets from (or into) `local_secrets_path`, for the embedded setup only.
 
         A production deployment (PostgreSQL or Redis) must set its secrets explicitly.
         """
-        if self.secret_key is not None and self.twilio_auth_token is not None:
+        missing = [name for name in SECRET_VARIABLES if getattr(self, name) is None]
+        if not missing:
             return self
         if not self.embedded:
-            raise RuntimeError("PAYDIAL_SECRET_KEY and TWILIO_AUTH_TOKEN must be set in production")
-        path = directory / LOCAL_SECRETS_FILE
-        stored = json.loads(path.read_text()) if path.exists() else {}
-        stored.setdefault("secret_key", secrets.token_urlsafe(32))
-        stored.setdefault("twilio_auth_token", secrets.token_hex(16))
-        path.write_text(json.dumps(stored))
-        path.chmod(0o600)
-        return self.model_copy(
-            update={
-                "secret_key": self.secret_key or SecretStr(stored["secret_key"]),
-                "twilio_auth_token": self.twilio_auth_token
-                or SecretStr(stored["twilio_auth_token"]),
-            }
-        )
+            raise MissingSecrets([SECRET_VARIABLES[name] for name in missing])
+        stored = ensure_local_secrets(self.local_secrets_path)
+        return self.model_copy(update={name: SecretStr(stored[name]) for name in missing})

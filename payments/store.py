@@ -264,6 +264,7 @@ class VelocityEvent(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     subject: Mapped[str] = mapped_column(String(80))
     at: Mapped[datetime]
+    environment: Mapped[str | None] = mapped_column(String(8))  # test / live; None before 0003
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -107,10 +107,18 @@ def caller_lockout(
     return max((wait for wait in waits if wait is not None), default=None)
 
 
-def record_failure(tx: Tx, *, caller: str | None, card: str | None, now: datetime) -> None:
+def record_failure(
+    tx: Tx, *, caller: str | None, card: str | None, environment: str, now: datetime
+) -> None:
     """Count one failed attempt against the caller and the card."""
     for subject in _subjects(caller, card):
-        tx.add(VelocityEvent(subject=subject, at=now))
+        tx.add(VelocityEvent(subject=subject, at=now, environment=environment))
+
+
+def reset(tx: Tx, environment: str) -> int:
+    """Forget every failure counted in one mode (`paydial velocity reset --test`)."""
+    result = tx.execute(delete(VelocityEvent).where(VelocityEvent.environment == environment))
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def purge_expired(services: Services) -> int:

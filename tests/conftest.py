@@ -307,6 +307,15 @@ def process_env(database_url: str, redis_url: str, **settings: str) -> dict[str,
     }
 
 
+@pytest.fixture(scope="session", autouse=True)
+def paydial_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Secrets the embedded setup generates go to a scratch PAYDIAL_HOME, never the user's own."""
+    home = tmp_path_factory.mktemp("paydial-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PAYDIAL_HOME", str(home))
+        yield home
+
+
 @pytest.fixture
 def cli_env(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """`paydial` commands run in a scratch directory against the test's database."""

@@ -207,3 +207,13 @@ def test_amounts_read_back_as_dollar_strings(client: FlaskClient, merchant: dict
     ).json
     assert read["amount"] == "150.50"
     assert read["currency"] == "usd"
+
+
+def test_the_contract_describes_billing_address_as_the_code_uses_it(client: FlaskClient) -> None:
+    schemas = client.get("/openapi.json").get_json()["components"]["schemas"]
+    described = schemas["SessionCreate"]["properties"]["billing_address"]["description"]
+
+    assert "ignored for other gateways" not in described
+    for gateway in ("Stripe", "Authorize.net", "Braintree", "Shift4"):
+        assert gateway in described
+    assert "AVS answers 'U' (unavailable)" in described

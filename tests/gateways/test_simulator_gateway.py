@@ -89,3 +89,15 @@ def test_the_simulator_voids_like_its_gateway_and_refunds_once_per_key(name: str
     first = simulator.refund(paid.transaction_id, 1999, idempotency_key="pd-v-1-refund")
     again = simulator.refund(paid.transaction_id, 1999, idempotency_key="pd-v-1-refund")
     assert first == again and first.kind == "refund" and first.amount_cents == 1999
+
+
+def test_avs_is_unavailable_without_a_billing_address_or_zip_like_the_gateways() -> None:
+    gateway = SimulatorGateway("authorizenet")
+    card = "4242424242424242"
+    bare = gateway.charge(make_request(card, billing=False, postal_code=None))
+    keyed = gateway.charge(make_request(card, billing=False, postal_code="94105"))
+    full = gateway.charge(make_request(card, billing=True, postal_code=None))
+
+    assert bare.processor["authnet_avs_result_code"] == "U"
+    assert keyed.processor["authnet_avs_result_code"] == "Z"
+    assert full.processor["authnet_avs_result_code"] == "Y"

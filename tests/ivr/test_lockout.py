@@ -49,7 +49,7 @@ def lock_out(services: Services, caller: str) -> None:
     """Record as many failed payments for `caller` as the limit allows."""
     with services.db.transaction() as tx:
         for _ in range(services.settings.caller_failure_limit):
-            record_failure(tx, caller=caller, card=None, now=services.clock())
+            record_failure(tx, caller=caller, card=None, environment="test", now=services.clock())
 
 
 def attempts(services: Services, session_id: str) -> int:
@@ -165,7 +165,7 @@ def test_one_failure_short_of_the_limit_still_pays(
 ) -> None:
     with services.db.transaction() as tx:
         for _ in range(services.settings.caller_failure_limit - 1):
-            record_failure(tx, caller=LOCKED, card=None, now=services.clock())
+            record_failure(tx, caller=LOCKED, card=None, environment="test", now=services.clock())
     created = new_session()
 
     phone(from_=LOCKED, to=created["sip_uri"]).call(ScriptedKeypad(CARD))
