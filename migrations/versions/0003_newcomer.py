@@ -1,7 +1,7 @@
 """newcomer: velocity events remember their mode, so test-mode counters can be reset
 
 Revision ID: newcomer
-Revises: 0002
+Revises: dashboard
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "newcomer"
-down_revision = "0002"
+down_revision = "dashboard"  # re-chained at landing: main already had 0003_dashboard
 branch_labels = None
 depends_on = None
 

@@ -57,8 +57,10 @@ def test_a_url_that_is_not_https_or_loopback_http_is_refused_with_the_rule(
     main(["project", "create", "shop"])
     capsys.readouterr()
     assert main(["webhook", "set", "shop", url]) == 1
-    assert capsys.readouterr().err == (
-        "paydial: The webhook URL must be https://; http:// is accepted only on a loopback host "
+    err = capsys.readouterr().err
+    assert err.startswith("paydial: webhook_url: ")
+    assert err.endswith(
+        "The webhook URL must be https://; http:// is accepted only on a loopback host "
         "(localhost, 127.0.0.1, ::1), and then only test-mode events are sent to it\n"
     )
 
