@@ -144,6 +144,7 @@ def test_serve_runs_on_embedded_defaults_prints_a_test_key_once_and_keeps_its_fi
         for k, v in os.environ.items()
         if k not in {"DATABASE_URL", "REDIS_URL", "PAYDIAL_SECRET_KEY", "TWILIO_AUTH_TOKEN"}
     }
+    env["PAYDIAL_HOME"] = str(tmp_path / "home")
     port = free_port()
     env["PORT"] = str(port)
 
@@ -184,8 +185,9 @@ def test_serve_runs_on_embedded_defaults_prints_a_test_key_once_and_keeps_its_fi
     key = re.search(r"mvn_test_[A-Za-z0-9]{32}", output)
     assert key, output
     assert (tmp_path / "paydial.db").exists(), "the SQLite file lives in the working directory"
-    for name in ("paydial.db", "paydial-local.json"):  # card metadata, keys, secrets: owner only
-        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
+    # card metadata, keys, secrets: owner only
+    for path in (tmp_path / "paydial.db", tmp_path / "home" / "paydial-local.json"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
 
     server = start()
     try:
