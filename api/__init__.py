@@ -9,7 +9,7 @@ from __future__ import annotations
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from api import errors, limits, request_log, validation
+from api import dashboard, errors, limits, request_log, validation
 from api.extension import EXTENSION
 from api.idempotency import purge_expired
 from payments import logs
@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.register_blueprint(widget_bp)
     app.register_blueprint(twilio_bp)
     app.register_blueprint(deliveries_bp)
+    dashboard.init_app(app, services)
     limits.init_app(app)  # after the blueprints: it wraps the widget's charge view
     return app
 

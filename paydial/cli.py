@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import sys
@@ -30,6 +31,7 @@ GATEWAYS = ("stripe", "authorizenet", "braintree", "shift4")  # payments.model.G
 MISSING_SECRETS_STATUS = 2
 
 DEMO_SLUG = "demo"
+DEMO_USER = "demo@example.com"
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -42,6 +44,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from payments.model import Environment
     from payments.store import Project
     from payments.sweeps import Sweeper, run_once
+    from payments.users import create_user
 
     services = services_from_env()
     upgrade(services.settings.database_url)
@@ -50,18 +53,21 @@ def cmd_serve(args: argparse.Namespace) -> None:
         if first_start:
             create_project(tx, DEMO_SLUG, now=services.clock(), account_name=DEMO_SLUG)
             key = issue_key(tx, DEMO_SLUG, Environment.TEST, now=services.clock())
+            demo_user = create_user(tx, DEMO_USER, DEMO_SLUG, now=services.clock())
     port = args.port or int(os.environ.get("PORT", "8000"))
     base = f"http://{args.host}:{port}"
     if "PAYDIAL_PUBLIC_URL" not in os.environ:  # Twilio (or `paydial call`) reaches us right here
         services.settings = services.settings.model_copy(update={"public_url": base})
     if first_start:
         print(f"Created project '{DEMO_SLUG}' with a test key (shown once):\n  {key.plaintext}")
+        print(f"Dashboard user {DEMO_USER}, password (shown once):\n  {demo_user.password}")
     else:
         print(
             f"Project '{DEMO_SLUG}' exists; its test key was shown on first start. "
             f"Make another with `paydial key create {DEMO_SLUG} --mode test`."
         )
     print(f"Paydial on {base}  (API {base}/v1, demo {base}/demo, contract {base}/openapi.json)")
+    print(f"Dashboard: {base}/dashboard/")
     app = create_app(services=services)
     app.config["PAYDIAL_DEMO"] = True
     if not services.settings.redis_url:  # with Redis, `paydial worker` processes run the sweeps
@@ -171,6 +177,18 @@ def cmd_velocity_reset(args: argparse.Namespace) -> None:
     print(f"forgot {forgotten} failed test-mode payment attempts; live counters are unchanged")
 
 
+def cmd_user_create(args: argparse.Namespace) -> None:
+    from payments.users import create_user
+
+    services = services_from_env()
+    password = (getpass.getpass("Password (empty: make one): ") if args.ask else "") or None
+    with services.db.transaction() as tx:
+        made = create_user(tx, args.email, args.account, now=services.clock(), password=password)
+    print(f"created dashboard user {made.user.email} in account {args.account!r}")
+    if made.password is not None:
+        print(f"one-time password (shown once):\n  {made.password}")
+
+
 def cmd_db_upgrade(args: argparse.Namespace) -> None:
     from paydial.migrate import upgrade
     from payments.settings import Settings
@@ -257,6 +275,15 @@ def _core_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     gateway_set.add_argument("--mode", choices=ENVIRONMENTS, required=True)
     gateway_set.add_argument("values", nargs="+", metavar="KEY=VALUE")
     gateway_set.set_defaults(func=cmd_gateway_set)
+
+    user = sub.add_parser("user", help="dashboard users").add_subparsers(required=True)
+    user_create = user.add_parser("create", help="a dashboard user of an account")
+    user_create.add_argument("email")
+    user_create.add_argument("--account", required=True, help="the account's name")
+    user_create.add_argument(
+        "--ask", action="store_true", help="ask for the password instead of printing a new one"
+    )
+    user_create.set_defaults(func=cmd_user_create)
 
     db = sub.add_parser("db", help="database").add_subparsers(required=True)
     db.add_parser("upgrade", help="apply migrations").set_defaults(func=cmd_db_upgrade)

@@ -109,12 +109,14 @@ def issue_key(tx: Tx, slug: str, environment: Environment, *, now: datetime) -> 
     return IssuedKey(plaintext=plaintext, prefix=prefix, environment=environment)
 
 
-def revoke_key(tx: Tx, prefix: str, *, now: datetime) -> ApiKey:
+def revoke_key(tx: Tx, prefix: str, *, now: datetime, account_id: str | None = None) -> ApiKey:
     """Revoke the one key that starts with `prefix` (at least 12 characters), or the whole key.
 
     Only a key's first 17 characters are stored in the clear, so a longer prefix must be the
-    whole key (found by its hash). Several matches name them all and revoke none.
+    whole key (found by its hash). Several matches name them all and revoke none. With
+    `account_id`, only that account's keys are candidates (the dashboard's revoke).
     """
+    mine = [] if account_id is None else [ApiKey.account_id == account_id]
     if len(prefix) < MIN_REVOKE_PREFIX:
         raise InvalidInput(
             ("prefix",), f"give at least {MIN_REVOKE_PREFIX} characters of the key, got {prefix!r}"
@@ -125,9 +127,10 @@ def revoke_key(tx: Tx, prefix: str, *, now: datetime) -> ApiKey:
             ("prefix",), f"give at most the key's first {stored} characters, or the whole key"
         )
     if len(prefix) > stored:
-        matches = list(tx.scalars(select(ApiKey).where(ApiKey.key_hash == hash_key(prefix))))
+        query = select(ApiKey).where(ApiKey.key_hash == hash_key(prefix), *mine)
+        matches = list(tx.scalars(query))
     else:
-        query = select(ApiKey).where(ApiKey.prefix.startswith(prefix, autoescape=True))
+        query = select(ApiKey).where(ApiKey.prefix.startswith(prefix, autoescape=True), *mine)
         matches = list(tx.scalars(query.order_by(ApiKey.created_at, ApiKey.prefix)))
     if not matches:
         raise NotFound("no such key" if len(prefix) > stored else f"no key starts with {prefix!r}")

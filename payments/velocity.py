@@ -62,7 +62,7 @@ def _subjects(caller: str | None, card: str | None) -> list[str]:
     return ([f"caller:{caller}"] if caller else []) + ([f"card:{card}"] if card else [])
 
 
-def _check(tx: Tx, subject: str, limit: int, window: timedelta, now: datetime) -> int | None:
+def wait_for(tx: Tx, subject: str, limit: int, window: timedelta, now: datetime) -> int | None:
     """Seconds until `subject` may try again, or None when it is under its limit."""
     recent = (
         select(VelocityEvent.at)
@@ -86,7 +86,7 @@ def check(
         raise CallerLockedOut(wait)
     if card:
         window = timedelta(hours=settings.velocity_window_hours)
-        wait = _check(tx, f"card:{card}", settings.card_failure_limit, window, now)
+        wait = wait_for(tx, f"card:{card}", settings.card_failure_limit, window, now)
         if wait is not None:
             raise CardLocked(wait)
 
@@ -101,10 +101,15 @@ def caller_lockout(
     settings = services.settings
     window = timedelta(hours=settings.velocity_window_hours)
     waits = (
-        _check(tx, f"caller:{caller}", settings.caller_failure_limit, window, now)
+        wait_for(tx, f"caller:{caller}", settings.caller_failure_limit, window, now)
         for caller in dict.fromkeys(c for c in callers if c)
     )
     return max((wait for wait in waits if wait is not None), default=None)
+
+
+def record(tx: Tx, subject: str, now: datetime, *, environment: str | None = None) -> None:
+    """Count one failure against a subject (a caller, a card key, a sign-in email or address)."""
+    tx.add(VelocityEvent(subject=subject, at=now, environment=environment))
 
 
 def record_failure(
@@ -112,7 +117,7 @@ def record_failure(
 ) -> None:
     """Count one failed attempt against the caller and the card."""
     for subject in _subjects(caller, card):
-        tx.add(VelocityEvent(subject=subject, at=now, environment=environment))
+        record(tx, subject, now, environment=environment)
 
 
 def reset(tx: Tx, environment: str) -> int:

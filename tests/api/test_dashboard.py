@@ -1,0 +1,303 @@
+"""The dashboard through the Flask test client: sign-in, its security properties, every page.
+
+The app's public URL is https, so the session cookie is Secure and the test client speaks https;
+Flask-WTF then also checks that a POST's Referer is this site, as a browser would send it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from pytest_httpserver import HTTPServer
+
+from api.dashboard import COOKIE_NAME
+from gateways.base import Card
+from payments.attempts import pay
+from payments.delivery import deliver_due
+from payments.services import Services
+from payments.users import EMAIL_FAILURES, create_user
+from tests.conftest import PUBLIC_URL, Clock, set_project
+from tests.leakscan import LeakScan
+from tests.ops.conftest import QueuedJobs, app_for
+
+PASSWORD = "correct horse battery staple"
+REFERER = {"Referer": f"{PUBLIC_URL}/dashboard/"}
+CARD = "4242424242424242"
+
+
+@pytest.fixture
+def user(services: Services, merchant: dict[str, str]) -> str:
+    """A dashboard user of Acme Inc (which owns project 'acme')."""
+    with services.db.transaction() as tx:
+        create_user(tx, "owner@acme.example", "Acme Inc", now=services.clock(), password=PASSWORD)
+    return "owner@acme.example"
+
+
+@pytest.fixture
+def app(services: Services) -> Flask:
+    """The app with webhook jobs held, so the tests send deliveries themselves."""
+    services.jobs = QueuedJobs()
+    return app_for(services)
+
+
+@pytest.fixture
+def browser(app: Flask) -> FlaskClient:
+    """A client that reaches the app at its https public URL."""
+    client = app.test_client()
+    client.environ_base |= {"wsgi.url_scheme": "https", "HTTP_HOST": "paydial.example.com"}
+    return client
+
+
+def csrf_of(client: FlaskClient, path: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', client.get(path).get_data(as_text=True))
+    assert found, f"no CSRF token on {path}"
+    return found.group(1)
+
+
+def post(client: FlaskClient, path: str, data: dict[str, Any] | None = None, page: str = "") -> Any:
+    """A form POST as the browser makes it: the page's CSRF token, a same-site Referer."""
+    token = csrf_of(client, page or "/dashboard/login")
+    return client.post(path, data={"csrf_token": token, **(data or {})}, headers=REFERER)
+
+
+def sign_in(client: FlaskClient, email: str, password: str = PASSWORD) -> Any:
+    return post(client, "/dashboard/login", {"email": email, "password": password})
+
+
+def new_session(client: FlaskClient, merchant: dict[str, str], amount: str) -> dict[str, Any]:
+    body = {"project": "acme", "caller": "+14155550100", "amount": amount}
+    response = client.post(
+        "/v1/sessions",
+        json=body | {"mode": "charge", "gateway": "stripe"},
+        headers={"Authorization": merchant["test"]},
+    )
+    assert response.status_code == 201, response.get_json()
+    created: dict[str, Any] = response.get_json()
+    return created
+
+
+@pytest.fixture
+def signed_in(browser: FlaskClient, user: str) -> FlaskClient:
+    response = sign_in(browser, user)
+    assert response.status_code == 302, response.get_data(as_text=True)
+    return browser
+
+
+PAGES = [
+    "/dashboard/",
+    "/dashboard/acme/",
+    "/dashboard/acme/sessions",
+    "/dashboard/acme/settings",
+    "/dashboard/acme/developers",
+]
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_every_page_without_a_session_redirects_to_sign_in(
+    browser: FlaskClient, merchant: dict[str, str], path: str
+) -> None:
+    response = browser.get(path)
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/dashboard/login?next=")
+
+
+def test_the_session_cookie_is_signed_httponly_secure_and_lax(
+    browser: FlaskClient, user: str
+) -> None:
+    response = sign_in(browser, user)
+    cookie = next(
+        c for c in response.headers.getlist("Set-Cookie") if c.startswith(COOKIE_NAME + "=")
+    )
+    assert all(flag in cookie for flag in ("HttpOnly", "Secure", "SameSite=Lax"))
+    assert PASSWORD not in cookie and user not in cookie
+
+
+def test_a_wrong_password_is_refused_and_throttled_even_when_then_right(
+    browser: FlaskClient, user: str
+) -> None:
+    for _ in range(EMAIL_FAILURES):
+        assert sign_in(browser, user, "wrong password!").status_code == 401
+    throttled = sign_in(browser, user)
+    assert throttled.status_code == 429 and int(throttled.headers["Retry-After"]) > 0
+    assert browser.get("/dashboard/acme/").status_code == 302
+
+
+def test_sign_in_is_throttled_per_address_across_emails(browser: FlaskClient, user: str) -> None:
+    for n in range(20):
+        assert sign_in(browser, f"nobody{n}@acme.example", "x").status_code == 401
+    assert sign_in(browser, user).status_code == 429
+
+
+def test_the_session_ends_after_the_idle_timeout(signed_in: FlaskClient, clock: Clock) -> None:
+    assert signed_in.get("/dashboard/acme/").status_code == 200
+    clock.advance(minutes=29)
+    assert signed_in.get("/dashboard/acme/").status_code == 200
+    clock.advance(minutes=31)
+    assert signed_in.get("/dashboard/acme/").status_code == 302
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/dashboard/login",
+        "/dashboard/logout",
+        "/dashboard/acme/settings",
+        "/dashboard/acme/keys",
+        "/dashboard/acme/webhook",
+        "/dashboard/acme/webhook/rotate",
+        "/dashboard/acme/gateways",
+    ],
+)
+def test_every_post_without_a_csrf_token_is_refused(
+    signed_in: FlaskClient, services: Services, path: str
+) -> None:
+    response = signed_in.post(path, data={"display_name": "Evil"}, headers=REFERER)
+    assert response.status_code == 400
+    assert "CSRF" in response.get_data(as_text=True)
+    assert "Evil" not in signed_in.get("/dashboard/acme/settings").get_data(as_text=True)
+
+
+def test_another_accounts_project_and_session_are_not_found(
+    signed_in: FlaskClient, services: Services, make_project: Callable[..., str]
+) -> None:
+    make_project("rival", "Rival Ltd")
+    for path in ("/dashboard/rival/", "/dashboard/rival/settings", "/dashboard/rival/developers"):
+        assert signed_in.get(path).status_code == 404
+    response = post(signed_in, "/dashboard/rival/keys", page="/dashboard/acme/developers")
+    assert response.status_code == 404
+    assert signed_in.get("/dashboard/acme/sessions/not-a-session").status_code == 404
+
+
+def test_settings_saved_in_the_dashboard_are_audited_and_bad_values_explained(
+    signed_in: FlaskClient, services: Services
+) -> None:
+    form = {
+        "display_name": "Acme Tickets",
+        "language": "en-US",
+        "require_postal_code": "on",
+        "accepted_brands": ["visa", "amex"],
+        "max_payment_attempts": "2",
+        "callback_countries": "US, GB",
+        "theme.primary": "#0a7d55",
+        "allowed_origins": "https://shop.example",
+    }
+    saved = post(signed_in, "/dashboard/acme/settings", form, page="/dashboard/acme/settings")
+    assert saved.status_code == 302
+    page = signed_in.get("/dashboard/acme/settings").get_data(as_text=True)
+    assert 'value="Acme Tickets"' in page and "dashboard owner@acme.example" in page
+    bad = post(
+        signed_in,
+        "/dashboard/acme/settings",
+        form | {"theme.primary": "red;x:url(y)", "callback_countries": "ZZ"},
+        page="/dashboard/acme/settings",
+    )
+    html = bad.get_data(as_text=True)
+    assert bad.status_code == 422
+    assert "is not a colour, length or font name" in html and "ISO 3166" in html
+
+
+def test_keys_are_created_shown_once_and_revoked_for_the_api(
+    signed_in: FlaskClient, client: FlaskClient
+) -> None:
+    created = post(
+        signed_in, "/dashboard/acme/keys", {"mode": "live"}, page="/dashboard/acme/developers"
+    )
+    [key] = re.findall(r"mvn_live_[A-Za-z0-9]{32}", created.get_data(as_text=True))
+    auth = {"Authorization": f"Bearer {key}"}
+    assert client.get("/v1/auth/check", headers=auth).get_json()["mode"] == "live"
+    assert key not in signed_in.get("/dashboard/acme/developers").get_data(as_text=True)
+    revoked = post(
+        signed_in, f"/dashboard/acme/keys/{key[:17]}/revoke", page="/dashboard/acme/developers"
+    )
+    assert revoked.status_code == 302
+    assert client.get("/v1/auth/check", headers=auth).status_code == 401
+
+
+def test_the_developers_page_sets_the_webhook_and_shows_twilio_values_and_no_credentials(
+    signed_in: FlaskClient,
+) -> None:
+    page = "/dashboard/acme/developers"
+    hooked = post(
+        signed_in, "/dashboard/acme/webhook", {"webhook_url": "https://a.example/h"}, page
+    )
+    assert re.search(r"whsec_[A-Za-z0-9_-]{40,}", hooked.get_data(as_text=True))
+    saved = post(
+        signed_in,
+        "/dashboard/acme/gateways",
+        {"gateway": "stripe", "credential.secret_key": "sk_test_SECRET123"},
+        page,
+    )
+    assert saved.status_code == 302
+    html = signed_in.get(page).get_data(as_text=True)
+    assert "stripe (test): configured" in html and "sk_test_SECRET123" not in html
+    assert f"{PUBLIC_URL}/twilio/voice" in html and f"{PUBLIC_URL}/twilio/fallback" in html
+
+
+def test_a_session_page_shows_the_timeline_and_cancels_then_the_list_finds_it(
+    signed_in: FlaskClient, client: FlaskClient, merchant: dict[str, str]
+) -> None:
+    created = new_session(client, merchant, "12.50")
+    path = f"/dashboard/acme/sessions/{created['session_id']}"
+    page = signed_in.get(path).get_data(as_text=True)
+    assert "Cancel this session" in page and "$12.50" in page
+    assert post(signed_in, f"{path}/cancel", {"mode": "test"}, page=path).status_code == 302
+    page = signed_in.get(path).get_data(as_text=True)
+    assert "cancelled_by_merchant" in page and "Cancel this session" not in page
+    listed = signed_in.get(f"/dashboard/acme/sessions?status=cancelled&q={created['session_id']}")
+    assert created["session_id"][:8] in listed.get_data(as_text=True)
+    live = signed_in.get(f"{path}?mode=live")
+    assert live.status_code == 404, "a test session is not in live mode"
+
+
+def test_a_failing_delivery_is_shown_and_replayed_from_the_session_page(
+    signed_in: FlaskClient,
+    client: FlaskClient,
+    merchant: dict[str, str],
+    services: Services,
+    httpserver: HTTPServer,
+) -> None:
+    hooks = httpserver.url_for("/hooks")
+    set_project(services, "acme", webhook_url=hooks, webhook_events=["cancelled"])
+    httpserver.expect_oneshot_request("/hooks").respond_with_data("no", status=500)
+    httpserver.expect_oneshot_request("/hooks").respond_with_data("ok", status=200)
+    created = new_session(client, merchant, "5")
+    sid = created["session_id"]
+    client.post(f"/v1/sessions/{sid}/cancel", headers={"Authorization": merchant["test"]})
+    deliver_due(services)
+    path = f"/dashboard/acme/sessions/{sid}"
+    assert "HTTP 500" in signed_in.get(path).get_data(as_text=True)
+    overview = signed_in.get("/dashboard/acme/").get_data(as_text=True)
+    assert "not delivered after 1 attempts" in overview
+    html = signed_in.get(path).get_data(as_text=True)
+    [delivery] = re.findall(r"/dashboard/acme/deliveries/([0-9a-f-]{36})/replay", html)
+    replay = f"/dashboard/acme/deliveries/{delivery}/replay"
+    replayed = post(signed_in, replay, {"mode": "test"}, page=path)
+    assert replayed.status_code == 302
+    assert "HTTP 200" in signed_in.get(path).get_data(as_text=True)
+
+
+def test_no_page_holds_card_digits_after_a_payment(
+    signed_in: FlaskClient,
+    services: Services,
+    merchant: dict[str, str],
+    client: FlaskClient,
+    leak_scan: LeakScan,
+    request: pytest.FixtureRequest,
+) -> None:
+    created = new_session(client, merchant, "9.99")
+    pay(services, created["session_id"], Card(CARD, 12, 2030, "987"))
+    pages = [*PAGES, f"/dashboard/acme/sessions/{created['session_id']}"]
+    for path in pages:
+        response = signed_in.get(path, follow_redirects=True)
+        html = response.get_data(as_text=True)
+        assert response.status_code == 200
+        assert CARD not in html
+        leak_scan.check("dashboard page", request.node.nodeid, html)
+    overview = signed_in.get("/dashboard/acme/").get_data(as_text=True)
+    assert 'data-approved="1"' in overview
+    assert "····4242" in signed_in.get("/dashboard/acme/sessions").get_data(as_text=True)
