@@ -4,9 +4,10 @@ PaydialError                          raised on purpose by the core
 ├── NotFound                          absent, or outside the caller's reach
 ├── Conflict                          present, but its state forbids the change
 ├── InvalidInput                      allowed by the schema, refused by the rules
-└── VelocityLimited (velocity.py)     too many failures: nothing goes to the gateway
-    ├── CardLocked                    ... for this card, whoever tries it
-    └── CallerLockedOut               ... for this phone number, before any card entry
+├── VelocityLimited (velocity.py)     too many failures: nothing goes to the gateway
+│   ├── CardLocked                    ... for this card, whoever tries it
+│   └── CallerLockedOut               ... for this phone number, before any card entry
+└── SignInThrottled (users.py)        too many failed dashboard sign-ins: wait, right or not
 gateways.GatewayError
 └── GatewayUnavailableAfterCheck (attempts.py)  timed out; the gateway has no such payment
 DecryptionError (crypto.py)           sealed data that is not ours, or was tampered with

@@ -186,9 +186,7 @@ def session_detail(tx: Tx, session: PaymentSession) -> SessionDetail:
         .where(WebhookEvent.session_id == session.id)
         .order_by(WebhookDelivery.created_at, WebhookDelivery.attempt)
     )
-    return SessionDetail(
-        session, list(events), list(attempts), [(d, e) for d, e in deliveries]
-    )
+    return SessionDetail(session, list(events), list(attempts), [(d, e) for d, e in deliveries])
 
 
 def account_keys(tx: Tx, account_id: str) -> list[ApiKey]:
