@@ -44,12 +44,14 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     from api.deliveries import bp as deliveries_bp
     from api.meta import bp as meta_bp
     from api.projects import bp as projects_bp
+    from api.refunds import bp as refunds_bp
     from api.sessions import bp as sessions_bp
     from api.voice import bp as twilio_bp
     from api.widget import bp as widget_bp
 
     app.register_blueprint(meta_bp)
     app.register_blueprint(sessions_bp)
+    app.register_blueprint(refunds_bp)
     app.register_blueprint(projects_bp)
     app.register_blueprint(widget_bp)
     app.register_blueprint(twilio_bp)

@@ -21,6 +21,8 @@ from pydantic_core import PydanticCustomError
 
 from payments.model import Environment, Gateway, PaymentMode
 from payments.project_settings import ProjectChanges as ProjectChanges  # the PATCH body
+from payments.views import OperationOut as OperationOut  # re-exported like SessionOut
+from payments.views import RefundOut as RefundOut
 from payments.views import SessionOut as SessionOut  # re-exported: the API contract names it
 
 AMOUNT_PATTERN = r"^(?!^[-+.]*$)[+-]?0*\d*\.?\d*$"
@@ -273,6 +275,40 @@ class CreateWidgetSession(BaseModel):
                 {"max_length": 500},
             )
         return self
+
+
+def _positive(amount: Decimal | None) -> Decimal | None:
+    if amount is not None and amount <= 0:
+        raise PydanticCustomError("greater_than", "Amount must be greater than 0", {"gt": 0})
+    return amount
+
+
+PositiveAmount = Annotated[Amount, AfterValidator(_positive)]
+
+
+class RefundCreate(BaseModel):
+    """Refund all or part of a session's captured payment (Paydial addition)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    amount: PositiveAmount | None = Field(
+        None, description="Dollars to refund; without it, all that is left to refund"
+    )
+    reason: str | None = Field(None, max_length=500, description="Kept with the refund")
+
+
+class CaptureCreate(BaseModel):
+    """Capture all or part of an authorized payment (Paydial addition)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    amount: PositiveAmount | None = Field(
+        None, description="Dollars to capture, at most what was authorized; without it, all"
+    )
+
+
+class RefundList(BaseModel):
+    data: list[RefundOut]
 
 
 class WidgetSessionCreated(BaseModel):

@@ -30,10 +30,12 @@ from gateways.base import (
     GatewayConfigurationError,
     GatewayOutcomeUnknown,
     GatewayUnavailable,
+    NotRefundable,
     NotVoidable,
     Outcome,
     PaymentRequest,
     PaymentResult,
+    ReversalKind,
     ReversalResult,
     processor_fields,
     require,
@@ -70,6 +72,11 @@ _REASONS: dict[str, DeclineReason] = {
 }
 DUPLICATE_TRANSACTION = "11"
 _CREDENTIAL_ERRORS = {"E00007", "E00008", "E00009", "E00011", "E00054"}
+# transactionStatus values (https://developer.authorize.net/api/reference/features/
+# transaction-reporting.html): what a refund needs, what a capture and a void leave behind.
+SETTLED = "settledSuccessfully"
+CAPTURED = {"capturedPendingSettlement", SETTLED}
+VOIDED = "voided"
 
 
 def _install_transport() -> None:
@@ -242,13 +249,15 @@ class AuthorizeNetGateway:
         )
 
     def refund(self, reference: str, amount_cents: int, *, idempotency_key: str) -> ReversalResult:
-        """refundTransaction (settled only) needs the card's last four, which the details give."""
-        details = contracts.getTransactionDetailsRequest()
-        details.transId = reference
-        found = self._execute(apicontrollers.getTransactionDetailsController, details)
-        code, text = _message(found)
-        if code != "I00001":
-            raise _api_error(code, text)
+        """refundTransaction takes settled payments only and needs the card's last four, which the
+        transaction details give; an unsettled one must be voided instead (NotRefundable)."""
+        found = self._details(reference)
+        status = _text(found, "transaction", "transactionStatus")
+        if status != SETTLED:
+            raise NotRefundable(
+                "authorizenet refunds only settled payments; void this one instead",
+                processor_code=status,
+            )
         masked = _text(found, "transaction", "payment", "creditCard", "cardNumber") or ""
         card = contracts.creditCardType()
         card.cardNumber = masked[-4:]
@@ -262,13 +271,54 @@ class AuthorizeNetGateway:
             amount_cents=amount_cents,
             payment=payment,
         )
+        return self._accepted(response, "refund", reference, amount_cents)
+
+    def capture(self, reference: str, amount_cents: int, *, idempotency_key: str) -> ReversalResult:
+        """priorAuthCaptureTransaction of an authOnly transaction, for at most its amount."""
+        response = self._follow_up(
+            "priorAuthCaptureTransaction", reference, idempotency_key, amount_cents=amount_cents
+        )
+        return self._accepted(response, "capture", reference, amount_cents)
+
+    def find_reversal(
+        self, kind: ReversalKind, reference: str, *, idempotency_key: str
+    ) -> ReversalResult | None:
+        """A refund by its invoice number among unsettled transactions (it is a transaction of
+        its own); a capture or a void by the status it left on the original transaction."""
+        if kind == "refund":
+            trans_id = self._find_unsettled(short_reference(idempotency_key))
+            if trans_id is None:
+                return None
+            amount = _text(self._details(trans_id), "transaction", "settleAmount")
+            return ReversalResult("refund", reference, trans_id, _cents(amount))
+        transaction = _child(self._details(reference), "transaction")
+        status = _text(transaction, "transactionStatus")
+        if kind == "void" and status == VOIDED:
+            return ReversalResult("void", reference, None)
+        if kind == "capture" and status in CAPTURED:
+            amount = _text(transaction, "settleAmount") or _text(transaction, "authAmount")
+            return ReversalResult("capture", reference, reference, _cents(amount))
+        return None
+
+    def _details(self, trans_id: str) -> Any:
+        details = contracts.getTransactionDetailsRequest()
+        details.transId = trans_id
+        found = self._execute(apicontrollers.getTransactionDetailsController, details)
+        code, text = _message(found)
+        if code != "I00001":
+            raise _api_error(code, text)
+        return found
+
+    def _accepted(
+        self, response: Any, kind: ReversalKind, reference: str, amount_cents: int
+    ) -> ReversalResult:
         result = _child(response, "transactionResponse")
         if _text(result, "responseCode") == "1":
-            return ReversalResult("refund", reference, _text(result, "transId"), amount_cents)
+            return ReversalResult(kind, reference, _text(result, "transId"), amount_cents)
         code, text = _message(response)
         error = _child(result, "errors", "error")
         raise GatewayConfigurationError(
-            f"authorizenet refused the refund: {scrub(_text(error, 'errorText') or text)}",
+            f"authorizenet refused the {kind}: {scrub(_text(error, 'errorText') or text)}",
             processor_code=_text(error, "errorCode") or code,
         )
 
@@ -281,7 +331,7 @@ class AuthorizeNetGateway:
         amount_cents: int | None = None,
         payment: Any = None,
     ) -> Any:
-        """A transaction that refers to an earlier one (refTransId): void or refund."""
+        """A transaction that refers to an earlier one (refTransId): void, refund or capture."""
         transaction = contracts.transactionRequestType()
         transaction.transactionType = kind
         if amount_cents is not None:
@@ -289,18 +339,16 @@ class AuthorizeNetGateway:
         if payment is not None:
             transaction.payment = payment
         transaction.refTransId = reference
+        order = contracts.orderType()
+        order.invoiceNumber = short_reference(idempotency_key)  # how find_reversal finds it
+        transaction.order = order
         api_request = contracts.createTransactionRequest()
         api_request.refId = short_reference(idempotency_key)
         api_request.transactionRequest = transaction
         return self._execute(apicontrollers.createTransactionController, api_request)
 
     def _transaction_details(self, request: PaymentRequest, trans_id: str) -> PaymentResult:
-        details = contracts.getTransactionDetailsRequest()
-        details.transId = trans_id
-        response = self._execute(apicontrollers.getTransactionDetailsController, details)
-        code, text = _message(response)
-        if code != "I00001":
-            raise _api_error(code, text)
+        response = self._details(trans_id)
         transaction = _child(response, "transaction")
         response_code = _text(transaction, "responseCode")
         if response_code == "2":
@@ -465,6 +513,10 @@ def _bill_to(request: PaymentRequest) -> Any | None:
         bill_to.country = a.country
     bill_to.zip = request.zip_code
     return bill_to
+
+
+def _cents(amount: str | None) -> int:
+    return int(Decimal(amount or "0") * 100)
 
 
 def _message(response: Any) -> tuple[str | None, str | None]:

@@ -5,7 +5,8 @@
     ├── GatewayUnavailable         nothing was charged (refused connection, 502/503): retry is safe
     ├── GatewayOutcomeUnknown      it may have been processed: reconcile, never retry blindly
     ├── GatewayConfigurationError  bad or missing credentials, or an operation the gateway lacks
-    └── NotVoidable                too late to void (settled or captured): refund it instead
+    ├── NotVoidable                too late to void (settled or captured): refund it instead
+    └── NotRefundable              too early to refund (not settled yet): void it instead
 
 Messages never carry card data; adapters build them from gateway codes and texts only.
 """
@@ -29,7 +30,7 @@ DeclineReason = Literal[
     "processing_error",
 ]
 Outcome = Literal["captured", "authorized", "tokenized"]
-ReversalKind = Literal["void", "refund"]
+ReversalKind = Literal["void", "refund", "capture"]
 
 PROCESSOR_FIELDS: dict[str, tuple[str, ...]] = {
     "stripe": (
@@ -131,11 +132,11 @@ class PaymentResult:
 
 @dataclass(frozen=True)
 class ReversalResult:
-    """A void or refund the gateway accepted; `amount_cents` is None for a void (all of it)."""
+    """A void, refund or capture the gateway accepted; `amount_cents` is None for a void (all)."""
 
     kind: ReversalKind
-    reference: str  # the transaction that was reversed
-    reversal_id: str | None  # the gateway's id for the refund (or the void, where it has one)
+    reference: str  # the transaction that was reversed (or captured)
+    reversal_id: str | None  # the gateway's id for the refund (or void, or capture, if it has one)
     amount_cents: int | None = None
 
 
@@ -156,7 +157,7 @@ class PaymentGateway(Protocol):
         ...
 
     def authorize(self, request: PaymentRequest) -> PaymentResult:
-        """Authorize only (Authorize.net); the merchant captures later in their own dashboard."""
+        """Authorize only; the merchant captures later (`capture`) or releases it (`void`)."""
         ...
 
     def tokenize(self, request: PaymentRequest) -> PaymentResult:
@@ -172,7 +173,20 @@ class PaymentGateway(Protocol):
         ...
 
     def refund(self, reference: str, amount_cents: int, *, idempotency_key: str) -> ReversalResult:
-        """Give back `amount_cents` of a captured payment; repeating the key refunds once."""
+        """Give back `amount_cents` of a captured payment; repeating the key refunds once.
+
+        NotRefundable while the gateway only refunds settled payments and this one is not yet.
+        """
+        ...
+
+    def capture(self, reference: str, amount_cents: int, *, idempotency_key: str) -> ReversalResult:
+        """Capture `amount_cents` of an authorization (at most what was authorized)."""
+        ...
+
+    def find_reversal(
+        self, kind: ReversalKind, reference: str, *, idempotency_key: str
+    ) -> ReversalResult | None:
+        """After an unknown outcome: the gateway's record of that void, refund or capture."""
         ...
 
 
@@ -240,6 +254,12 @@ class NotVoidable(GatewayError):
     """The transaction is past the point where a void works (captured or settled)."""
 
     code = "not_voidable"
+
+
+class NotRefundable(GatewayError):
+    """The payment has not settled and this gateway refunds only settled payments."""
+
+    code = "void_required"
 
 
 def require(credentials: Mapping[str, str], *keys: str) -> tuple[str, ...]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
@@ -19,9 +20,12 @@ from gateways.base import (
     GatewayError,
     GatewayOutcomeUnknown,
     GatewayUnavailable,
+    NotRefundable,
     NotVoidable,
+    Outcome,
     PaymentRequest,
     PaymentResult,
+    ReversalKind,
     ReversalResult,
     processor_fields,
     require,
@@ -57,6 +61,8 @@ CUSTOMER_ID_TAKEN = "91609"
 # "Transaction can only be voided if status is authorized, submitted_for_settlement, or
 # settlement_pending" (developer.paypal.com/braintree/docs/reference/general/validation-errors)
 CANNOT_VOID = "91504"
+CANNOT_REFUND_UNSETTLED = "91506"  # "Cannot refund a transaction unless it is settled."
+_CAPTURED = {"submitted_for_settlement", "settling", "settled", "settlement_pending"}
 _PAID = {"authorized", "submitted_for_settlement", "settling", "settled", "settlement_pending"}
 _UNEXPECTED_STATUS = re.compile(r"HTTP_RESPONSE (\d{3})")
 
@@ -123,12 +129,19 @@ class BraintreeGateway:
         )
 
     def charge(self, request: PaymentRequest) -> PaymentResult:
+        return self._sale(request, settle=True)
+
+    def authorize(self, request: PaymentRequest) -> PaymentResult:
+        """A sale left `authorized`: `capture` submits it for settlement, `void` releases it."""
+        return self._sale(request, settle=False)
+
+    def _sale(self, request: PaymentRequest, *, settle: bool) -> PaymentResult:
         params: dict[str, Any] = {
             "amount": f"{request.amount_cents / 100:.2f}",
             "order_id": request.idempotency_key,
             "transaction_source": "moto",
             "credit_card": self._card(request),
-            "options": {"submit_for_settlement": True},
+            "options": {"submit_for_settlement": settle},
         }
         billing = _billing(request)
         if billing:
@@ -141,9 +154,6 @@ class BraintreeGateway:
         if result.transaction is not None:
             raise _declined(result.transaction.status, result.transaction, result.message)
         raise self._validation_error(result)
-
-    def authorize(self, request: PaymentRequest) -> PaymentResult:
-        raise GatewayConfigurationError("braintree auth-only payments are not supported by Paydial")
 
     def tokenize(self, request: PaymentRequest) -> PaymentResult:
         card = self._card(request)
@@ -199,13 +209,55 @@ class BraintreeGateway:
         raise self._validation_error(result)
 
     def refund(self, reference: str, amount_cents: int, *, idempotency_key: str) -> ReversalResult:
-        params = {"amount": f"{amount_cents / 100:.2f}", "api_request_key": idempotency_key}
+        """The refund carries our key as its order id, which is how `find_reversal` finds it."""
+        params = {
+            "amount": f"{amount_cents / 100:.2f}",
+            "order_id": idempotency_key,
+            "api_request_key": idempotency_key,
+        }
         result = self._call(
             lambda: self._gateway.transaction.refund(reference, params), money_at_stake=True
         )
         if not result.is_success:
+            if any(e.code == CANNOT_REFUND_UNSETTLED for e in result.errors.deep_errors):
+                raise NotRefundable("braintree refunds only settled transactions; void it")
             raise self._validation_error(result)
         return ReversalResult("refund", reference, result.transaction.id, amount_cents)
+
+    def capture(self, reference: str, amount_cents: int, *, idempotency_key: str) -> ReversalResult:
+        """submit_for_settlement of an authorized sale, for at most its amount."""
+        amount = f"{amount_cents / 100:.2f}"
+        result = self._call(
+            lambda: self._gateway.transaction.submit_for_settlement(reference, amount),
+            money_at_stake=True,
+        )
+        if not result.is_success:
+            raise self._validation_error(result)
+        return ReversalResult("capture", reference, reference, amount_cents)
+
+    def find_reversal(
+        self, kind: ReversalKind, reference: str, *, idempotency_key: str
+    ) -> ReversalResult | None:
+        """A refund by its order id; a capture or a void by the status of the sale."""
+        if kind == "refund":
+            found = self._call(
+                lambda: list(
+                    self._gateway.transaction.search(
+                        braintree.TransactionSearch.order_id == idempotency_key
+                    ).items
+                ),
+                money_at_stake=True,
+            )
+            credit = next((t for t in found if t.type == "credit"), None)
+            if credit is None:
+                return None
+            return ReversalResult("refund", reference, credit.id, _cents(credit.amount))
+        sale = self._call(lambda: self._gateway.transaction.find(reference), money_at_stake=True)
+        if kind == "void" and sale.status == "voided":
+            return ReversalResult("void", reference, None)
+        if kind == "capture" and sale.status in _CAPTURED:
+            return ReversalResult("capture", reference, reference, _cents(sale.amount))
+        return None
 
     def _card(self, request: PaymentRequest) -> dict[str, Any]:
         card = request.card
@@ -217,8 +269,9 @@ class BraintreeGateway:
         }
 
     def _captured(self, request: PaymentRequest, transaction: Any) -> PaymentResult:
+        outcome: Outcome = "authorized" if transaction.status == "authorized" else "captured"
         return PaymentResult(
-            "captured",
+            outcome,
             transaction.id,
             request.card.brand,
             request.card.last4,
@@ -290,6 +343,11 @@ def _translate(exc: Exception) -> GatewayError:
             f"braintree failed after the request was sent ({type(exc).__name__})"
         )
     return GatewayOutcomeUnknown(f"braintree sent an unreadable answer ({type(exc).__name__})")
+
+
+def _cents(amount: Any) -> int:
+    """The SDK's Decimal dollars as integer cents."""
+    return int(Decimal(str(amount)) * 100)
 
 
 def _environment(credentials: Mapping[str, str], environment: str) -> braintree.Environment:

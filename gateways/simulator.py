@@ -17,6 +17,7 @@ from gateways.base import (
     Outcome,
     PaymentRequest,
     PaymentResult,
+    ReversalKind,
     ReversalResult,
     processor_fields,
 )
@@ -122,8 +123,10 @@ class SimulatorGateway:
 
     # What each (gateway, key) answered, so reconcile can tell "went through" from "never sent".
     _answers: ClassVar[dict[tuple[str, str], PaymentResult | GatewayError]] = {}
-    # Voids and refunds by (gateway, idempotency key): a repeated key gets the first answer.
+    # Voids, refunds and captures by (gateway, idempotency key): a repeated key gets the first.
     reversals: ClassVar[dict[tuple[str, str], ReversalResult]] = {}
+    # Authorizations not yet captured or voided, by (gateway, transaction id).
+    _held: ClassVar[set[tuple[str, str]]] = set()
     _lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, name: str) -> None:
@@ -138,9 +141,11 @@ class SimulatorGateway:
         return self._answer(request, "captured")
 
     def authorize(self, request: PaymentRequest) -> PaymentResult:
-        if self.name != "authorizenet":
-            raise GatewayConfigurationError(f"{self.name} does not support auth-only payments")
-        return self._answer(request, "authorized")
+        result = self._answer(request, "authorized")
+        if result.transaction_id:
+            with self._lock:
+                self._held.add((self.name, result.transaction_id))
+        return result
 
     def tokenize(self, request: PaymentRequest) -> PaymentResult:
         return self._answer(request, "tokenized")
@@ -153,9 +158,29 @@ class SimulatorGateway:
         return answer
 
     def void(self, reference: str, *, idempotency_key: str) -> ReversalResult:
-        if self.name in ("stripe", "shift4"):  # their simulated payments are always captured
+        held = (self.name, reference) in self._held
+        if self.name in ("stripe", "shift4") and not held:  # they void only authorizations
             raise NotVoidable(f"{self.name} cannot void a captured payment; refund it")
+        with self._lock:
+            self._held.discard((self.name, reference))
         return self._reverse(idempotency_key, ReversalResult("void", reference, None))
+
+    def capture(self, reference: str, amount_cents: int, *, idempotency_key: str) -> ReversalResult:
+        with self._lock:
+            done = self.reversals.get((self.name, idempotency_key))
+            if done is None and (self.name, reference) not in self._held:
+                raise GatewayConfigurationError(f"{self.name}: not an open authorization")
+            self._held.discard((self.name, reference))
+        return self._reverse(
+            idempotency_key, ReversalResult("capture", reference, reference, amount_cents)
+        )
+
+    def find_reversal(
+        self, kind: ReversalKind, reference: str, *, idempotency_key: str
+    ) -> ReversalResult | None:
+        with self._lock:
+            found = self.reversals.get((self.name, idempotency_key))
+        return found if found is not None and found.kind == kind else None
 
     def refund(self, reference: str, amount_cents: int, *, idempotency_key: str) -> ReversalResult:
         refund_id = "re_sim" + _digest(self.name, idempotency_key)[:20]

@@ -16,8 +16,10 @@ from gateways.base import (
     GatewayOutcomeUnknown,
     GatewayUnavailable,
     NotVoidable,
+    Outcome,
     PaymentRequest,
     PaymentResult,
+    ReversalKind,
     ReversalResult,
     processor_fields,
     require,
@@ -77,6 +79,16 @@ class StripeGateway:
         return cls(client=client)
 
     def charge(self, request: PaymentRequest) -> PaymentResult:
+        return self._pay(request, capture_method="automatic")
+
+    def authorize(self, request: PaymentRequest) -> PaymentResult:
+        """A manual-capture intent: it stops at `requires_capture` until `capture` (or `void`).
+
+        https://docs.stripe.com/payments/place-a-hold-on-a-payment-method
+        """
+        return self._pay(request, capture_method="manual")
+
+    def _pay(self, request: PaymentRequest, *, capture_method: str) -> PaymentResult:
         pm = self._call(lambda: self._create_payment_method(request), money_at_stake=False)
         params: dict[str, Any] = {
             "amount": request.amount_cents,
@@ -85,6 +97,7 @@ class StripeGateway:
             "payment_method_types": ["card"],
             "payment_method_options": {"card": {"moto": True}},
             "confirm": True,
+            "capture_method": capture_method,
             "metadata": self._metadata(request),
             "expand": ["latest_charge"],
         }
@@ -98,9 +111,6 @@ class StripeGateway:
             money_at_stake=True,
         )
         return self._intent_result(request, intent)
-
-    def authorize(self, request: PaymentRequest) -> PaymentResult:
-        raise GatewayConfigurationError("stripe auth-only payments are not supported by Paydial")
 
     def tokenize(self, request: PaymentRequest) -> PaymentResult:
         pm = self._call(lambda: self._create_payment_method(request), money_at_stake=False)
@@ -181,7 +191,11 @@ class StripeGateway:
         return ReversalResult("void", reference, None)
 
     def refund(self, reference: str, amount_cents: int, *, idempotency_key: str) -> ReversalResult:
-        params: Any = {"payment_intent": reference, "amount": amount_cents}
+        params: Any = {
+            "payment_intent": reference,
+            "amount": amount_cents,
+            "metadata": {METADATA_KEY: idempotency_key},
+        }
         refund = self._call(
             lambda: self._client.v1.refunds.create(
                 params=params, options={"idempotency_key": idempotency_key}
@@ -189,6 +203,45 @@ class StripeGateway:
             money_at_stake=True,
         )
         return ReversalResult("refund", reference, refund.id, amount_cents)
+
+    def capture(self, reference: str, amount_cents: int, *, idempotency_key: str) -> ReversalResult:
+        """Capture a `requires_capture` intent (https://docs.stripe.com/api/payment_intents/capture)."""
+        params: Any = {"amount_to_capture": amount_cents}
+        intent = self._call(
+            lambda: self._client.v1.payment_intents.capture(
+                reference, params=params, options={"idempotency_key": idempotency_key}
+            ),
+            money_at_stake=True,
+        )
+        return ReversalResult("capture", reference, _id(intent.latest_charge), amount_cents)
+
+    def find_reversal(
+        self, kind: ReversalKind, reference: str, *, idempotency_key: str
+    ) -> ReversalResult | None:
+        """A refund by the key in its metadata; a capture or void by the intent's status."""
+        if kind == "refund":
+            params: Any = {"payment_intent": reference, "limit": 100}
+            refunds: Any = self._call(
+                lambda: self._client.v1.refunds.list(params=params), money_at_stake=True
+            )
+            try:
+                found = next(
+                    (r for r in refunds.auto_paging_iter() if _tagged(r, idempotency_key)), None
+                )
+            except stripe.StripeError as exc:
+                raise _translate(exc) from None
+            return (
+                None if found is None else ReversalResult(kind, reference, found.id, found.amount)
+            )
+        intent: Any = self._call(
+            lambda: self._client.v1.payment_intents.retrieve(reference), money_at_stake=True
+        )
+        if kind == "void" and intent.status == "canceled":
+            return ReversalResult("void", reference, None)
+        if kind == "capture" and intent.status == "succeeded":
+            charge = _id(getattr(intent, "latest_charge", None))
+            return ReversalResult("capture", reference, charge, intent.amount_received)
+        return None
 
     def _create_payment_method(self, request: PaymentRequest) -> stripe.PaymentMethod:
         card = request.card
@@ -219,9 +272,13 @@ class StripeGateway:
         charge = getattr(intent, "latest_charge", None)
         receipt = None if isinstance(charge, str) else getattr(charge, "receipt_url", None)
         status = getattr(intent, "status", None)
-        if status == "succeeded":
+        outcomes: dict[str | None, Outcome] = {
+            "succeeded": "captured",
+            "requires_capture": "authorized",
+        }
+        if status in outcomes:
             return PaymentResult(
-                "captured",
+                outcomes[status],
                 intent.id,
                 request.card.brand,
                 request.card.last4,

@@ -31,7 +31,7 @@ from gateways.base import (
 from payments import velocity
 from payments.credentials import project_gateway
 from payments.errors import Conflict
-from payments.model import Gateway, PaymentMode, Status
+from payments.model import PaymentMode, Status
 from payments.project_settings import ProjectSettings, project_settings
 from payments.reversals import FIRST_PAUSE as REVERSAL_PAUSE
 from payments.reversals import REVERSED_CODE, REVERSED_MESSAGE, REVERSING, reverse_attempt
@@ -183,7 +183,7 @@ def _started(
 ) -> StartedAttempt:
     if session.mode == PaymentMode.TOKENIZE:
         operation = "tokenize"
-    elif settings.authorize_only and session.gateway == Gateway.AUTHORIZENET:
+    elif settings.authorize_only:  # captured later through payments.refunds
         operation = "authorize"
     else:
         operation = "charge"
@@ -333,6 +333,8 @@ def _record_result(
             session.processor = dict(result.processor)
             session.error_code = session.error_message = None
             authorized = result.outcome == "authorized"
+            if result.outcome == "captured":
+                session.captured_cents, session.captured_at = session.amount_cents, now
             to: Status | None = Status.PAYMENT_AUTHORIZED if authorized else Status.PAYMENT_SUCCESS
             cause = "payment_approved"
         else:

@@ -9,7 +9,8 @@ PaydialError                          raised on purpose by the core
 │   └── CallerLockedOut               ... for this phone number, before any card entry
 └── SignInThrottled (users.py)        too many failed dashboard sign-ins: wait, right or not
 gateways.GatewayError
-└── GatewayUnavailableAfterCheck (attempts.py)  timed out; the gateway has no such payment
+├── GatewayUnavailableAfterCheck (attempts.py)  timed out; the gateway has no such payment
+└── NeverReceived (refunds.py)        a refund/capture/void timed out; the gateway has no record
 DecryptionError (crypto.py)           sealed data that is not ours, or was tampered with
 RuntimeError
 └── MissingSecrets (local.py)         production mode without PAYDIAL_SECRET_KEY/TWILIO_AUTH_TOKEN

@@ -1,4 +1,5 @@
-"""Work off the web request: gateway calls, merchant webhooks at commit, and the periodic sweeps.
+"""Work off the web request: gateway calls (payments; refunds, captures and voids), merchant
+webhooks at commit, and the periodic sweeps.
 
 The runners know nothing of the phone call: the wiring root hands them the payment task
 (`ivr.charge.run_payment_job`), a `PaymentTask` that takes the card from wherever its channel
@@ -19,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from payments.delivery import deliver_now
+from payments.refunds import run_operation
 from payments.services import PaymentJob, Services
 from payments.sweeps import Task, run_once
 
@@ -43,6 +45,9 @@ class ThreadJobs:
 
     def deliver(self, event_id: str) -> None:
         self._pool.submit(self._deliver, event_id)
+
+    def operate(self, operation_id: int) -> None:
+        self._pool.submit(run_operation, self._services, operation_id)
 
     def _deliver(self, event_id: str) -> None:
         try:
@@ -78,6 +83,11 @@ class RQJobs:
 
     def deliver(self, event_id: str) -> None:
         self._queue.enqueue(rq_deliver_webhook, event_id, result_ttl=0, failure_ttl=86400)
+
+    def operate(self, operation_id: int) -> None:
+        self._queue.enqueue(
+            rq_operation, operation_id, job_id=f"op-{operation_id}", failure_ttl=86400
+        )
 
     def schedule(self, names: Iterable[str], *, every: float) -> list[str]:
         """Enqueue each periodic task at most once per `every` seconds across all workers."""
@@ -116,6 +126,10 @@ def rq_payment_job(session_id: str, attempt: int, call_sid: str) -> None:
 
 def rq_deliver_webhook(event_id: str) -> None:
     deliver_now(_worker_context().services, event_id)
+
+
+def rq_operation(operation_id: int) -> None:
+    run_operation(_worker_context().services, operation_id)
 
 
 def rq_sweep(name: str) -> None:

@@ -27,7 +27,7 @@ SECRET_PURPOSE = "webhook-secret"  # noqa: S105  # a key-derivation label, not a
 SECRET_PREFIX = "whsec_"  # noqa: S105  # the public prefix of every secret
 SIGNATURE_HEADER = "Maven-Signature"
 ALWAYS_SENT = frozenset({Status.PAYMENT_SUCCESS, Status.PAYMENT_AUTHORIZED, Status.PAYMENT_FAILED})
-OPT_IN = frozenset(Status(event.value) for event in OptInEvent)
+OPT_IN = frozenset(Status(event.value) for event in OptInEvent if event.value in set(Status))
 REVERSED_EVENT = "payment-reversed"
 
 
@@ -69,6 +69,18 @@ def record_reversal(
     if sends_to(project, session.environment):
         extra: dict[str, object] = {"event": REVERSED_EVENT, "reversal": dict(reversal)}
         _record(tx, session, project, REVERSED_EVENT, now, extra)
+
+
+def record_after_payment(
+    tx: Tx, session: PaymentSession, event: OptInEvent, now: datetime, extra: dict[str, object]
+) -> None:
+    """Tell a project that opted in about a refund, capture or void (payments.refunds).
+
+    The body is the session (its status unchanged) plus `event` and the operation under `extra`.
+    """
+    project = tx.get_one(Project, session.project_id)
+    if project.webhook_url and event in project_settings(project).webhook_events:
+        _record(tx, session, project, event.value, now, {"event": event.value, **extra})
 
 
 def _record(

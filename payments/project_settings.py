@@ -68,11 +68,16 @@ MAX_PAYMENT_ATTEMPTS = 3
 
 
 class OptInEvent(StrEnum):
-    """Session endings a project may choose to hear about (payment results are always sent)."""
+    """Events a project may choose to hear about (payment results are always sent): session
+    endings, and what happens after the payment (payments.refunds)."""
 
     EXPIRED = "expired"
     CANCELLED = "cancelled"
     ABANDONED = "abandoned"
+    REFUND_SUCCEEDED = "refund-succeeded"
+    REFUND_FAILED = "refund-failed"
+    PAYMENT_CAPTURED = "payment-captured"
+    PAYMENT_VOIDED = "payment-voided"
 
 
 def _one_of(allowed: tuple[str, ...], what: str) -> AfterValidator:
@@ -235,12 +240,14 @@ class ProjectSettings(BaseModel):
         default_factory=lambda: [Brand.VISA, Brand.MASTERCARD, Brand.AMEX, Brand.DISCOVER]
     )
     authorize_only: bool = Field(
-        False, description="Authorize.net: authorize without capture (`payment-authorized`)"
+        False,
+        description="Authorize without capture (`payment-authorized`); capture or void it later",
     )
     max_payment_attempts: int = Field(3, ge=1, le=MAX_PAYMENT_ATTEMPTS)
     webhook_events: Annotated[list[OptInEvent], AfterValidator(_unique)] = Field(
         default_factory=list,
-        description="Opt-in webhooks besides the payment results: expired, cancelled, abandoned",
+        description="Opt-in webhooks besides the payment results: expired, cancelled, abandoned,"
+        " refund-succeeded, refund-failed, payment-captured, payment-voided",
     )
     # ISO 3166 alpha-2 countries a callback number may be in: transfers dial out on our bill.
     callback_countries: Annotated[

@@ -28,6 +28,10 @@ class JobRunner(Protocol):
 
     def deliver(self, event_id: str) -> None: ...
 
+    def operate(self, operation_id: int) -> None:
+        """Run a refund, capture or void (payments.refunds.run_operation)."""
+        ...
+
 
 class CallStateSlot(Protocol):
     """What the core knows of a channel's transient state: only that a call's can be wiped."""

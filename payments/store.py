@@ -27,7 +27,7 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.engine import Dialect, Engine, make_url
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 from sqlalchemy.orm import Session as OrmSession
 
 
@@ -128,6 +128,17 @@ class PaymentSession(Base):
     updated_at: Mapped[datetime]
     expires_at: Mapped[datetime]
     completed_at: Mapped[datetime | None]
+    # After the payment (payments.refunds): what was captured, when, and what went back.
+    captured_cents: Mapped[int | None] = mapped_column(Integer)
+    captured_at: Mapped[datetime | None]
+    voided_at: Mapped[datetime | None]
+    refunded_cents: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    refunds: Mapped[list[MoneyOperation]] = relationship(
+        primaryjoin="and_(PaymentSession.id == MoneyOperation.session_id, "
+        "MoneyOperation.kind == 'refund')",
+        order_by="MoneyOperation.number",
+        viewonly=True,
+    )
 
 
 class SessionEvent(Base):
@@ -190,6 +201,33 @@ class PaymentAttempt(Base):
     created_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
     # Reconciliation of an attempt whose outcome is unresolved (payments.reconcile).
+    reconcile_checks: Mapped[int] = mapped_column(Integer, default=0)
+    next_check_at: Mapped[datetime | None] = mapped_column(index=True)
+
+
+class MoneyOperation(Base):
+    """A refund, capture or void of a session's payment: recorded before the gateway is called,
+    under an idempotency key derived from the session, the kind and its number (payments.refunds).
+    """
+
+    __tablename__ = "money_operations"
+    __table_args__ = (UniqueConstraint("session_id", "kind", "number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(8))  # refund | capture | void
+    number: Mapped[int] = mapped_column(Integer)
+    idempotency_key: Mapped[str] = mapped_column(String(80), unique=True)
+    public_id: Mapped[str] = mapped_column(String(40), unique=True)
+    state: Mapped[str] = mapped_column(String(16))  # pending | succeeded | failed | unknown
+    amount_cents: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(String(500))
+    reference: Mapped[str] = mapped_column(String(80))  # the gateway transaction acted on
+    gateway_id: Mapped[str | None] = mapped_column(String(80))  # the refund's (capture's) own id
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
     reconcile_checks: Mapped[int] = mapped_column(Integer, default=0)
     next_check_at: Mapped[datetime | None] = mapped_column(index=True)
 

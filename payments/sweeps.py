@@ -11,7 +11,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 
-from payments import delivery, reconcile, reversals, velocity
+from payments import delivery, reconcile, refunds, reversals, velocity
 from payments.services import Services
 from payments.sessions import expire_due
 
@@ -30,6 +30,7 @@ CORE_TASKS: Mapping[str, Task] = {
     "deliver_webhooks": delivery.deliver_due,
     "reconcile_payments": reconcile.reconcile_due,
     "reverse_late_payments": reversals.reverse_due,
+    "reconcile_operations": refunds.reconcile_operations,
     "purge_velocity": velocity.purge_expired,
 }
 

@@ -3,17 +3,94 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from payments.model import Status, cents_to_decimal_string
-from payments.store import PaymentSession
+from payments.store import MoneyOperation, PaymentSession
+
+PublicStatus = Literal["pending", "succeeded", "failed"]
+
+
+def public_status(state: str) -> PublicStatus:
+    """An operation as the merchant sees it: in flight, however it is, reads `pending`."""
+    if state == "succeeded":
+        return "succeeded"
+    return "failed" if state == "failed" else "pending"
+
+
+def _dollars(cents: int | None) -> str | None:
+    return None if cents is None else cents_to_decimal_string(cents)
 
 
 class ErrorInfo(BaseModel):
     code: str
     message: str
+
+
+class RefundOut(BaseModel):
+    """A refund of a session's payment (payments.refunds)."""
+
+    refund_id: str
+    session_id: str
+    amount: str
+    status: PublicStatus
+    reason: str | None
+    transaction_id: str = Field(description="The gateway's payment that is refunded")
+    gateway_refund_id: str | None = Field(description="The gateway's id for the refund")
+    error: ErrorInfo | None
+    created_at: datetime
+    completed_at: datetime | None
+
+
+class OperationOut(BaseModel):
+    """A capture or void of a session's payment; the session shows its effect once it succeeds."""
+
+    operation_id: str
+    session_id: str
+    kind: Literal["capture", "void"]
+    amount: str | None
+    status: PublicStatus
+    transaction_id: str
+    error: ErrorInfo | None
+    created_at: datetime
+    completed_at: datetime | None
+
+
+def _error(operation: MoneyOperation) -> ErrorInfo | None:
+    if operation.state != "failed" or not operation.error_code:
+        return None
+    return ErrorInfo(code=operation.error_code, message=operation.error_message or "")
+
+
+def refund_out(operation: MoneyOperation) -> RefundOut:
+    return RefundOut(
+        refund_id=operation.public_id,
+        session_id=operation.session_id,
+        amount=cents_to_decimal_string(operation.amount_cents or 0),
+        status=public_status(operation.state),
+        reason=operation.reason,
+        transaction_id=operation.reference,
+        gateway_refund_id=operation.gateway_id,
+        error=_error(operation),
+        created_at=operation.created_at,
+        completed_at=operation.finished_at,
+    )
+
+
+def operation_out(operation: MoneyOperation) -> OperationOut:
+    return OperationOut(
+        operation_id=operation.public_id,
+        session_id=operation.session_id,
+        kind=operation.kind,
+        amount=_dollars(operation.amount_cents),
+        status=public_status(operation.state),
+        transaction_id=operation.reference,
+        error=_error(operation),
+        created_at=operation.created_at,
+        completed_at=operation.finished_at,
+    )
 
 
 class SessionOut(BaseModel):
@@ -44,6 +121,11 @@ class SessionOut(BaseModel):
     card_last4: str | None
     processor: dict[str, Any] | None
     error: ErrorInfo | None
+    captured_amount: str | None = Field(description="What was captured; null until it is")
+    captured_at: datetime | None
+    voided_at: datetime | None
+    amount_refunded: str = Field(description="The sum of succeeded refunds")
+    refunds: list[RefundOut]
 
 
 def session_out(session: PaymentSession, project_slug: str) -> SessionOut:
@@ -75,4 +157,9 @@ def session_out(session: PaymentSession, project_slug: str) -> SessionOut:
         card_last4=session.card_last4,
         processor=session.processor,
         error=error,
+        captured_amount=_dollars(session.captured_cents),
+        captured_at=session.captured_at,
+        voided_at=session.voided_at,
+        amount_refunded=cents_to_decimal_string(session.refunded_cents or 0),
+        refunds=[refund_out(refund) for refund in session.refunds],
     )

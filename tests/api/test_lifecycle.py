@@ -87,6 +87,11 @@ def test_get_returns_the_whole_session_object(
         "card_last4": None,
         "processor": None,
         "error": None,
+        "captured_amount": None,
+        "captured_at": None,
+        "voided_at": None,
+        "amount_refunded": "0.00",
+        "refunds": [],
     }
 
 

@@ -451,7 +451,8 @@ def test_refund_sends_the_last_four_from_the_transaction_details(
         if etree.QName(xml_of(request.get_data())).localname == "getTransactionDetailsRequest":
             return anet(
                 f"<getTransactionDetailsResponse {NS}>{messages()}<transaction>"
-                "<transId>60012345678</transId><payment><creditCard>"
+                "<transId>60012345678</transId>"
+                "<transactionStatus>settledSuccessfully</transactionStatus><payment><creditCard>"
                 "<cardNumber>XXXX4242</cardNumber><expirationDate>XXXX</expirationDate>"
                 "</creditCard></payment></transaction></getTransactionDetailsResponse>"
             )

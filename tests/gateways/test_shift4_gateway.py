@@ -194,7 +194,10 @@ def test_refund_posts_the_amount_with_our_idempotency_key(httpserver: HTTPServer
         "char_9kQx", 1999, idempotency_key="pd-s-1-refund"
     )
 
-    assert json.loads(seen[0]["body"]) == {"amount": 1999}
+    assert json.loads(seen[0]["body"]) == {
+        "amount": 1999,
+        "metadata": {"paydial_idempotency_key": "pd-s-1-refund"},
+    }
     assert seen[0]["headers"]["Idempotency-Key"] == "pd-s-1-refund"
     assert (reversal.kind, reversal.reversal_id, reversal.amount_cents) == ("refund", "ref_1", 1999)
 

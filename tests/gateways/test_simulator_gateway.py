@@ -47,10 +47,25 @@ def test_the_same_key_always_gets_the_same_answer_and_reconcile_repeats_it() -> 
     assert gateway.reconcile(make_request(key="pd-sim-never")) is None
 
 
-def test_auth_only_is_simulated_only_for_authorizenet() -> None:
-    assert SimulatorGateway("authorizenet").authorize(make_request()).outcome == "authorized"
-    with pytest.raises(GatewayConfigurationError):
-        SimulatorGateway("shift4").authorize(make_request())
+@pytest.mark.parametrize("name", ["stripe", "authorizenet", "braintree", "shift4"])
+def test_an_authorization_is_captured_once_per_key_or_voided(name: str) -> None:
+    simulator = SimulatorGateway(name)
+    held = simulator.authorize(make_request())
+    assert held.outcome == "authorized" and held.transaction_id
+    captured = simulator.capture(held.transaction_id, 1500, idempotency_key="pd-c-1-capture-1")
+
+    assert simulator.capture(held.transaction_id, 1500, idempotency_key="pd-c-1-capture-1") == (
+        captured
+    )
+    assert (
+        simulator.find_reversal("capture", held.transaction_id, idempotency_key="pd-c-1-capture-1")
+        == captured
+    )
+    with pytest.raises(GatewayConfigurationError):  # captured: no second capture under a new key
+        simulator.capture(held.transaction_id, 1500, idempotency_key="pd-c-1-capture-2")
+    other = simulator.authorize(make_request())
+    assert other.transaction_id
+    assert simulator.void(other.transaction_id, idempotency_key="pd-c-2-void-1").kind == "void"
 
 
 def test_test_mode_without_credentials_gets_the_simulator_and_live_mode_refuses() -> None:

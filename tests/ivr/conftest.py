@@ -20,6 +20,7 @@ from ivr.charge import run_payment_job
 from ivr.phone import Phone
 from payments.delivery import deliver_now
 from payments.jobs import ThreadJobs
+from payments.refunds import run_operation
 from payments.services import PaymentJob, Services
 from tests.conftest import TEST_SECRET_KEY, set_project
 from tests.ivr.twilio_client import make_phone
@@ -43,6 +44,9 @@ class InlineJobs:
 
     def deliver(self, event_id: str) -> None:
         deliver_now(self._services, event_id)
+
+    def operate(self, operation_id: int) -> None:
+        run_operation(self._services, operation_id)
 
 
 def wire_backend(services: Services, kind: str, redis_url: str | None = None) -> Iterator[str]:

@@ -49,12 +49,16 @@ class QueuedJobs:
     def __init__(self) -> None:
         self.payments: list[PaymentJob] = []
         self.deliveries: list[str] = []
+        self.operations: list[int] = []
 
     def submit(self, job: PaymentJob) -> None:
         self.payments.append(job)
 
     def deliver(self, event_id: str) -> None:
         self.deliveries.append(event_id)
+
+    def operate(self, operation_id: int) -> None:
+        self.operations.append(operation_id)
 
 
 @pytest.fixture
