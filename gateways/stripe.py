@@ -240,7 +240,9 @@ class StripeGateway:
             return ReversalResult("void", reference, None)
         if kind == "capture" and intent.status == "succeeded":
             charge = _id(getattr(intent, "latest_charge", None))
-            return ReversalResult("capture", reference, charge, intent.amount_received)
+            # amount_received is what was captured (localstripe leaves it out: then all of it)
+            captured = getattr(intent, "amount_received", None) or intent.amount
+            return ReversalResult("capture", reference, charge, captured)
         return None
 
     def _create_payment_method(self, request: PaymentRequest) -> stripe.PaymentMethod:
