@@ -19,6 +19,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from ivr.transfer import MAX_SIP_CALLBACK_LENGTH
 from payments.model import Environment, Gateway, PaymentMode
 from payments.project_settings import ProjectChanges as ProjectChanges  # the PATCH body
 from payments.views import OperationOut as OperationOut  # re-exported like SessionOut
@@ -28,7 +29,19 @@ from payments.views import SessionOut as SessionOut  # re-exported: the API cont
 AMOUNT_PATTERN = r"^(?!^[-+.]*$)[+-]?0*\d*\.?\d*$"
 MAX_AMOUNT = Decimal("1000000.00")
 MAX_MEMORY_CHARS = 20_000
-SIP_URI = re.compile(r"^sips?:[^@\s<>\"]+@[A-Za-z0-9][A-Za-z0-9.\-]*(:\d{1,5})?(;[^\s<>\"?]*)?$")
+# sip:user@host[:port][;params][?headers] (RFC 3261 section 19.1.1), stricter where Twilio turns the
+# URI into an INVITE: no "?" or "&" in the user part or the parameters, so nothing before the
+# merchant's own headers can pass for a header (an unsigned X-Paydial-* look-alike).
+_SIP_USER = r"(?:%[0-9A-Fa-f]{2}|[A-Za-z0-9\-_.!~*'()+$,;=/])"
+_SIP_HEADER = r"[A-Za-z0-9\-]+=(?:%[0-9A-Fa-f]{2}|[A-Za-z0-9\-_.!~*'()+:/$\[\]])*"
+SIP_URI = re.compile(
+    rf"^sips?:{_SIP_USER}+@[A-Za-z0-9][A-Za-z0-9.\-]*(:\d{{1,5}})?(;[^\s<>\"?&]*)?"
+    rf"(\?{_SIP_HEADER}(&{_SIP_HEADER})*)?$"
+)
+# Headers Twilio passes on from a <Sip> URI: X-* and these (https://www.twilio.com/docs/voice/twiml/sip).
+SIP_PLAIN_HEADERS = frozenset(
+    {"user-to-user", "remote-party-id", "p-preferred-identity", "p-called-party-id"}
+)
 # Numbers that bill the dialler extra: a transfer to one would be toll fraud on our account.
 TOLL_FRAUD_TYPES = frozenset(
     {
@@ -89,9 +102,7 @@ def _callback(value: str | None) -> str | None:
     if value is None:
         return None
     if value.startswith(("sip:", "sips:")):
-        if not SIP_URI.match(value):
-            raise PydanticCustomError("sip_uri", "Value is not a valid SIP URI (sip:user@host)")
-        return value
+        return _sip_callback(value)
     if value.startswith("+"):
         number = e164(value)
         if phonenumbers.number_type(phonenumbers.parse(number)) in TOLL_FRAUD_TYPES:
@@ -103,6 +114,35 @@ def _callback(value: str | None) -> str | None:
     raise PydanticCustomError(
         "callback", "Callback must be an E.164 phone number or a sip:/sips: URI"
     )
+
+
+def _sip_callback(value: str) -> str:
+    """A SIP callback that Twilio can dial with Paydial's signed headers after its own."""
+    if not SIP_URI.match(value):
+        raise PydanticCustomError(
+            "sip_uri", "Value is not a valid SIP URI (sip:user@host[;params][?X-Name=value])"
+        )
+    if len(value) > MAX_SIP_CALLBACK_LENGTH:
+        raise PydanticCustomError(
+            "sip_uri_too_long",
+            "A SIP callback may have at most {max_length} characters, so that the transfer URI "
+            "with Paydial's headers stays under Twilio's 255-character limit",
+            {"max_length": MAX_SIP_CALLBACK_LENGTH},
+        )
+    _, _, headers = value.partition("?")
+    for header in filter(None, headers.split("&")):
+        name = header.partition("=")[0].lower()
+        if name.startswith("x-paydial-"):
+            raise PydanticCustomError(
+                "sip_header_reserved", "A SIP callback must not carry X-Paydial-* headers"
+            )
+        if not name.startswith("x-") and name not in SIP_PLAIN_HEADERS:
+            raise PydanticCustomError(
+                "sip_header_name",
+                "SIP callback headers must start with X- (or be User-to-User, Remote-Party-ID, "
+                "P-Preferred-Identity or P-Called-Party-ID)",
+            )
+    return value
 
 
 def _known_gateway(value: str) -> str:

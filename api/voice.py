@@ -33,12 +33,14 @@ from ivr.binding import (
     bind_by_access_code,
     bind_call,
     end_call,
+    ended_session_for,
     find_by_access_code,
     session_for_call,
 )
 from ivr.callstate import HandBack
 from ivr.charge import attempt_result, callstates_of, start_payment
 from ivr.prompts import DEFAULT_LANGUAGE, catalog
+from ivr.speech import announced_merchant
 from ivr.transfer import Transfer, transfer_for
 from ivr.twiml import render_twiml
 from payments import velocity
@@ -58,7 +60,10 @@ GATHER_TEMPLATES = frozenset(s.value for s in flow.Step) - {flow.Step.PROCESSING
 STATUS_HEADER = "X-Paydial-Status"
 FLOW_FAILED_MESSAGE = "The card details could not be collected on the call."
 # A flow that failed for a reason of its own, before any payment attempt recorded an error.
-FLOW_FAILED_MESSAGES = {flow.VELOCITY_LIMITED: velocity.CallerLockedOut.message}
+FLOW_FAILED_MESSAGES = {
+    flow.VELOCITY_LIMITED: velocity.CallerLockedOut.message,
+    flow.NO_INPUT: "The caller did not key any card details.",
+}
 # Seconds between result polls: the caller hears the outcome within a second of the gateway's
 # answer, and flow.MAX_HOLD_POLLS of these (plus the reminders) bound the hold near a minute.
 HOLD_PAUSE_SECONDS = 1
@@ -135,8 +140,13 @@ def voice() -> Response:
     with services.db.transaction() as tx:
         binding = bind_call(tx, call, now=services.clock())
         session = binding.session
-        context = _greeting_context(tx, session, call.caller) if session is not None else None
-        hand_back = _hand_back(tx, session) if session is not None else None
+        if session is None:  # the call names a session that already ended: say so, hand back
+            ended = ended_session_for(tx, call, now=services.clock())
+            context = _context(tx, ended) if ended is not None else None
+            hand_back = None
+        else:
+            context = _greeting_context(tx, session, call.caller)
+            hand_back = _hand_back(tx, session)
     if hand_back is not None:
         callstates_of(services).put_hand_back(call_sid, hand_back)
     if context is not None:
@@ -230,7 +240,7 @@ def _context(tx: Tx, session: PaymentSession) -> flow.FlowContext:
     g.session_status = session.status
     return flow.FlowContext(
         session_id=session.id,
-        merchant=settings.display_name or project.name,
+        merchant=announced_merchant(settings, project.slug),
         amount_cents=session.amount_cents,
         currency=session.currency,
         mode=PaymentMode(session.mode),
@@ -242,6 +252,7 @@ def _context(tx: Tx, session: PaymentSession) -> flow.FlowContext:
         # a session that already ended (e.g. an unknown gateway outcome) offers no more tries
         max_attempts=session.attempt_count if terminal else settings.max_payment_attempts,
         has_callback=bool(session.callback),
+        status=Status(session.status),
     )
 
 

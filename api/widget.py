@@ -116,6 +116,7 @@ class ChargeApproved(BaseModel):
     """What onSuccess hands the merchant's page."""
 
     transaction_id: str | None
+    confirmation_code: str | None
     card_brand: str | None
     card_last4: str | None
     amount_cents: int
@@ -329,6 +330,7 @@ def charge(session_id: str) -> Response:
     if outcome.approved:
         approved = ChargeApproved(
             transaction_id=outcome.transaction_id,
+            confirmation_code=outcome.confirmation_code,
             card_brand=outcome.card_brand,
             card_last4=outcome.card_last4,
             amount_cents=outcome.amount_cents,

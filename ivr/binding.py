@@ -10,7 +10,11 @@ bindable pending session (of one project or of several), the call is not bound b
 caller is told why and asked for the access code of the payment they are calling about.
 
 A candidate is bindable while `pending` (or `collecting` on this very CallSid, for a repeated
-webhook) and not expired; terminal sessions and sessions bound to another call never are.
+webhook) and not expired; terminal sessions and sessions bound to another call never are. Binding
+pushes `expires_at` to at least the end of the longest call (`payments.sessions.bind_window`), so
+a session never expires under a live call. A call that names a session which already ended (its
+SIP address, header, or a caller whose latest session ended recently) is told so instead of being
+asked for an access code (`ended_session_for`).
 """
 
 from __future__ import annotations
@@ -25,11 +29,20 @@ from sqlalchemy.orm import Session as Tx
 
 from payments.errors import NotFound
 from payments.model import Channel, Status
-from payments.sessions import ACTIVE, UNRESOLVED_ATTEMPT_STATES, load_session, transition
+from payments.sessions import (
+    ACTIVE,
+    CALL_BOUND,
+    UNRESOLVED_ATTEMPT_STATES,
+    bind_window,
+    load_session,
+    transition,
+)
 from payments.store import PaymentAttempt, PaymentSession
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _SIP_USER = re.compile(r"^<?sips?:([^@;?>]+)@", re.IGNORECASE)
+# A caller ID calling back this soon after its latest session ended is told how it ended.
+RECENTLY_ENDED = CALL_BOUND
 
 
 @dataclass(frozen=True)
@@ -100,6 +113,39 @@ def bind_by_access_code(
     return session
 
 
+def ended_session_for(tx: Tx, call: CallParams, *, now: datetime) -> PaymentSession | None:
+    """The voice session an unbindable call names when that session has already ended: by SIP
+    URI or header, else the caller ID's most recent session if it ended within the hour."""
+    for how, session_id in _named_or_latest(tx, call):
+        try:
+            session = load_session(tx, session_id, now=now)
+        except NotFound:
+            continue
+        if session.channel != Channel.VOICE.value or not Status(session.status).is_terminal:
+            continue
+        if how == "caller_id" and now - (session.completed_at or now) > RECENTLY_ENDED:
+            continue
+        return session
+    return None
+
+
+def _named_or_latest(tx: Tx, call: CallParams) -> Iterator[tuple[str, str]]:
+    """The sessions a call names whatever their status: SIP URI, SIP header, the caller's latest."""
+    yield from _named(call)
+    if E164.match(call.caller):
+        latest = tx.scalar(
+            select(PaymentSession.id)
+            .where(
+                PaymentSession.caller == call.caller,
+                PaymentSession.channel == Channel.VOICE.value,
+            )
+            .order_by(PaymentSession.created_at.desc())
+            .limit(1)
+        )
+        if latest is not None:
+            yield "caller_id", latest
+
+
 def _named(call: CallParams) -> Iterator[tuple[str, str]]:
     """(how, session id) for the sessions the call names itself, in the order PRODUCT.md gives."""
     user = sip_user(call.to)
@@ -141,6 +187,7 @@ def _bindable(tx: Tx, session_id: str, call_sid: str, now: datetime) -> PaymentS
 def _bind(tx: Tx, session: PaymentSession, call_sid: str, now: datetime, *, how: str) -> None:
     session.call_sid = call_sid
     session.updated_at = now
+    session.expires_at = bind_window(session.expires_at, now)
     transition(tx, session, Status.COLLECTING, cause="call_bound", now=now, detail={"by": how})
 
 

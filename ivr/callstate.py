@@ -32,9 +32,10 @@ import redis
 from ivr.flow import CallState, Card
 from ivr.transfer import Transfer
 from payments.crypto import DecryptionError, Sealer
+from payments.sessions import CALL_BOUND
 
 DEFAULT_TTL = 600
-CALL_TTL = 3600  # longer than any call: what must outlive every turn of it
+CALL_TTL = int(CALL_BOUND.total_seconds())  # as long as any call: what must outlive its turns
 KEY_PREFIX = "paydial:call:"
 
 

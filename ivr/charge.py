@@ -25,12 +25,10 @@ from payments.errors import Conflict
 from payments.jobs import RQJobs, ThreadJobs
 from payments.services import PaymentJob, Services
 from payments.sessions import UNRESOLVED_ATTEMPT_STATES
-from payments.store import PaymentAttempt
+from payments.store import PaymentAttempt, PaymentSession
 from payments.velocity import VelocityLimited
 
 log = logging.getLogger(__name__)
-
-CONFIRMATION_LENGTH = 8  # the caller hears the last characters of the transaction id
 
 
 def wire_calls(services: Services) -> None:
@@ -118,7 +116,6 @@ def attempt_result(services: Services, session_id: str, number: int) -> flow.Pay
         if attempt is None or attempt.state in UNRESOLVED_ATTEMPT_STATES:
             return None  # running, or awaiting reconciliation: the caller keeps holding
         if attempt.state == SUCCEEDED:
-            transaction = str((attempt.processor or {}).get("transaction_id") or "")
-            confirmation = transaction[-CONFIRMATION_LENGTH:]
-            return flow.PaymentResult(approved=True, confirmation=confirmation)
+            session = tx.get_one(PaymentSession, session_id)
+            return flow.PaymentResult(approved=True, confirmation=session.confirmation_code or "")
         return flow.PaymentResult(approved=False, decline_code=attempt.error_code or "")

@@ -25,8 +25,11 @@ to render (``render_twiml(reply.template, **reply.context(), action_url=..., ...
      has a callback, passing ``reply.say`` along (it already ends with "transferring you back").
 
 Each entry gets ``MAX_TRIES`` tries (silence counts, ``*`` does not), then ``Finish(FAILED,
-"too-many-failed-attempts")``. Card digits live only in ``CallState.card`` until ``StartPayment``
-moves them out; no ``repr`` here shows them.
+"too-many-failed-attempts")``, or ``Finish(FAILED, "no_input")`` when every try was silence. A
+session that ended elsewhere (the merchant cancelled it, it expired or was abandoned) ends the
+call at the next webhook with ``Finish(ENDED)``: the caller hears the truth, nothing is recorded.
+Card digits live only in ``CallState.card`` until ``StartPayment`` moves them out; no ``repr``
+here shows them.
 """
 
 from __future__ import annotations
@@ -49,8 +52,8 @@ from ivr.cards import (
     security_code_length,
 )
 from ivr.prompts import catalog
-from ivr.speech import brand_name, speak_amount, speak_characters, speak_list, spell_number
-from payments.model import PaymentMode
+from ivr.speech import brand_name, speak_amount, speak_code, speak_list, spell_number
+from payments.model import PaymentMode, Status
 
 MAX_TRIES = 3
 MAX_HOLD_POLLS = 40  # with the hold template's pause, about two minutes before giving up waiting
@@ -60,6 +63,7 @@ ACCESS_CODE_LENGTH = 6
 AMBIGUOUS_CALLER_ID = "access_code_ambiguous"
 TOO_MANY_TRIES = "too-many-failed-attempts"  # Twilio <Pay> vocabulary
 PAYMENT_PENDING = "payment-pending"
+NO_INPUT = "no_input"  # the error code of a session whose caller never keyed an entry
 VELOCITY_LIMITED = "velocity_limited"  # the error code of a payment the velocity limits refused
 
 
@@ -82,6 +86,7 @@ class Outcome(StrEnum):
     FAILED = "failed"  # entries or attempts exhausted, gave up or locked out: payment-failed
     UNRESOLVED = "unresolved"  # no gateway answer while the caller held; the job settles it
     UNBOUND = "unbound"  # no session matched the access code; nothing to record
+    ENDED = "ended"  # the session ended elsewhere (cancelled, expired...); nothing to record
 
 
 @dataclass(frozen=True)
@@ -133,6 +138,7 @@ class CallState:
     step: Step
     session_id: str | None = None
     tries: int = 0  # failed tries at the current step
+    silences: int = 0  # of those, the ones where the caller keyed nothing
     attempt: int = 0  # payment attempts started
     polls: int = 0  # hold redirects during the current attempt
     decline_code: str = ""  # of the last declined attempt
@@ -148,6 +154,7 @@ class CallState:
             step=Step(data["step"]),
             session_id=data["session_id"],
             tries=data["tries"],
+            silences=data.get("silences", 0),  # state sealed before this field existed
             attempt=data["attempt"],
             polls=data["polls"],
             decline_code=data["decline_code"],
@@ -172,6 +179,7 @@ class FlowContext:
     max_attempts: int = 3
     has_callback: bool = False
     caller_locked_out: bool = False  # too many failures from this number: no card is taken
+    status: Status = Status.COLLECTING  # the session's, read on every webhook
 
 
 # Events ---------------------------------------------------------------------------------------
@@ -218,10 +226,20 @@ Event = GatherEvent | PaymentPending | PaymentResult
 
 
 def parse_gather(digits: str, finished_on_key: str = "", step: str | None = None) -> GatherEvent:
-    """Twilio's ``Digits``/``FinishedOnKey`` (and our ``?step=``) as a flow event."""
+    """Twilio's ``Digits``/``FinishedOnKey`` (and our ``?step=``) as a flow event.
+
+    With ``finishOnKey="#"`` Twilio does not end a ``<Gather>`` on ``*``: the star arrives inside
+    ``Digits`` once the caller presses ``#`` or stops keying for ``timeout`` seconds
+    (https://www.twilio.com/docs/voice/twiml/gather#finishonkey: one key ends the input, the
+    others are collected). So "press star to start again" means the entry is what follows the
+    last ``*``; a ``*`` with nothing after it restarts the entry.
+    """
     expected = Step(step) if step else None
     if "*" in digits:
-        return Star(step=expected)
+        after_star = digits.rsplit("*", 1)[1]
+        if not after_star:
+            return Star(step=expected)
+        return Entry(digits=after_star, step=expected)
     if not digits and not finished_on_key:
         return Silence(step=expected)
     return Entry(digits=digits, step=expected)
@@ -238,16 +256,10 @@ class Reply:
     say: tuple[str, ...]
     language: str
     voice: str
-    num_digits: int | None = None  # only where it depends on the card (security code)
 
     def context(self) -> dict[str, object]:
         """Template variables; the webhook layer adds the URLs."""
-        return {
-            "say": self.say,
-            "language": self.language,
-            "voice": self.voice,
-            "num_digits": self.num_digits,
-        }
+        return {"say": self.say, "language": self.language, "voice": self.voice}
 
 
 @dataclass(frozen=True)
@@ -318,15 +330,16 @@ _MENUS: dict[Step, dict[str, str]] = {
 }
 
 _TEMPLATES: dict[Step, str] = {Step.PROCESSING: "hold", Step.DONE: "goodbye"}
+# Ended while the call went on; a payment result, in contrast, reaches the flow as an event.
+_ENDED_ELSEWHERE = frozenset({Status.CANCELLED, Status.EXPIRED, Status.ABANDONED})
 
 
-def _reply(step: Step, lines: list[str], language: str, num_digits: int | None = None) -> Reply:
+def _reply(step: Step, lines: list[str], language: str) -> Reply:
     return Reply(
         template=_TEMPLATES.get(step, step.value),
         say=tuple(lines),
         language=language,
         voice=catalog(language).voice,
-        num_digits=num_digits,
     )
 
 
@@ -367,10 +380,13 @@ def enter_access_code(
 
 
 def greet(ctx: FlowContext) -> Turn:
-    """A bound call: who is asking for what, then the card number prompt; or a locked-out caller
-    hears why and goes back without being asked for a card."""
+    """A bound call: who is asking for what, then the card number prompt (with the ``*`` hint,
+    said once per call). A session that already ended, or a locked-out caller, hears why and goes
+    back without being asked for a card."""
     text = catalog(ctx.language)
     state = CallState(step=Step.CARD_NUMBER, session_id=ctx.session_id)
+    if ctx.status.is_terminal:
+        return _ended(state, ctx)
     if ctx.caller_locked_out:
         finish = Finish(Outcome.FAILED, VELOCITY_LIMITED)
         return _finish(state, ctx, finish, [text.say("caller_locked_out")])
@@ -381,13 +397,18 @@ def greet(ctx: FlowContext) -> Turn:
         lines = [text.say("greeting_charge", merchant=ctx.merchant, amount=amount)]
     if ctx.description:
         lines.append(text.say("greeting_description", description=ctx.description))
-    return _ask(state, ctx, lines)
+    turn = _ask(state, ctx, lines)
+    return replace(turn, reply=replace(turn.reply, say=(*turn.reply.say, text.say("star_hint"))))
 
 
 def advance(state: CallState, event: Event, ctx: FlowContext) -> Turn:
     """One webhook's worth of the call, for a call already bound to a session."""
     if state.step in (Step.ACCESS_CODE, Step.DONE):
         raise ValueError(f"advance() cannot run at step {state.step}")
+    if ctx.status in _ENDED_ELSEWHERE or (
+        ctx.status.is_terminal and state.step is not Step.PROCESSING
+    ):
+        return _ended(state, ctx)
     if isinstance(event, PaymentPending | PaymentResult):
         if state.step is Step.PROCESSING:
             return _on_payment(state, event, ctx)
@@ -400,7 +421,7 @@ def advance(state: CallState, event: Event, ctx: FlowContext) -> Turn:
         card = replace(state.card, **{rule.field: ""}) if rule else state.card
         return _ask(replace(state, card=card), ctx, [text.say("restart")])
     if isinstance(event, Silence):
-        return _retry(state, ctx, [text.say("silence")])
+        return _retry(replace(state, silences=state.silences + 1), ctx, [text.say("silence")])
     if state.step in _MENUS:
         return _choose(state, _MENUS[state.step].get(event.digits), ctx)
     rule = _ENTRIES[state.step]
@@ -424,19 +445,18 @@ def _ask(state: CallState, ctx: FlowContext, before: list[str] | None = None) ->
     """The prompt for ``state.step``, after ``before`` (a greeting, or what went wrong)."""
     text = catalog(ctx.language)
     lines = list(before or [])
-    num_digits = None
     match state.step:
         case Step.SECURITY_CODE:
-            num_digits = security_code_length(state.card.brand)
-            lines.append(text.say("security_code", length=spell_number(num_digits, ctx.language)))
+            length = security_code_length(state.card.brand)
+            lines.append(text.say("security_code", length=spell_number(length, ctx.language)))
         case Step.CONFIRM:
             key = "confirm_tokenize" if ctx.mode is PaymentMode.TOKENIZE else "confirm_charge"
             brand = state.card.brand
             lines.append(
                 text.say(
                     key,
-                    brand=brand_name(brand) if brand else "",
-                    last4=speak_characters(state.card.last4),
+                    card=text.say(f"card_{brand.value if brand else 'unknown'}"),
+                    last4=speak_code(state.card.last4),
                     amount=speak_amount(ctx.amount_cents, ctx.currency, ctx.language),
                 )
             )
@@ -446,7 +466,7 @@ def _ask(state: CallState, ctx: FlowContext, before: list[str] | None = None) ->
             lines.append(text.say("retry_offer"))
         case _:
             lines.append(text.say(state.step.value))
-    return Turn(state, _reply(state.step, lines, ctx.language, num_digits))
+    return Turn(state, _reply(state.step, lines, ctx.language))
 
 
 def _retry(state: CallState, ctx: FlowContext, problem: list[str]) -> Turn:
@@ -455,10 +475,13 @@ def _retry(state: CallState, ctx: FlowContext, problem: list[str]) -> Turn:
     if tries < MAX_TRIES:
         return _ask(replace(state, tries=tries), ctx, problem)
     text = catalog(ctx.language)
-    reason = state.decline_code if state.step is Step.DECLINED else TOO_MANY_TRIES
-    return _finish(
-        state, ctx, Finish(Outcome.FAILED, reason), [*problem, text.say("too_many_tries")]
-    )
+    silent = state.silences >= tries  # the caller never keyed anything at this step
+    if state.step is Step.DECLINED:
+        reason = state.decline_code
+    else:
+        reason = NO_INPUT if silent else TOO_MANY_TRIES
+    closing = text.say("no_input") if silent else text.say("too_many_tries")
+    return _finish(state, ctx, Finish(Outcome.FAILED, reason), [*problem, closing])
 
 
 def _choose(state: CallState, choice: str | None, ctx: FlowContext) -> Turn:
@@ -488,9 +511,7 @@ def _on_payment(state: CallState, event: PaymentPending | PaymentResult, ctx: Fl
         key = "approved_tokenize" if ctx.mode is PaymentMode.TOKENIZE else "approved_charge"
         lines = [text.say(key)]
         if event.confirmation:
-            lines.append(
-                text.say("confirmation_number", number=speak_characters(event.confirmation))
-            )
+            lines.append(text.say("confirmation_number", number=speak_code(event.confirmation)))
         return _finish(state, ctx, Finish(Outcome.APPROVED), lines)
     decline_key = f"decline_{event.decline_code}"
     if decline_key not in text.prompts:
@@ -505,6 +526,12 @@ def _on_payment(state: CallState, event: PaymentPending | PaymentResult, ctx: Fl
         )
     declined = replace(_moved(state, Step.DECLINED), decline_code=event.decline_code)
     return _ask(declined, ctx, lines)
+
+
+def _ended(state: CallState, ctx: FlowContext) -> Turn:
+    """The session ended outside this call: say how, in plain words, and hand the caller back."""
+    sentence = catalog(ctx.language).say(f"ended_{ctx.status.value}")
+    return _finish(state, ctx, Finish(Outcome.ENDED), [sentence])
 
 
 def _finish(state: CallState, ctx: FlowContext, finish: Finish, lines: list[str]) -> Turn:

@@ -6,10 +6,13 @@ well in any voice. Unit names come from the language's prompt catalog.
 
 from __future__ import annotations
 
+import re
+
 from num2words import num2words
 
 from gateways.cards import Brand
 from ivr.prompts import catalog
+from payments.project_settings import ProjectSettings
 
 _BRAND_NAMES = {
     Brand.VISA: "Visa",
@@ -66,9 +69,21 @@ def speak_amount(cents: int, currency: str, language: str) -> str:
     )
 
 
-def speak_characters(code: str) -> str:
-    """Digits and letters one by one ("4 2 4 2"), so a confirmation number can be written down."""
-    return " ".join(char.upper() for char in code if char.isalnum())
+def speak_code(code: str) -> str:
+    """Digits one by one, in groups of four (three for a six-digit code), so a caller can write a
+    confirmation code down: "12345678" -> "1 2 3 4, 5 6 7 8"."""
+    chars = [char.upper() for char in code if char.isalnum()]
+    size = 3 if len(chars) % 4 and len(chars) % 3 == 0 else 4
+    groups = [chars[i : i + size] for i in range(0, len(chars), size)]
+    return ", ".join(" ".join(group) for group in groups)
+
+
+def announced_merchant(settings: ProjectSettings, slug: str) -> str:
+    """Who the caller hears is asking: the project's ``display_name`` as the merchant wrote it,
+    else its slug made speakable at the start of a sentence ("acme-dental" -> "Acme Dental")."""
+    if settings.display_name:
+        return settings.display_name
+    return " ".join(word[:1].upper() + word[1:] for word in re.split(r"[-_\s]+", slug) if word)
 
 
 def speak_list(items: list[str], language: str) -> str:

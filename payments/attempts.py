@@ -77,6 +77,7 @@ class PaymentOutcome:
     currency: str
     attempts_remaining: int
     transaction_id: str | None = None
+    confirmation_code: str | None = None  # the payer's, on success
     card_brand: str | None = None
     card_last4: str | None = None
     error_code: str | None = None
@@ -484,6 +485,7 @@ def _outcome(session: PaymentSession, attempt: PaymentAttempt, max_attempts: int
         currency=session.currency,
         attempts_remaining=0 if terminal else max(0, max_attempts - session.attempt_count),
         transaction_id=processor.get("transaction_id"),
+        confirmation_code=session.confirmation_code if attempt.state == SUCCEEDED else None,
         card_brand=attempt.card_brand,
         card_last4=attempt.card_last4,
         error_code=attempt.error_code,

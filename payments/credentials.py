@@ -52,6 +52,18 @@ def set_credentials(
         row.updated_at = now
 
 
+def has_credentials(tx: Tx, project_id: str, gateway: str, environment: str) -> bool:
+    """Whether credentials are stored for this gateway and mode (without opening them)."""
+    found = tx.scalar(
+        select(GatewayCredential.id).where(
+            GatewayCredential.project_id == project_id,
+            GatewayCredential.gateway == gateway,
+            GatewayCredential.environment == environment,
+        )
+    )
+    return found is not None
+
+
 def load_credentials(
     tx: Tx, project_id: str, gateway: str, environment: str, *, sealer: Sealer
 ) -> dict[str, str] | None:

@@ -1,7 +1,15 @@
-"""Use cases of a payment session: create, read, cancel, expire; the one place status changes."""
+"""Use cases of a payment session: create, read, cancel, expire; the one place status changes.
+
+Time runs out differently for a session that was used: `pending` past `expires_at` reads as
+`expired` (never used), while `collecting` past it means its payer left without a word (a call
+that vanished with no status callback, a widget closed after a decline) and reads as `abandoned`.
+Binding a call pushes `expires_at` to at least the end of the longest call (`bind_window`), so a
+session never runs out under a live call.
+"""
 
 from __future__ import annotations
 
+import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -12,13 +20,19 @@ from sqlalchemy import case, select
 from sqlalchemy.orm import Session as Tx
 
 from payments.accounts import find_account_project
+from payments.credentials import has_credentials
 from payments.errors import Conflict, InvalidInput, NotFound
 from payments.model import Channel, Environment, Gateway, PaymentMode, Status
 from payments.outbox import record_status_change
 from payments.project_settings import project_settings
 from payments.store import PaymentAttempt, PaymentSession, Project, SessionEvent
 
+log = logging.getLogger(__name__)
+
 ACTIVE = (Status.PENDING.value, Status.COLLECTING.value)
+# The longest a call may stay on the IVR (ivr.callstate keeps a call's hand-back this long).
+CALL_BOUND = timedelta(hours=1)
+CONFIRMATION_CODES = range(10_000_000, 100_000_000)  # eight digits, never a leading zero
 # Payment attempt states whose outcome is not known yet (see payments.attempts, payments.reconcile).
 UNRESOLVED_ATTEMPT_STATES = ("pending", "unknown")
 
@@ -68,11 +82,34 @@ def _check_callback_country(callback: str | None, countries: list[str]) -> None:
         )
 
 
+def _check_live_credentials(
+    tx: Tx, project: Project, gateway: Gateway, environment: Environment
+) -> None:
+    """A live session needs the project's live credentials for its gateway; test mode falls back
+    to the simulator. Refused here, before a caller keys a whole card for nothing."""
+    if environment is not Environment.LIVE or has_credentials(
+        tx, project.id, gateway.value, environment.value
+    ):
+        return
+    log.warning(
+        "session refused: project %s has no %s credentials for %s",
+        project.id,
+        environment.value,
+        gateway.value,
+    )
+    raise InvalidInput(
+        ("body", "gateway"),
+        f"no live credentials are configured for {gateway.value} on project {project.slug}",
+        "gateway_configuration",
+    )
+
+
 def create_session(
     tx: Tx, *, account_id: str, environment: Environment, new: NewSession, now: datetime
 ) -> PaymentSession:
     project = find_account_project(tx, account_id, new.project)
     _check_callback_country(new.callback, project_settings(project).callback_countries)
+    _check_live_credentials(tx, project, new.gateway, environment)
     session = PaymentSession(
         account_id=account_id,
         project_id=project.id,
@@ -129,6 +166,9 @@ def transition(
     session.updated_at = now
     if to.is_terminal:
         session.completed_at = now
+    if to in (Status.PAYMENT_SUCCESS, Status.PAYMENT_AUTHORIZED):
+        # what the payer writes down; the processor's ids stay in `processor`
+        session.confirmation_code = str(secrets.choice(CONFIRMATION_CODES))
     tx.add(
         SessionEvent(
             session_id=session.id,
@@ -157,18 +197,30 @@ def _payment_in_flight(tx: Tx, session_id: str) -> bool:
     )
 
 
+def bind_window(expires_at: datetime, now: datetime) -> datetime:
+    """A session bound to a call now lives at least as long as the longest call."""
+    return max(expires_at, now + CALL_BOUND)
+
+
+def _time_out(tx: Tx, session: PaymentSession, now: datetime) -> None:
+    if session.status == Status.PENDING:
+        transition(tx, session, Status.EXPIRED, cause="expired", now=now)
+    else:  # collecting: used, then left without a result
+        transition(tx, session, Status.ABANDONED, cause="timed_out_while_collecting", now=now)
+
+
 def expire_if_due(tx: Tx, session: PaymentSession, now: datetime) -> None:
-    """Sessions still open past `expires_at` read as expired (and the log says so)."""
+    """Sessions still open past `expires_at` read as expired, or abandoned when they were used."""
     if (
         session.status in ACTIVE
         and now >= session.expires_at
         and not _payment_in_flight(tx, session.id)
     ):
-        transition(tx, session, Status.EXPIRED, cause="expired", now=now)
+        _time_out(tx, session, now)
 
 
 def expire_due(tx: Tx, now: datetime, *, limit: int = 500) -> int:
-    """The sweep: expire open sessions whose time has passed. Returns how many it expired."""
+    """The sweep: time out open sessions whose time has passed. Returns how many it closed."""
     due = tx.scalars(
         select(PaymentSession)
         .where(
@@ -185,7 +237,7 @@ def expire_due(tx: Tx, now: datetime, *, limit: int = 500) -> int:
         .with_for_update(skip_locked=True)
     ).all()
     for session in due:
-        transition(tx, session, Status.EXPIRED, cause="expired", now=now)
+        _time_out(tx, session, now)
     return len(due)
 
 

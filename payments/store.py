@@ -121,6 +121,8 @@ class PaymentSession(Base):
     card_brand: Mapped[str | None] = mapped_column(String(24))
     card_last4: Mapped[str | None] = mapped_column(String(4))
     processor: Mapped[dict[str, Any] | None]
+    # Digits the payer hears and sees on success (payments.sessions.transition sets it).
+    confirmation_code: Mapped[str | None] = mapped_column(String(8))
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(String(500))
     attempt_count: Mapped[int] = mapped_column(Integer, default=0)

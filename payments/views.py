@@ -120,6 +120,9 @@ class SessionOut(BaseModel):
     card_brand: str | None
     card_last4: str | None
     processor: dict[str, Any] | None
+    confirmation_code: str | None = Field(
+        description="6-8 digits the payer heard or saw on success (Paydial addition)"
+    )
     error: ErrorInfo | None
     captured_amount: str | None = Field(description="What was captured; null until it is")
     captured_at: datetime | None
@@ -156,6 +159,7 @@ def session_out(session: PaymentSession, project_slug: str) -> SessionOut:
         card_brand=session.card_brand,
         card_last4=session.card_last4,
         processor=session.processor,
+        confirmation_code=session.confirmation_code,
         error=error,
         captured_amount=_dollars(session.captured_cents),
         captured_at=session.captured_at,

@@ -86,6 +86,7 @@ def test_get_returns_the_whole_session_object(
         "card_brand": None,
         "card_last4": None,
         "processor": None,
+        "confirmation_code": None,
         "error": None,
         "captured_amount": None,
         "captured_at": None,

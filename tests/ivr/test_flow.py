@@ -101,7 +101,7 @@ def test_tokenize_greeting_says_the_card_is_saved_not_charged() -> None:
     assert turn.reply.say[0] == (
         "Acme Dental would like to save a card on file. Your card will be saved, not charged."
     )
-    assert len(turn.reply.say) == 2
+    assert len(turn.reply.say) == 3  # greeting, card prompt, the star hint
 
 
 def test_spanish_session_hears_spanish_with_a_spanish_voice() -> None:
@@ -183,15 +183,17 @@ def test_pressing_1_starts_attempt_1_with_the_card_and_holds_at_once() -> None:
     assert turn.state.card == Card()  # the card left the state with StartPayment
 
 
-def test_approval_says_the_confirmation_digit_by_digit_and_finishes() -> None:
+def test_approval_says_the_confirmation_code_in_groups_and_finishes() -> None:
     ctx = make_context()
-    turn = advance(processing(ctx).state, PaymentResult(approved=True, confirmation="A7 3"), ctx)
+    turn = advance(
+        processing(ctx).state, PaymentResult(approved=True, confirmation="40271953"), ctx
+    )
     assert turn.finish == Finish(Outcome.APPROVED)
     assert turn.state.step is Step.DONE
     assert turn.reply.template == "goodbye"
     assert turn.reply.say == (
         "Your payment was approved.",
-        "Your confirmation number is A 7 3.",
+        "Your confirmation number is 4 0 2 7, 1 9 5 3.",
         "Thank you. Goodbye.",
     )
 
@@ -213,8 +215,9 @@ def test_approval_with_a_callback_says_it_transfers_back() -> None:
         (("9999999999999995",), "We do not recognize that type of card."),
         ((VISA, "1330"), "That expiration date is not valid."),
         ((VISA, "0525"), "That card has expired."),
-        ((VISA, "1230", "12"), "The security code must be three digits."),
-        ((AMEX, "1230", "123"), "The security code must be four digits."),
+        ((VISA, "1230", "12"), "The security code for this card is three digits."),
+        ((VISA, "1230", "1234"), "The security code for this card is three digits."),
+        ((AMEX, "1230", "123"), "The security code for this card is four digits."),
         ((VISA, "1230", "123", "941"), "The ZIP code must be five digits."),
     ],
 )
@@ -227,7 +230,8 @@ def test_a_refused_entry_says_exactly_what_was_wrong_and_asks_again(
     assert turn.state.step is before.state.step
     assert turn.state.tries == 1
     assert turn.reply.say[0] == sentence
-    assert turn.reply.say[1] == before.reply.say[-1]  # the same question again
+    assert turn.reply.say[1] in before.reply.say  # the same question again
+    assert len(turn.reply.say) == 2  # and the star hint only once per call
 
 
 def test_a_brand_the_project_does_not_accept_is_named_with_the_accepted_ones() -> None:
@@ -242,15 +246,19 @@ def test_a_brand_the_project_does_not_accept_is_named_with_the_accepted_ones() -
 def test_spanish_refusals_come_from_the_spanish_catalog() -> None:
     ctx = make_context(language="es-US")
     turn = key(walk(ctx, AMEX, "1230"), "123", ctx)
-    assert turn.reply.say[0] == "El código de seguridad debe tener cuatro dígitos."
+    assert turn.reply.say[0] == "El código de seguridad de esta tarjeta tiene cuatro dígitos."
 
 
 def test_amex_asks_for_four_digits_and_others_for_three() -> None:
     ctx = make_context()
     amex = walk(ctx, AMEX, "1230")
     visa = walk(ctx, VISA, "1230")
-    assert (amex.reply.num_digits, visa.reply.num_digits) == (4, 3)
-    assert amex.reply.say == ("Please enter the four digit security code.",)
+    assert amex.reply.say == (
+        "Please enter the four digit security code, followed by the pound key.",
+    )
+    assert visa.reply.say == (
+        "Please enter the three digit security code, followed by the pound key.",
+    )
     assert key(amex, "1234", ctx).state.step is Step.CONFIRM
 
 
@@ -285,6 +293,14 @@ def test_silence_reprompts_and_counts_as_a_try() -> None:
     assert turn.state.step is Step.CARD_NUMBER
     assert turn.state.tries == 1
     assert turn.reply.say[0] == "Sorry, I did not hear anything."
+    turn = advance(advance(turn.state, Silence(), ctx).state, Silence(), ctx)
+    assert turn.finish == Finish(Outcome.FAILED, "no_input")
+    assert turn.reply.say[-2] == "We did not hear any keys, so the payment was not completed."
+
+
+def test_silence_after_a_wrong_entry_ends_as_too_many_tries_not_as_no_input() -> None:
+    ctx = make_context()
+    turn = key(greet(ctx), "1234", ctx)
     turn = advance(advance(turn.state, Silence(), ctx).state, Silence(), ctx)
     assert turn.finish == Finish(Outcome.FAILED, "too-many-failed-attempts")
 

@@ -32,10 +32,8 @@ LOCKED_OUT = {
 }
 TRANSFER = {"en-US": "Transferring you back now.", "es-US": "Lo transferimos ahora."}
 CARD_PROMPT = {
-    "en-US": "Please enter your card number, followed by the pound key. Press star at any time "
-    "to start an entry again.",
-    "es-US": "Por favor, marque el número de su tarjeta y luego la tecla numeral. Marque "
-    "asterisco en cualquier momento para empezar de nuevo.",
+    "en-US": "Please enter your card number, followed by the pound key.",
+    "es-US": "Por favor, marque el número de su tarjeta y luego la tecla numeral.",
 }
 
 

@@ -7,7 +7,15 @@ import pytest
 from gateways.cards import Brand
 from ivr.cards import Reason
 from ivr.prompts import SUPPORTED_LANGUAGES, UnsupportedLanguage, catalog
-from ivr.speech import brand_name, speak_amount, speak_characters, speak_list, spell_number
+from ivr.speech import (
+    announced_merchant,
+    brand_name,
+    speak_amount,
+    speak_code,
+    speak_list,
+    spell_number,
+)
+from payments.project_settings import ProjectSettings
 
 
 @pytest.mark.parametrize(
@@ -48,9 +56,17 @@ def test_numbers_before_a_noun_use_the_short_spanish_form() -> None:
     assert spell_number(4, "en-US") == "four"
 
 
-def test_confirmation_codes_are_read_one_character_at_a_time() -> None:
-    assert speak_characters("ch_3Ab9") == "C H 3 A B 9"
-    assert speak_characters("4242") == "4 2 4 2"
+def test_codes_are_read_digit_by_digit_in_groups_a_caller_can_write_down() -> None:
+    assert speak_code("12345678") == "1 2 3 4, 5 6 7 8"
+    assert speak_code("123456") == "1 2 3, 4 5 6"
+    assert speak_code("1234567") == "1 2 3 4, 5 6 7"
+    assert speak_code("4242") == "4 2 4 2"
+
+
+def test_the_merchant_is_announced_by_its_name_else_by_a_speakable_slug() -> None:
+    assert announced_merchant(ProjectSettings(display_name="iHerb"), "iherb") == "iHerb"
+    assert announced_merchant(ProjectSettings(), "demo") == "Demo"
+    assert announced_merchant(ProjectSettings(), "acme-dental_care") == "Acme Dental Care"
 
 
 def test_brand_names_are_proper_names() -> None:

@@ -59,7 +59,7 @@ def test_a_sip_callback_carries_signed_session_status_and_memory() -> None:
     assert headers[SESSION] == SESSION_ID
     assert headers[STATUS] == "payment-success"
     assert headers[MEMORY] == 'a "b" & ç=1'
-    assert len(headers[SIGNATURE]) == 64
+    assert len(headers[SIGNATURE]) == 22  # 128 bits, base64url
     assert verify(headers, signing_key(SECRET))
 
 
@@ -71,12 +71,15 @@ def test_any_changed_value_or_another_key_breaks_the_signature() -> None:
     assert signing_key(SECRET) != SECRET.encode()
 
 
-def test_memory_that_would_make_the_uri_too_long_is_sent_as_a_reference() -> None:
+def test_memory_too_long_for_the_uri_is_cut_to_fit_and_says_how_long_it_is() -> None:
     short = _sip(memory="x" * 10)
     long = _sip(memory="x" * 2000)
-    assert len(short) <= MAX_SIP_URI_LENGTH and MEMORY in _headers(short)
+    assert len(short) <= MAX_SIP_URI_LENGTH and MEMORY_REF not in _headers(short)
+    assert len(long) == MAX_SIP_URI_LENGTH  # the memory takes every character left
     headers = _headers(long)
-    assert MEMORY not in headers and headers[MEMORY_REF] == SESSION_ID
+    assert headers[MEMORY_REF] == "2000"
+    assert headers[MEMORY] == "x" * len(headers[MEMORY]) and len(headers[MEMORY]) > 20
+    assert SESSION_ID not in long.replace(f"{SESSION}={SESSION_ID}", "")  # the id only once
     assert verify(headers, signing_key(SECRET))
 
 

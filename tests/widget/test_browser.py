@@ -7,6 +7,7 @@ reached as `localhost`, so the frame is cross-origin exactly as on a merchant's 
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import threading
 from collections.abc import Iterator
@@ -188,6 +189,7 @@ def test_a_card_paid_in_the_frame_reaches_on_success_with_the_result(
     result = success["result"]
     assert set(result) == {
         "transaction_id",
+        "confirmation_code",
         "card_brand",
         "card_last4",
         "amount_cents",
@@ -202,6 +204,10 @@ def test_a_card_paid_in_the_frame_reaches_on_success_with_the_result(
         "payment-success",
     )
     expect(frame.get_by_role("heading", name="Payment complete")).to_be_visible()
+    assert re.fullmatch(r"\d{8}", result["confirmation_code"])
+    expect(frame.locator("#success-detail")).to_have_text(
+        f"Visa ending 4242. Confirmation code {result['confirmation_code']}."
+    )
     expect(frame.locator("#card-form")).to_be_hidden()
     assert session_status(site, session_id) == "payment-success"
     ARTIFACTS.mkdir(exist_ok=True)

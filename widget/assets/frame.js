@@ -321,12 +321,13 @@
     var known = Object.prototype.hasOwnProperty.call(BRANDS, body.card_brand);
     document.getElementById("success-detail").textContent =
       (known ? BRANDS[body.card_brand].name : "Card") + " ending " + body.card_last4 +
-      (body.transaction_id ? ". Confirmation " + body.transaction_id + "." : ".");
+      (body.confirmation_code ? ". Confirmation code " + body.confirmation_code + "." : ".");
     show(success);
     post({
       type: "success",
       result: {
         transaction_id: body.transaction_id,
+        confirmation_code: body.confirmation_code,
         card_brand: body.card_brand,
         card_last4: body.card_last4,
         amount_cents: body.amount_cents,
