@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +44,7 @@ def test_a_valid_card_is_charged_and_the_result_names_the_card(
     body = response.get_json()
     assert set(body) == {
         "transaction_id",
+        "confirmation_code",
         "card_brand",
         "card_last4",
         "amount_cents",
@@ -50,6 +52,7 @@ def test_a_valid_card_is_charged_and_the_result_names_the_card(
         "status",
     }
     assert body["transaction_id"]
+    assert re.fullmatch(r"[1-9]\d{7}", body["confirmation_code"])
     assert (body["card_brand"], body["card_last4"]) == ("visa", "4242")
     assert body["amount_cents"] == 1250
     assert (body["currency"], body["status"]) == ("usd", "payment-success")
