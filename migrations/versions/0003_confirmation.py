@@ -1,7 +1,7 @@
 """confirmation: the payer's confirmation code on a successful session
 
 Revision ID: confirmation
-Revises: 0002
+Revises: newcomer
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "confirmation"
-down_revision = "0002"
+down_revision = "newcomer"  # re-chained at landing: main already had 0003_dashboard and 0003_newcomer
 branch_labels = None
 depends_on = None
 
