@@ -31,11 +31,17 @@ from ivr.transfer import (
 from payments.accounts import get_project_by_slug
 from payments.credentials import PURPOSE, set_credentials
 from payments.model import Environment, Gateway
-from payments.outbox import SECRET_PURPOSE, set_webhook_url
 from payments.services import Services
 from payments.sessions import CALL_BOUND, expire_due
 from payments.store import WebhookEvent
-from tests.conftest import PUBLIC_URL, TEST_SECRET_KEY, Clock, attempt_rows, count_gateway_calls
+from tests.conftest import (
+    PUBLIC_URL,
+    TEST_SECRET_KEY,
+    Clock,
+    attempt_rows,
+    count_gateway_calls,
+    set_project,
+)
 from tests.ivr.conftest import AMEX, APPROVED, CVV, EXPIRY
 from tests.ivr.twilio_client import sip_headers, twiml
 
@@ -361,8 +367,8 @@ def test_a_payment_has_a_numeric_confirmation_code_heard_in_groups_and_in_get_an
     read_session: Callable[[str], dict[str, Any]],
     services: Services,
 ) -> None:
-    with services.db.transaction() as tx:  # nothing listens: the event row is what is checked
-        set_webhook_url(tx, "acme", "http://127.0.0.1:9/hooks", services.sealer(SECRET_PURPOSE))
+    # nothing listens there: the event row is what is checked
+    set_project(services, "acme", webhook_url="http://127.0.0.1:9/hooks")
     created = new_session()
     result = phone(to=created["sip_uri"]).call(ScriptedKeypad([APPROVED + "#", EXPIRY, CVV, "1"]))
 
