@@ -126,7 +126,7 @@ def test_settings_changed_over_the_api_are_heard_on_the_next_call(
     read_session: Callable[[str], dict[str, Any]],
 ) -> None:
     before = phone(to=new_session()["sip_uri"]).call(ScriptedKeypad([None]))
-    assert any("secure payment to acme for" in line for line in before.heard), before.heard
+    assert any("secure payment to Acme for" in line for line in before.heard), before.heard
 
     changed = client.patch(
         "/v1/projects/acme",
