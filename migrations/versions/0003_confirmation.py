@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "confirmation"
-down_revision = "newcomer"  # re-chained at landing: main already had 0003_dashboard and 0003_newcomer
+down_revision = "newcomer"  # re-chained at landing after 0003_dashboard, 0003_newcomer
 branch_labels = None
 depends_on = None
 
