@@ -119,7 +119,7 @@ def test_caller_id_matching_two_merchants_sessions_binds_neither_until_the_code_
     paid = phone(from_=caller, to=PAYDIAL_NUMBER).call(
         ScriptedKeypad([bakery["access_code"], *CARD])
     )
-    assert "This is a secure payment to bakery for twelve dollars." in paid.heard
+    assert "This is a secure payment to Bakery for twelve dollars." in paid.heard
     assert paid.succeeded
     session = client.get(f"/v1/sessions/{bakery['session_id']}", headers=bakery_key).get_json()
     assert session["status"] == "payment-success"
@@ -145,7 +145,7 @@ def test_two_pending_sessions_of_one_merchant_for_a_caller_also_need_the_code(
     )
 
     assert "Please enter your six digit access code." in result.heard
-    assert "This is a secure payment to acme for twenty dollars." in result.heard
+    assert "This is a secure payment to Acme for twenty dollars." in result.heard
     assert read_session(older["session_id"])["status"] == "payment-success"
     assert read_session(newer["session_id"])["status"] == "pending"
 
