@@ -1,7 +1,7 @@
 """confirmation: the payer's confirmation code on a successful session
 
 Revision ID: confirmation
-Revises: newcomer
+Revises: refunds
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "confirmation"
-down_revision = "newcomer"  # re-chained at landing after 0003_dashboard, 0003_newcomer
+down_revision = "refunds"  # re-chained at landing after 0003_newcomer, 0003_refunds
 branch_labels = None
 depends_on = None
 
