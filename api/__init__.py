@@ -42,6 +42,10 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     wire_calls(services)
 
     from api.deliveries import bp as deliveries_bp
+    from api.events import bp as events_bp
+    from api.integrations.mcp import bp as mcp_bp
+    from api.integrations.retell import bp as retell_bp
+    from api.integrations.vapi import bp as vapi_bp
     from api.meta import bp as meta_bp
     from api.projects import bp as projects_bp
     from api.refunds import bp as refunds_bp
@@ -56,6 +60,10 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.register_blueprint(widget_bp)
     app.register_blueprint(twilio_bp)
     app.register_blueprint(deliveries_bp)
+    app.register_blueprint(events_bp)
+    app.register_blueprint(mcp_bp)
+    app.register_blueprint(retell_bp)
+    app.register_blueprint(vapi_bp)
     dashboard.init_app(app, services)
     limits.init_app(app)  # after the blueprints: it wraps the widget's charge view
     return app

@@ -27,6 +27,7 @@ from payments.sessions import (
     find_session_for_caller,
     load_session,
 )
+from payments.settings import Settings
 from payments.store import PaymentSession, Project
 from payments.views import session_out
 
@@ -47,6 +48,58 @@ def _render(session: PaymentSession, project: Project) -> Response:
     return jsonify(session_out(session, project.slug).model_dump(mode="json"))
 
 
+def voice_session(body: SessionCreate, settings: Settings) -> NewSession:
+    """A POST /v1/sessions body as the core's request to open a voice session."""
+    return NewSession(
+        project=body.project,
+        amount_cents=int(body.amount * 100),
+        mode=body.mode,
+        gateway=body.gateway,
+        channel=Channel.VOICE,
+        ttl=timedelta(minutes=settings.session_ttl_minutes),
+        caller=body.caller,
+        description=body.description,
+        callback=body.callback,
+        memory=body.memory,
+        billing_address=body.billing_address.model_dump() if body.billing_address else None,
+        language=body.language,
+    )
+
+
+def voice_created(session: PaymentSession, settings: Settings) -> SessionCreateResponse:
+    return SessionCreateResponse(
+        session_id=session.id,
+        status=session.status,
+        phone_number=settings.phone_number,
+        sip_uri=f"sip:{session.id}@{settings.sip_domain}",
+        created_at=session.created_at,
+        access_code=session.access_code or "",
+        expires_at=session.expires_at,
+    )
+
+
+def chat_session(body: CreateWidgetSession, settings: Settings) -> NewSession:
+    """A POST /v1/widget-sessions body as the core's request to open a chat session."""
+    return NewSession(
+        project=body.project,
+        amount_cents=body.amount_cents,
+        mode=PaymentMode(body.mode),
+        gateway=Gateway(body.gateway),
+        channel=Channel.CHAT,
+        ttl=timedelta(minutes=settings.widget_ttl_minutes),
+        description=body.description,
+    )
+
+
+def chat_created(session: PaymentSession, settings: Settings) -> WidgetSessionCreated:
+    return WidgetSessionCreated(
+        session_id=session.id,
+        status=session.status,
+        widget_url=f"{settings.public_url.rstrip('/')}/widget/{session.id}",
+        expires_at=session.expires_at,
+    )
+
+
 def _open(new: NewSession) -> PaymentSession:
     """Create a session for the calling key's account, in the key's mode."""
     services = current_services()
@@ -65,35 +118,9 @@ def _open(new: NewSession) -> PaymentSession:
 @require_api_key
 @idempotent
 def create_voice_session() -> Response:
-    body = parse_body(SessionCreate)
-    services = current_services()
-    session = _open(
-        NewSession(
-            project=body.project,
-            amount_cents=int(body.amount * 100),
-            mode=body.mode,
-            gateway=body.gateway,
-            channel=Channel.VOICE,
-            ttl=timedelta(minutes=services.settings.session_ttl_minutes),
-            caller=body.caller,
-            description=body.description,
-            callback=body.callback,
-            memory=body.memory,
-            billing_address=body.billing_address.model_dump() if body.billing_address else None,
-            language=body.language,
-        )
-    )
-    return _created(
-        SessionCreateResponse(
-            session_id=session.id,
-            status=session.status,
-            phone_number=services.settings.phone_number,
-            sip_uri=f"sip:{session.id}@{services.settings.sip_domain}",
-            created_at=session.created_at,
-            access_code=session.access_code or "",
-            expires_at=session.expires_at,
-        )
-    )
+    settings = current_services().settings
+    session = _open(voice_session(parse_body(SessionCreate), settings))
+    return _created(voice_created(session, settings))
 
 
 @bp.get("/sessions/<session_id>")
@@ -150,24 +177,6 @@ def cancel(session_id: str) -> Response:
 @require_api_key
 @idempotent
 def create_widget_session() -> Response:
-    body = parse_body(CreateWidgetSession)
-    services = current_services()
-    session = _open(
-        NewSession(
-            project=body.project,
-            amount_cents=body.amount_cents,
-            mode=PaymentMode(body.mode),
-            gateway=Gateway(body.gateway),
-            channel=Channel.CHAT,
-            ttl=timedelta(minutes=services.settings.widget_ttl_minutes),
-            description=body.description,
-        )
-    )
-    return _created(
-        WidgetSessionCreated(
-            session_id=session.id,
-            status=session.status,
-            widget_url=f"{services.settings.public_url.rstrip('/')}/widget/{session.id}",
-            expires_at=session.expires_at,
-        )
-    )
+    settings = current_services().settings
+    session = _open(chat_session(parse_body(CreateWidgetSession), settings))
+    return _created(chat_created(session, settings))

@@ -88,6 +88,12 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = Field(
         5.0, gt=0, validation_alias=_env("PAYDIAL_SWEEP_INTERVAL")
     )
+    # GET /v1/sessions/{id}/events: how often a stream looks for new status changes, and how
+    # long one response lasts before the client reconnects with Last-Event-ID (api/events.py).
+    events_poll_seconds: float = Field(0.5, gt=0, validation_alias=_env("PAYDIAL_EVENTS_POLL"))
+    events_stream_seconds: float = Field(
+        300.0, gt=0, validation_alias=_env("PAYDIAL_EVENTS_STREAM_SECONDS")
+    )
 
     def secrets(self) -> Secrets:
         """The resolved secrets; a process without them must not start."""

@@ -307,6 +307,21 @@ class VelocityEvent(Base):
     environment: Mapped[str | None] = mapped_column(String(8))  # test / live; None before 0003
 
 
+class ProjectIntegration(Base):
+    """A project's agent-platform settings in one mode: the hashed integration token (whk_…)
+    and, when set, the Retell API key (sealed) that signs Retell's requests."""
+
+    __tablename__ = "project_integrations"
+    __table_args__ = (UniqueConstraint("project_id", "environment"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    environment: Mapped[str] = mapped_column(String(8))
+    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    retell_key_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    updated_at: Mapped[datetime]
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")

@@ -1,0 +1,1 @@
+"""AI voice agents: the MCP server (/mcp), Retell's custom function and Vapi's tool calls."""

@@ -1,0 +1,52 @@
+"""Fixtures for agent integrations: the app served over real HTTP (the MCP SDK's client and SSE
+readers need a socket), with call state and payment jobs wired so a Twilio-behaving call pays."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.serving import make_server
+
+from api import create_app
+from ivr.phone import Phone, ScriptedKeypad
+from payments.services import Services
+from tests.ivr.conftest import APPROVED, CVV, EXPIRY, wire_backend
+from tests.ivr.twilio_client import make_phone
+
+PAID_BY_KEYPAD = [APPROVED + "#", EXPIRY, CVV, "1"]
+
+
+@pytest.fixture
+def app(services: Services) -> Iterator[Flask]:
+    """Call state in memory and payment jobs on a thread pool: `paydial serve`'s wiring."""
+    for _ in wire_backend(services, "memory-threads"):
+        app = create_app(services=services)
+        app.config["TESTING"] = True
+        yield app
+
+
+@pytest.fixture
+def server_url(app: Flask) -> Iterator[str]:
+    """The app on a real socket (werkzeug, a thread per request), as `paydial serve` runs it."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.port}"
+    server.shutdown()
+    thread.join()
+    server.server_close()
+
+
+@pytest.fixture
+def pay_by_phone(client: FlaskClient) -> Callable[..., Phone]:
+    """Call a session's SIP URI like Twilio would and pay with the approved test card."""
+
+    def call(sip_uri: str, **kwargs: Any) -> Any:
+        return make_phone(client, to=sip_uri, **kwargs).call(ScriptedKeypad(PAID_BY_KEYPAD))
+
+    return call
