@@ -37,7 +37,7 @@ RECONNECT_MS = 1000
 
 def _last_event_id() -> int:
     raw = request.headers.get("Last-Event-ID") or request.args.get("last_event_id") or "0"
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise RequestValidationError(
             [
                 {

@@ -10,6 +10,8 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, models_jso
 from pydantic_core import core_schema
 
 from api import schemas
+from api.integrations.retell import RetellFunctionCall
+from api.integrations.vapi import VapiServerMessage
 from api.widget import CSRF_HEADER, ChargeApproved, ChargeDeclined, ChargeRequest, WidgetSessionOut
 
 REF_TEMPLATE = "#/components/schemas/{model}"
@@ -369,6 +371,76 @@ OPERATIONS: list[Operation] = [
         parameters=(path_param("slug"),),
         responses={200: schemas.ProjectOut, 422: schemas.HTTPValidationError, **AUTH_ERRORS},
     ),
+    Operation(
+        "get",
+        "/v1/sessions/{session_id}/events",
+        "session_events_v1_sessions__session_id__events_get",
+        "Status changes as Server-Sent Events, until the terminal one (Paydial addition)",
+        ("Public API (v1)", "Sessions"),
+        parameters=(
+            path_param("session_id"),
+            {
+                "name": "last_event_id",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "Resume after this event id (or send the Last-Event-ID header)",
+            },
+        ),
+        responses={422: schemas.HTTPValidationError, **AUTH_ERRORS},
+        extra={
+            "responses": {
+                "200": {
+                    "description": "`id:` event id, `event: status`, `data:` the change as JSON",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+            }
+        },
+    ),
+    *(
+        Operation(
+            method,
+            "/mcp",
+            f"mcp_{method}",
+            "The MCP server (Streamable HTTP, stateless, JSON answers): tools for AI agents",
+            ("AI agents",),
+            responses={},
+            extra={"responses": {"default": {"description": "The MCP SDK's JSON-RPC answer"}}},
+        )
+        for method in ("post", "get", "delete")
+    ),
+    Operation(
+        "post",
+        "/integrations/retell/{project}",
+        "retell_function_post",
+        "A Retell custom function call (integration token in `token`)",
+        ("AI agents",),
+        request=RetellFunctionCall,
+        api_key=False,
+        parameters=(
+            path_param("project"),
+            {"name": "token", "in": "query", "required": True, "schema": {"type": "string"}},
+        ),
+        responses={
+            200: "The tool's answer as JSON",
+            401: schemas.Detail,
+            422: schemas.HTTPValidationError,
+        },
+    ),
+    Operation(
+        "post",
+        "/integrations/vapi/{project}",
+        "vapi_tool_calls_post",
+        "Vapi `tool-calls` server message (API key, or X-Vapi-Secret integration token)",
+        ("AI agents",),
+        request=VapiServerMessage,
+        parameters=(path_param("project"),),
+        responses={
+            200: '`{"results": [{"toolCallId", "result" or "error"}]}`',
+            401: schemas.Detail,
+            422: schemas.HTTPValidationError,
+        },
+    ),
     _twilio("/twilio/voice", "Voice URL of the number and the SIP domain: bind the call"),
     _twilio(
         "/twilio/gather",
@@ -420,8 +492,11 @@ def build_document(operations: list[Operation]) -> dict[str, Any]:
             "tags": list(op.tags),
             "summary": op.summary,
             "operationId": op.operation_id,
-            "responses": {str(code): _response(code, body) for code, body in op.responses.items()},
             **op.extra,
+            "responses": {  # extra responses (other media types) join the JSON ones
+                **{str(code): _response(code, body) for code, body in op.responses.items()},
+                **op.extra.get("responses", {}),
+            },
         }
         models.update(body for body in op.responses.values() if not isinstance(body, str))
         if op.parameters:

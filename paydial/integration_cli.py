@@ -33,7 +33,7 @@ def cmd_retell_key(args: argparse.Namespace) -> None:
 
 def cmd_mcp(args: argparse.Namespace) -> None:
     from api.auth import Caller
-    from api.integrations.mcp import serve_stdio
+    from api.integrations.mcp_server import serve_stdio
 
     services = services_from_env()
     with services.db.transaction() as tx:

@@ -19,6 +19,14 @@ from tests.ivr.conftest import APPROVED, CVV, EXPIRY, wire_backend
 from tests.ivr.twilio_client import make_phone
 
 PAID_BY_KEYPAD = [APPROVED + "#", EXPIRY, CVV, "1"]
+VOICE = {  # a POST /v1/sessions body for project "acme"
+    "project": "acme",
+    "caller": "+14155550100",
+    "amount": "150.00",
+    "mode": "charge",
+    "gateway": "stripe",
+    "description": "Two concert tickets",
+}
 
 
 @pytest.fixture

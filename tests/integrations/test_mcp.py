@@ -22,17 +22,10 @@ from api.integrations.tools import CreatePaymentSessionArgs
 from payments.services import Services
 from payments.store import PaymentSession
 from tests.conftest import TEST_SECRET_KEY, TEST_TWILIO_TOKEN
+from tests.integrations.conftest import VOICE as REST_VOICE
 from tests.leakscan import LeakScan
 
-VOICE = {
-    "project": "acme",
-    "caller": "+14155550100",
-    "amount": "150.00",
-    "mode": "charge",
-    "gateway": "stripe",
-    "description": "Two concert tickets",
-    "call_id": "call_8f2c",
-}
+VOICE = {**REST_VOICE, "call_id": "call_8f2c"}
 
 
 @asynccontextmanager
