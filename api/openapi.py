@@ -397,17 +397,14 @@ OPERATIONS: list[Operation] = [
             }
         },
     ),
-    *(
-        Operation(
-            method,
-            "/mcp",
-            f"mcp_{method}",
-            "The MCP server (Streamable HTTP, stateless, JSON answers): tools for AI agents",
-            ("AI agents",),
-            responses={},
-            extra={"responses": {"default": {"description": "The MCP SDK's JSON-RPC answer"}}},
-        )
-        for method in ("post", "get", "delete")
+    Operation(
+        "post",
+        "/mcp",
+        "mcp_post",
+        "The MCP server (Streamable HTTP, stateless, JSON answers): tools for AI agents",
+        ("AI agents",),
+        responses={},
+        extra={"responses": {"default": {"description": "The MCP SDK's JSON-RPC answer"}}},
     ),
     Operation(
         "post",

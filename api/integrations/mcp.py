@@ -3,7 +3,8 @@
 The official `mcp` SDK answers, through its `StreamableHTTPSessionManager` in stateless,
 JSON-response mode (https://modelcontextprotocol.io/specification/2025-06-18/basic/transports
 #streamable-http): every POST carries one JSON-RPC message and gets one JSON answer, with no
-session kept between requests, so any web process can answer any request.
+session kept between requests, so any web process can answer any request. There is no GET
+stream to open and no session to DELETE, so those methods are a 405, as the transport allows.
 
 Why a Flask view and not a mounted ASGI app (through an ASGI-to-WSGI adapter): the web
 processes are WSGI (gunicorn, see the Procfile), and auth, the per-key rate limits, request
@@ -45,7 +46,7 @@ def _scope() -> dict[str, Any]:
     }
 
 
-@bp.route("/mcp", methods=["POST", "GET", "DELETE"])
+@bp.post("/mcp")
 @require_api_key
 def mcp_endpoint() -> Response:
     from api.integrations.mcp_server import build_server, exchange  # the SDK loads on first use
