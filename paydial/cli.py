@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, cast
 
 from paydial.command import CommandError, parse_assignments, services_from_env
-<<<<<<< HEAD
+from paydial.integration_cli import add_integration_commands
 from payments.local import (
     DEFAULT_PHONE_NUMBER,
     DEFAULT_PUBLIC_URL,
@@ -30,22 +30,6 @@ if TYPE_CHECKING:
 ENVIRONMENTS = ("test", "live")  # payments.model.Environment
 GATEWAYS = ("stripe", "authorizenet", "braintree", "shift4")  # payments.model.Gateway
 MISSING_SECRETS_STATUS = 2
-=======
-from paydial.integration_cli import add_integration_commands
-from paydial.migrate import upgrade
-from paydial.widget_cli import add_widget_commands
-from payments.accounts import create_project, get_project_by_slug, issue_key, revoke_key
-from payments.credentials import PURPOSE as CREDENTIALS_PURPOSE
-from payments.credentials import set_credentials
-from payments.errors import PaydialError
-from payments.logs import configure as configure_logging
-from payments.model import Environment, Gateway
-from payments.outbox import SECRET_PURPOSE as WEBHOOK_SECRET
-from payments.outbox import rotate_secret, set_webhook_url
-from payments.settings import Settings
-from payments.store import Project
-from payments.sweeps import Sweeper, run_once
->>>>>>> 63c800c (Agents: MCP server at /mcp and `paydial mcp` (official SDK, stateless JSON, retry-safe creates keyed on call_id), Retell and Vapi endpoints with integration tokens, session events as SSE)
 
 DEMO_SLUG = "demo"
 DEMO_USER = "demo@example.com"

@@ -1,16 +1,21 @@
-"""`paydial integration …` (agent-platform tokens, Retell key) and `paydial mcp` (stdio MCP)."""
+"""`paydial integration …` (agent-platform tokens, Retell key) and `paydial mcp` (stdio MCP).
+
+Like paydial/cli.py, each command imports the core only when it runs.
+"""
 
 from __future__ import annotations
 
 import argparse
 
 from paydial.command import CommandError, services_from_env
-from payments.accounts import authenticate
-from payments.integrations import RETELL_KEY_PURPOSE, issue_integration_token, set_retell_key
-from payments.model import Environment
+
+MODES = ("test", "live")  # payments.model.Environment
 
 
 def cmd_integration_token(args: argparse.Namespace) -> None:
+    from payments.integrations import issue_integration_token
+    from payments.model import Environment
+
     services = services_from_env()
     with services.db.transaction() as tx:
         token = issue_integration_token(tx, args.slug, Environment(args.mode), now=services.clock())
@@ -18,6 +23,9 @@ def cmd_integration_token(args: argparse.Namespace) -> None:
 
 
 def cmd_retell_key(args: argparse.Namespace) -> None:
+    from payments.integrations import RETELL_KEY_PURPOSE, set_retell_key
+    from payments.model import Environment
+
     services = services_from_env()
     with services.db.transaction() as tx:
         set_retell_key(
@@ -34,18 +42,19 @@ def cmd_retell_key(args: argparse.Namespace) -> None:
 def cmd_mcp(args: argparse.Namespace) -> None:
     from api.auth import Caller
     from api.integrations.mcp_server import serve_stdio
+    from payments.accounts import authenticate
+    from payments.model import Environment
 
     services = services_from_env()
     with services.db.transaction() as tx:
         key = authenticate(tx, args.key)
         if key is None:
             raise CommandError("invalid or revoked API key")
-        caller = Caller(key.account_id, Environment(key.environment))
+        caller = Caller(key.account_id, Environment(key.environment), key.prefix)
     serve_stdio(services, caller)
 
 
 def add_integration_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    modes = [e.value for e in Environment]
     integration = sub.add_parser(
         "integration", help="AI voice agent platforms (Retell, Vapi)"
     ).add_subparsers(required=True)
@@ -53,14 +62,14 @@ def add_integration_commands(sub: argparse._SubParsersAction[argparse.ArgumentPa
         "token", help="print a new integration token (whk_…) for SLUG; the old one stops working"
     )
     token.add_argument("slug")
-    token.add_argument("--mode", choices=modes, required=True)
+    token.add_argument("--mode", choices=MODES, required=True)
     token.set_defaults(func=cmd_integration_token)
     retell = integration.add_parser(
         "retell-key", help="store the Retell API key that signs X-Retell-Signature (sealed)"
     )
     retell.add_argument("slug")
     retell.add_argument("api_key")
-    retell.add_argument("--mode", choices=modes, required=True)
+    retell.add_argument("--mode", choices=MODES, required=True)
     retell.set_defaults(func=cmd_retell_key)
 
     mcp = sub.add_parser("mcp", help="serve the MCP payment tools on stdin/stdout")

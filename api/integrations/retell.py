@@ -21,9 +21,8 @@ from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 from werkzeug.exceptions import Unauthorized
 
-from api.auth import Caller
 from api.extension import current_services
-from api.integrations.tools import ToolError, platform_call
+from api.integrations.tools import ToolError, integration_caller, platform_call
 from api.validation import parse_body
 from payments.integrations import RETELL_KEY_PURPOSE, authenticate_integration, retell_key
 
@@ -73,7 +72,7 @@ def retell_function(project: str) -> tuple[Response, int] | Response:
     try:
         result = platform_call(
             services,
-            Caller(access.project.account_id, access.environment),
+            integration_caller(access),
             body.name,
             body.args,
             project=project,

@@ -32,6 +32,7 @@ from api.errors import wire_errors
 from api.schemas import CreateWidgetSession, SessionCreate, e164
 from api.sessions import chat_created, chat_session, voice_created, voice_session
 from payments.errors import Conflict, InvalidInput, NotFound
+from payments.integrations import IntegrationAccess
 from payments.services import Services
 from payments.sessions import (
     NewSession,
@@ -325,6 +326,13 @@ TOOLS: dict[str, Tool] = {
         ),
     )
 }
+
+
+def integration_caller(access: IntegrationAccess) -> Caller:
+    """A platform authenticated by the project's integration token acts for its account."""
+    return Caller(
+        access.project.account_id, access.environment, f"integration token of {access.project.slug}"
+    )
 
 
 # Maven's Retell integration names its custom function `collect_payment`.

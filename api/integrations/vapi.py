@@ -20,7 +20,7 @@ from werkzeug.exceptions import Unauthorized
 
 from api.auth import Caller, bearer_token
 from api.extension import current_services
-from api.integrations.tools import ToolError, platform_call
+from api.integrations.tools import ToolError, integration_caller, platform_call
 from api.validation import parse_body
 from payments.accounts import authenticate
 from payments.integrations import authenticate_integration
@@ -75,12 +75,12 @@ def _caller(project: str) -> Caller:
         if token is not None:
             key = authenticate(tx, token)
             if key is not None:
-                return Caller(key.account_id, Environment(key.environment))
+                return Caller(key.account_id, Environment(key.environment), key.prefix)
         secret = request.headers.get("X-Vapi-Secret")
         if secret:
             access = authenticate_integration(tx, project, secret)
             if access is not None:
-                return Caller(access.project.account_id, access.environment)
+                return integration_caller(access)
     raise Unauthorized(
         "Send the API key as a Bearer token or the integration token as X-Vapi-Secret"
     )
