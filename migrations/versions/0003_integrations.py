@@ -1,7 +1,7 @@
 """integrations: per-project agent-platform tokens and the Retell signing key
 
 Revision ID: integrations
-Revises: newcomer
+Revises: refunds
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from alembic import op
 import payments.store
 
 revision = "integrations"
-down_revision = "newcomer"  # re-chained at landing: main already had 0003_dashboard, 0003_newcomer
+down_revision = "refunds"  # re-chained at landing after 0003_dashboard, _newcomer, _refunds
 branch_labels = None
 depends_on = None
 
