@@ -1,7 +1,7 @@
 """integrations: per-project agent-platform tokens and the Retell signing key
 
 Revision ID: integrations
-Revises: refunds
+Revises: confirmation
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from alembic import op
 import payments.store
 
 revision = "integrations"
-down_revision = "refunds"  # re-chained at landing after 0003_dashboard, _newcomer, _refunds
+down_revision = "confirmation"  # re-chained at landing after 0003_refunds, _confirmation
 branch_labels = None
 depends_on = None
 
