@@ -1,4 +1,8 @@
-"""The one place that turns exceptions into JSON: 422 `detail` lists, 401, 404, 409, 429, 5xx."""
+"""The one place that turns exceptions into JSON: 422 `detail` lists, 401, 404, 409, 429, 5xx.
+
+A 429 says why in `detail`; the widget breaker's also carries `error_code: "charges_paused"` and
+`resume_at`, which the frame hands to `onFailure`.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
+from api.schemas import ChargeRefused
+from payments.breaker import ChargesPaused
 from payments.errors import Conflict, InvalidInput, NotFound
 from payments.velocity import VelocityLimited
 
@@ -70,6 +76,13 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(VelocityLimited)
     def _velocity(error: VelocityLimited) -> Response:
         response = _json(429, {"detail": str(error)})
+        response.headers["Retry-After"] = str(error.retry_after)
+        return response
+
+    @app.errorhandler(ChargesPaused)
+    def _paused(error: ChargesPaused) -> Response:
+        body = ChargeRefused(detail=str(error), error_code=error.code, resume_at=error.resume_at)
+        response = _json(429, body.model_dump(mode="json"))
         response.headers["Retry-After"] = str(error.retry_after)
         return response
 

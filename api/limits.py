@@ -7,9 +7,9 @@ bearer key (health, Twilio, the widget frame) are not counted by those.
 
 The widget's charge endpoint has no key and no caller, so card testing through it is counted by
 client address and by project instead (`guard_widget_charges`): every charge per address; only
-declines (402) per address; only charges that reached the gateway (200 or 402) per project; and
-declines per project, the breaker that pauses a project's widget charges until its window passes
-and logs a warning naming the project. The frame shows the 429's message and fires `onFailure`.
+declines (402) per address; only charges that reached the gateway (200 or 402) per project. The
+project's decline-rate breaker, which pauses its widget charges and tells the merchant, is
+`payments.breaker`. The frame shows the 429's message and fires `onFailure`.
 
 A Redis outage neither takes the API down nor lifts the limits: each process notices the first
 failed count, goes on counting in its own memory (a key may then get one budget per process) and
@@ -21,12 +21,11 @@ request making them when Redis hangs; the other requests of an outage do not tou
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, g, request
-from flask_limiter import HeaderNames, Limiter, RequestLimit
+from flask_limiter import HeaderNames, Limiter
 
 from api.auth import bearer_token
 from api.extension import EXTENSION, current_services
@@ -44,11 +43,6 @@ WIDGET_CHARGE_ENDPOINT = "widget.charge"
 TOO_MANY_FROM_HERE = "Too many payment attempts from this network. Please try again later."
 TOO_MANY_DECLINES = "Too many declined payments from this network. Please try again later."
 PROJECT_BUSY = "This merchant is taking too many card payments right now. Please try again later."
-PROJECT_PAUSED = (
-    "Card payments for this merchant are paused after many declines. Please try again later."
-)
-
-log = logging.getLogger(__name__)
 
 
 def _key() -> str:
@@ -67,8 +61,8 @@ def _charged_project() -> str:
         services = current_services()
         with services.db.transaction() as tx:
             project = project_of_session(tx, (request.view_args or {}).get("session_id", ""))
-            g.widget_project = (project.id, project.slug) if project else None
-    return f"project:{g.widget_project[0]}" if g.widget_project else ""
+            g.widget_project = project.id if project else None
+    return f"project:{g.widget_project}" if g.widget_project else ""
 
 
 def _no_project() -> bool:
@@ -81,14 +75,6 @@ def _declined(response: Response) -> bool:
 
 def _reached_gateway(response: Response) -> bool:
     return response.status_code in (200, 402)
-
-
-def _paused(breached: RequestLimit) -> None:
-    log.warning(
-        "widget charges paused for project %s: more than %s declines",
-        g.widget_project[1],
-        breached.limit,
-    )
 
 
 def guard_widget_charges(app: Flask, limiter: Limiter) -> None:
@@ -112,14 +98,6 @@ def guard_widget_charges(app: Flask, limiter: Limiter) -> None:
             limits.widget_project_charge_limit,
             deduct_when=_reached_gateway,
             error_message=PROJECT_BUSY,
-            key_func=_charged_project,
-            exempt_when=_no_project,
-        ),
-        limiter.limit(
-            limits.widget_project_decline_limit,
-            deduct_when=_declined,
-            error_message=PROJECT_PAUSED,
-            on_breach=_paused,
             key_func=_charged_project,
             exempt_when=_no_project,
         ),

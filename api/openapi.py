@@ -182,7 +182,7 @@ WIDGET_OPERATIONS: list[Operation] = [
             409: schemas.Detail,
             410: schemas.Detail,
             422: schemas.HTTPValidationError,
-            429: schemas.Detail,
+            429: schemas.ChargeRefused,
         },
     ),
 ]

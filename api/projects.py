@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
@@ -25,7 +26,9 @@ class MergePatch(RootModel[dict[str, Any]]):
     """A JSON object; its values are validated against the project document once merged."""
 
 
-def project_out(project: Project, webhook_secret: str | None = None) -> ProjectOut:
+def project_out(
+    project: Project, webhook_secret: str | None = None, paused_until: datetime | None = None
+) -> ProjectOut:
     return ProjectOut.model_validate(
         project_document(project)
         | {
@@ -35,8 +38,15 @@ def project_out(project: Project, webhook_secret: str | None = None) -> ProjectO
             "created_at": project.created_at,
             "webhook_secret_set": project.webhook_secret_sealed is not None,
             "webhook_secret": webhook_secret,
+            "widget_charges_paused_until": paused_until,
         }
     )
+
+
+def _widget_paused_until(project: Project) -> datetime | None:
+    """When the decline breaker lets the project's widget charges in the key's mode go again."""
+    services = current_services()
+    return services.breaker.paused_until(project.id, current_caller().environment, services.clock())
 
 
 @bp.get("/auth/check")
@@ -78,7 +88,8 @@ def list_projects() -> Response:
 def get_project(slug: str) -> Response:
     with current_services().db.transaction() as tx:
         project = find_account_project(tx, current_caller().account_id, slug)
-        return jsonify(project_out(project).model_dump(mode="json"))
+        out = project_out(project, paused_until=_widget_paused_until(project))
+        return jsonify(out.model_dump(mode="json"))
 
 
 @bp.patch("/projects/<slug>")
@@ -99,4 +110,5 @@ def patch_project(slug: str) -> Response:
             sealer=services.sealer(SECRET_PURPOSE),
             live=caller.environment == Environment.LIVE,
         )
-        return jsonify(project_out(project, changed.webhook_secret).model_dump(mode="json"))
+        out = project_out(project, changed.webhook_secret, _widget_paused_until(project))
+        return jsonify(out.model_dump(mode="json"))

@@ -418,6 +418,11 @@ class ProjectOut(ProjectChanges):
     webhook_secret: str | None = Field(
         None, description="Only in the response of the change that created the secret: shown once"
     )
+    widget_charges_paused_until: datetime | None = Field(
+        None,
+        description="While the decline-rate breaker pauses the project's widget charges in the "
+        "key's mode: when they resume",
+    )
 
 
 class ValidationErrorItem(BaseModel):
@@ -434,6 +439,14 @@ class HTTPValidationError(BaseModel):
 
 class Detail(BaseModel):
     detail: str
+
+
+class ChargeRefused(Detail):
+    """A widget charge refused before the gateway: by a rate limit, or by the project's decline
+    breaker (`error_code: "charges_paused"` until `resume_at`)."""
+
+    error_code: str | None = None
+    resume_at: datetime | None = None
 
 
 class Health(BaseModel):

@@ -315,6 +315,8 @@ def charge(session_id: str) -> Response:
         raise Gone("This payment session has expired")
     if status.is_terminal:
         raise Conflict(f"This payment session is already {status.value}")
+    project_id, environment = session.project_id, session.environment
+    services.breaker.check(project_id, environment, services.clock())
     postal_code = _check_card(body, settings, services.clock().date())
     outcome = pay(
         services,
@@ -327,6 +329,10 @@ def charge(session_id: str) -> Response:
         ),
         postal_code=postal_code,
     )
+    if outcome.approved or outcome.declined:  # the gateway's own errors say nothing of the card
+        services.breaker.count(
+            services.db, project_id, environment, declined=outcome.declined, now=services.clock()
+        )
     if outcome.approved:
         approved = ChargeApproved(
             transaction_id=outcome.transaction_id,

@@ -82,6 +82,7 @@ class PaymentOutcome:
     card_last4: str | None = None
     error_code: str | None = None
     error_message: str | None = None
+    declined: bool = False  # the card was declined (not a gateway error): card testing's mark
 
 
 def attempt_key(session_id: str, number: int) -> str:
@@ -490,4 +491,5 @@ def _outcome(session: PaymentSession, attempt: PaymentAttempt, max_attempts: int
         card_last4=attempt.card_last4,
         error_code=attempt.error_code,
         error_message=attempt.error_message,
+        declined=attempt.state == DECLINED,
     )

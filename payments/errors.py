@@ -7,7 +7,8 @@ PaydialError                          raised on purpose by the core
 ├── VelocityLimited (velocity.py)     too many failures: nothing goes to the gateway
 │   ├── CardLocked                    ... for this card, whoever tries it
 │   └── CallerLockedOut               ... for this phone number, before any card entry
-└── SignInThrottled (users.py)        too many failed dashboard sign-ins: wait, right or not
+├── SignInThrottled (users.py)        too many failed dashboard sign-ins: wait, right or not
+└── ChargesPaused (breaker.py)        a project's widget charges, paused after many declines
 gateways.GatewayError
 ├── GatewayUnavailableAfterCheck (attempts.py)  timed out; the gateway has no such payment
 └── NeverReceived (refunds.py)        a refund/capture/void timed out; the gateway has no record

@@ -3,7 +3,9 @@
 `record_status_change` runs inside `payments.sessions.transition`, so the event row commits or
 rolls back together with the status it announces; `payments.delivery` sends it later. The body is
 the session object plus `event_id`, `source` and `caller`, signed as
-`Maven-Signature: t=<unix>,v1=<hex>`.
+`Maven-Signature: t=<unix>,v1=<hex>`. An event about the project itself (`record_project_event`,
+e.g. the widget breaker's `widget-charges-paused`) has no session: its body is `event_id`, `event`
+and what it reports.
 """
 
 from __future__ import annotations
@@ -91,22 +93,40 @@ def _record(
     now: datetime,
     extra: dict[str, object],
 ) -> None:
-    event_id = new_event_id()
     body = session_out(session, project.slug).model_dump(mode="json")
     source = Channel(session.channel)
     body |= {
-        "event_id": event_id,
         "source": source.value,
         "caller": session.caller if source is Channel.VOICE else None,
         **extra,
     }
+    _add(tx, project, session.id, event_type, now, body)
+
+
+def record_project_event(
+    tx: Tx, project: Project, event_type: str, now: datetime, body: Mapping[str, object]
+) -> None:
+    """Tell the merchant something about the project itself, not one session (always sent)."""
+    if project.webhook_url:
+        _add(tx, project, None, event_type, now, dict(body))
+
+
+def _add(
+    tx: Tx,
+    project: Project,
+    session_id: str | None,
+    event_type: str,
+    now: datetime,
+    body: dict[str, object],
+) -> None:
+    event_id = new_event_id()
     tx.add(
         WebhookEvent(
             id=event_id,
             project_id=project.id,
-            session_id=session.id,
+            session_id=session_id,
             type=event_type,
-            payload=json.dumps(body, separators=(",", ":")),
+            payload=json.dumps({"event_id": event_id} | body, separators=(",", ":")),
             created_at=now,
             delivered=False,
             attempts=0,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
+from payments.breaker import Breaker
 from payments.crypto import Sealer
 from payments.settings import Secrets, Settings
 from payments.store import Database
@@ -52,9 +53,12 @@ class Services:
     callstates: CallStateSlot | None = None
     jobs: JobRunner | None = None
     secrets: Secrets = field(init=False)
+    # The widget's decline-rate breaker: in Redis when configured, shared by every process.
+    breaker: Breaker = field(init=False)
 
     def __post_init__(self) -> None:
         self.secrets = self.settings.secrets()
+        self.breaker = Breaker.from_settings(self.settings)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:

@@ -69,7 +69,7 @@ class Settings(BaseSettings):
         24, ge=1, validation_alias=_env("PAYDIAL_VELOCITY_WINDOW_HOURS")
     )
     # Card testing through the widget (Flask-Limiter notation): charges and declines per client
-    # address, and per project; the project's decline limit pauses its widget charges.
+    # address, and charges per project; the breaker below pauses a project's widget charges.
     # How many reverse proxies in front of the web process append to X-Forwarded-For (Heroku's
     # router, a load balancer): the client address the widget limits count is the one they saw.
     trusted_proxies: int = Field(0, ge=0, validation_alias=_env("PAYDIAL_TRUSTED_PROXIES"))
@@ -82,8 +82,19 @@ class Settings(BaseSettings):
     widget_project_charge_limit: str = Field(
         "600/minute", validation_alias=_env("PAYDIAL_WIDGET_PROJECT_CHARGE_LIMIT")
     )
-    widget_project_decline_limit: str = Field(
-        "100/hour", validation_alias=_env("PAYDIAL_WIDGET_PROJECT_DECLINE_LIMIT")
+    # The decline-rate breaker (payments.breaker): at least this many widget charges in the window,
+    # more than this share of them declined, pauses the project's widget charges for a while.
+    widget_breaker_min_attempts: int = Field(
+        20, ge=1, validation_alias=_env("PAYDIAL_WIDGET_BREAKER_MIN_ATTEMPTS")
+    )
+    widget_breaker_decline_rate: float = Field(
+        0.5, ge=0, lt=1, validation_alias=_env("PAYDIAL_WIDGET_BREAKER_DECLINE_RATE")
+    )
+    widget_breaker_window_minutes: int = Field(
+        10, ge=1, validation_alias=_env("PAYDIAL_WIDGET_BREAKER_WINDOW_MINUTES")
+    )
+    widget_breaker_pause_minutes: int = Field(
+        15, ge=1, validation_alias=_env("PAYDIAL_WIDGET_BREAKER_PAUSE_MINUTES")
     )
     sweep_interval_seconds: float = Field(
         5.0, gt=0, validation_alias=_env("PAYDIAL_SWEEP_INTERVAL")

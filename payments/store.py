@@ -241,7 +241,8 @@ class WebhookEvent(Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
-    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"), index=True)
+    # None for an event about the project itself (payments.outbox.record_project_event).
+    session_id: Mapped[str | None] = mapped_column(ForeignKey("sessions.id"), index=True)
     type: Mapped[str] = mapped_column(String(32))
     payload: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime]

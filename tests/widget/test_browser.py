@@ -24,6 +24,7 @@ from werkzeug.wrappers import Response as WsgiResponse
 
 from api import create_app
 from payments.accounts import create_project
+from payments.breaker import PAUSED_MESSAGE
 from payments.services import Services
 from payments.store import Database
 from tests.conftest import make_settings, service_missing
@@ -401,6 +402,24 @@ def test_a_length_the_brand_never_has_or_a_brand_not_accepted_is_refused_in_the_
     assert charges == []
 
 
+def failed_checkout(page: Page, site: Site, number: str) -> FrameLocator:
+    """A fresh checkout paid with `number`, once the frame has reported a failure."""
+    _, frame = open_checkout(page, site)
+    fill_card(frame, number)
+    frame.get_by_role("button", name="Pay $49.99").click()
+    page.wait_for_function("window.events.some(e => e.type === 'failure')")
+    return frame
+
+
+def assert_refused(page: Page, frame: FrameLocator, code: str, message: str) -> None:
+    """The frame says why with no way to retry, and onFailure got the code and the message."""
+    expect(frame.get_by_text(message)).to_be_visible()
+    expect(frame.get_by_role("button", name="Try again")).to_be_hidden()
+    assert events(page, "failure")[-1]["error"] == {"error_code": code, "error_message": message}
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator("iframe").screenshot(path=str(ARTIFACTS / f"widget-{code.replace('_', '-')}.png"))
+
+
 def test_card_testing_in_the_frame_is_stopped_with_a_clear_message_and_on_failure(
     page: Page, sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -410,19 +429,23 @@ def test_card_testing_in_the_frame_is_stopped_with_a_clear_message_and_on_failur
     declining = ["4000000000000002", "4000000000009995", "4000000000000127", "4000000000000069"]
     with running_site(_database_copy(sqlite_template, tmp_path_factory)) as guarded:
         for number in declining * 3:
-            _, frame = open_checkout(page, guarded)
-            fill_card(frame, number)
-            frame.get_by_role("button", name="Pay $49.99").click()
-            page.wait_for_function("window.events.some(e => e.type === 'failure')")
+            frame = failed_checkout(page, guarded, number)
             if charges[-1] == 429:
                 break
         assert charges.count(402) <= 10 and charges[-1] == 429
         message = "Too many declined payments from this network. Please try again later."
-        expect(frame.get_by_text(message)).to_be_visible()
-        expect(frame.get_by_role("button", name="Try again")).to_be_hidden()
-        assert events(page, "failure")[-1]["error"] == {
-            "error_code": "rate_limited",
-            "error_message": message,
-        }
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.locator("iframe").screenshot(path=str(ARTIFACTS / "widget-rate-limited.png"))
+        assert_refused(page, frame, "rate_limited", message)
+
+
+def test_a_merchant_paused_by_the_decline_breaker_shows_why_and_on_failure_says_charges_paused(
+    page: Page, sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Two declines of two charges trip a breaker this small; the third card is not even tried."""
+    charges: list[int] = []
+    page.on("response", lambda r: charges.append(r.status) if r.url.endswith("/charge") else None)
+    small = {"widget_breaker_min_attempts": 2}
+    with running_site(_database_copy(sqlite_template, tmp_path_factory), **small) as guarded:
+        for number in (DECLINED, "4000000000009995", APPROVED):
+            frame = failed_checkout(page, guarded, number)
+        assert charges == [402, 402, 429]
+        assert_refused(page, frame, "charges_paused", PAUSED_MESSAGE)

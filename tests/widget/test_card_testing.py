@@ -1,9 +1,9 @@
-"""Card testing through the widget: limits per client address and per project, on charges and on
-declines, counted in Redis so every web process shares them."""
+"""Card testing through the widget: limits per client address on charges and on declines, and per
+project on charges, counted in Redis so every web process shares them. The project's decline-rate
+breaker is tested in tests/ops/test_widget_breaker.py."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 import pytest
@@ -68,34 +68,6 @@ def test_charges_from_one_address_are_limited_even_when_they_succeed(
     ]
     assert statuses == [200, 200, 200, 429]
     assert charge(client, make_widget_session(), APPROVED, "203.0.113.9").status_code == 200
-
-
-def test_a_projects_decline_breaker_pauses_its_widget_charges_and_says_so(
-    services: Services,
-    make_widget_session: Callable[..., str],
-    caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    calls = count_gateway_calls(monkeypatch)
-    client = app_for(tuned(services, widget_project_decline_limit="6/hour")).test_client()
-    # Six addresses, one decline each: no address reaches its own limit, the project does.
-    statuses = [
-        charge(client, make_widget_session(), DECLINING[n % 4], f"192.0.2.{n}").status_code
-        for n in range(6)
-    ]
-    assert statuses == [402] * 6
-    with caplog.at_level(logging.WARNING):
-        paused = charge(client, make_widget_session(), APPROVED, "203.0.113.50")
-    assert paused.status_code == 429
-    assert paused.get_json() == {
-        "detail": "Card payments for this merchant are paused after many declines. "
-        "Please try again later."
-    }
-    assert len(calls) == 6
-    [warning] = [r for r in caplog.records if "paused" in r.getMessage()]
-    assert warning.levelno == logging.WARNING and "shop" in warning.getMessage()
-    # Another project's widget is not paused.
-    assert charge(client, make_widget_session("other"), APPROVED, "203.0.113.51").status_code == 200
 
 
 def test_the_project_charge_limit_counts_only_charges_that_reached_the_gateway(

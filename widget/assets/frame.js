@@ -383,7 +383,10 @@
     if (status === 200) return onSuccess(body);
     if (status === 402) return onDeclined(body);
     if (status === 422) return onInvalid(body.detail);
-    if (status === 429) return onClosed("rate_limited", (body && body.detail) || RATE_LIMITED);
+    if (status === 429) {
+      // "charges_paused" from the merchant's decline breaker, else one of the rate limits.
+      return onClosed((body && body.error_code) || "rate_limited", (body && body.detail) || RATE_LIMITED);
+    }
     var closed = CLOSED[status];
     if (closed) return onClosed(closed[0], (body && body.detail) || closed[1]);
     formError.textContent = "The payment could not be completed. Please try again.";
