@@ -287,7 +287,9 @@ class Breaker:
                         declined=trip.declined,
                     ),
                 )
-                record_project_event(tx, project, PAUSED_EVENT, now, body.model_dump(mode="json"))
+                record_project_event(
+                    tx, project, environment, PAUSED_EVENT, now, body.model_dump(mode="json")
+                )
         except SQLAlchemyError as error:  # the charge itself is done: its answer must go out
             log.error(
                 "could not record the %s event for project %s: %s",

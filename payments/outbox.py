@@ -104,10 +104,15 @@ def _record(
 
 
 def record_project_event(
-    tx: Tx, project: Project, event_type: str, now: datetime, body: Mapping[str, object]
+    tx: Tx,
+    project: Project,
+    environment: str,
+    event_type: str,
+    now: datetime,
+    body: Mapping[str, object],
 ) -> None:
     """Tell the merchant something about the project itself, not one session (always sent)."""
-    if project.webhook_url:
+    if sends_to(project, environment):
         _add(tx, project, None, event_type, now, dict(body))
 
 

@@ -1,7 +1,7 @@
 """breaker: webhook events about a project itself (no session), e.g. widget-charges-paused
 
 Revision ID: breaker
-Revises: dashboard
+Revises: confirmation
 Create Date: 2026-11-30 12:00:00.000000
 """
 
@@ -11,8 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "breaker"
-# After main's head (not 0002 beside it: two heads would stop `alembic upgrade head`).
-down_revision = "dashboard"
+down_revision = "confirmation"  # re-chained at landing after main's 0003 migrations
 branch_labels = None
 depends_on = None
 
