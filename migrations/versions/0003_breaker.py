@@ -1,7 +1,7 @@
 """breaker: webhook events about a project itself (no session), e.g. widget-charges-paused
 
 Revision ID: breaker
-Revises: confirmation
+Revises: integrations
 Create Date: 2026-11-30 12:00:00.000000
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "breaker"
-down_revision = "confirmation"  # re-chained at landing after main's 0003 migrations
+down_revision = "integrations"  # re-chained at landing after main's 0003 migrations
 branch_labels = None
 depends_on = None
 
