@@ -78,3 +78,48 @@ def test_the_migrated_schema_is_exactly_the_models(blank_database: str) -> None:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     engine.dispose()
     assert differences == []
+
+
+def test_a_project_event_needs_no_session_and_goes_on_downgrade_with_its_deliveries(
+    blank_database: str,
+) -> None:
+    config = alembic_config(blank_database)
+    command.upgrade(config, "breaker")
+    now = "2026-11-30 12:00:00+00:00"
+    engine = create_engine(blank_database)
+    with engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO accounts (id, name, created_at) VALUES ('a', 'Acme', :now)"),
+            {"now": now},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO projects (id, account_id, slug, name, settings, created_at) "
+                "VALUES ('p', 'a', 'acme', 'acme', '{}', :now)"
+            ),
+            {"now": now},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO webhook_events (id, project_id, session_id, type, payload, "
+                "created_at, delivered, attempts) VALUES ('evt_1', 'p', NULL, "
+                "'widget-charges-paused', '{}', :now, true, 1)"
+            ),
+            {"now": now},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO webhook_deliveries (id, event_id, attempt, url, created_at) "
+                "VALUES ('d', 'evt_1', 1, 'https://shop.example.com/hooks', :now)"
+            ),
+            {"now": now},
+        )
+    command.downgrade(config, "breaker-1")
+    with engine.connect() as connection:
+        counts = [
+            connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()  # noqa: S608
+            for table in ("webhook_events", "webhook_deliveries")
+        ]
+    engine.dispose()
+    assert counts == [0, 0]
+    command.upgrade(config, "head")
