@@ -330,7 +330,8 @@ _MENUS: dict[Step, dict[str, str]] = {
 }
 
 _TEMPLATES: dict[Step, str] = {Step.PROCESSING: "hold", Step.DONE: "goodbye"}
-# Ended while the call went on; a payment result, in contrast, reaches the flow as an event.
+# Ended while the call went on. A payment result, in contrast, reaches the flow as an event, and
+# a webhook Twilio repeats while the payment completes must replay the hold, not end the call.
 _ENDED_ELSEWHERE = frozenset({Status.CANCELLED, Status.EXPIRED, Status.ABANDONED})
 
 
@@ -405,9 +406,7 @@ def advance(state: CallState, event: Event, ctx: FlowContext) -> Turn:
     """One webhook's worth of the call, for a call already bound to a session."""
     if state.step in (Step.ACCESS_CODE, Step.DONE):
         raise ValueError(f"advance() cannot run at step {state.step}")
-    if ctx.status in _ENDED_ELSEWHERE or (
-        ctx.status.is_terminal and state.step is not Step.PROCESSING
-    ):
+    if ctx.status in _ENDED_ELSEWHERE:
         return _ended(state, ctx)
     if isinstance(event, PaymentPending | PaymentResult):
         if state.step is Step.PROCESSING:

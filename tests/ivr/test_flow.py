@@ -31,7 +31,7 @@ from ivr.flow import (
     greet,
     parse_gather,
 )
-from payments.model import PaymentMode
+from payments.model import PaymentMode, Status
 
 VISA = "4242424242424242"
 AMEX = "378282246310005"
@@ -568,3 +568,20 @@ def test_a_card_without_a_valid_expiry_has_no_month_and_says_no_digits() -> None
     with pytest.raises(ValueError, match="no valid expiry") as caught:
         _ = Card(number=VISA, expiry="1399").exp_month
     assert "1399" not in str(caught.value)
+
+
+def test_a_cancel_heard_at_any_step_ends_the_call_truthfully_without_a_gateway_call() -> None:
+    ctx = make_context(has_callback=True)
+    cancelled = replace(ctx, status=Status.CANCELLED)
+    turn = advance(at_confirm(ctx).state, Entry("1"), cancelled)
+    assert turn.actions == (Finish(Outcome.ENDED),)
+    assert turn.reply.say == (
+        "The merchant cancelled this payment. No money was taken.",
+        "Transferring you back now.",
+    )
+
+
+def test_a_confirmation_repeated_after_the_payment_succeeded_replays_instead_of_ending() -> None:
+    ctx = make_context()
+    late = advance(at_confirm(ctx).state, Entry("1"), replace(ctx, status=Status.PAYMENT_SUCCESS))
+    assert late.finish is None
