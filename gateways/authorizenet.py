@@ -30,6 +30,7 @@ from gateways.base import (
     GatewayConfigurationError,
     GatewayOutcomeUnknown,
     GatewayUnavailable,
+    LookUp,
     NotRefundable,
     NotVoidable,
     Outcome,
@@ -172,7 +173,7 @@ class AuthorizeNetGateway:
                 _child(response, "customerPaymentProfileIdList"), "numericString"
             )
             return self._tokenized(
-                request,
+                request.as_look_up(),
                 _text(response, "customerProfileId"),
                 str(payment_ids[0].text) if payment_ids else None,
             )
@@ -185,19 +186,19 @@ class AuthorizeNetGateway:
                 raise _decline(fields[2], fields[3])
         raise _api_error(code, text)
 
-    def reconcile(self, request: PaymentRequest) -> PaymentResult | None:
+    def reconcile(self, look_up: LookUp) -> PaymentResult | None:
         """Look for our invoice number among unsettled transactions, then our customer profile."""
-        trans_id = self._find_unsettled(short_reference(request.idempotency_key))
+        trans_id = self._find_unsettled(short_reference(look_up.idempotency_key))
         if trans_id is not None:
-            return self._transaction_details(request, trans_id)
-        lookup = contracts.getCustomerProfileRequest()
-        lookup.merchantCustomerId = short_reference(request.idempotency_key)
-        response = self._execute(apicontrollers.getCustomerProfileController, lookup)
+            return self._transaction_details(look_up, trans_id)
+        profile_request = contracts.getCustomerProfileRequest()
+        profile_request.merchantCustomerId = short_reference(look_up.idempotency_key)
+        response = self._execute(apicontrollers.getCustomerProfileController, profile_request)
         code, text = _message(response)
         if code == "I00001":
             profile = _child(response, "profile")
             return self._tokenized(
-                request,
+                look_up,
                 _text(profile, "customerProfileId"),
                 _text(profile, "paymentProfiles", "customerPaymentProfileId"),
             )
@@ -347,7 +348,7 @@ class AuthorizeNetGateway:
         api_request.transactionRequest = transaction
         return self._execute(apicontrollers.createTransactionController, api_request)
 
-    def _transaction_details(self, request: PaymentRequest, trans_id: str) -> PaymentResult:
+    def _transaction_details(self, look_up: LookUp, trans_id: str) -> PaymentResult:
         response = self._details(trans_id)
         transaction = _child(response, "transaction")
         response_code = _text(transaction, "responseCode")
@@ -359,7 +360,7 @@ class AuthorizeNetGateway:
             )
         kind = _text(transaction, "transactionType")
         return self._paid(
-            request,
+            look_up,
             "authorized" if kind == "authOnlyTransaction" else "captured",
             trans_id,
             auth_code=_text(transaction, "authCode"),
@@ -397,7 +398,7 @@ class AuthorizeNetGateway:
         response_code = _text(result, "responseCode")
         if response_code in ("1", "4"):  # 4: held for review, yet authorized
             return self._paid(
-                request,
+                request.as_look_up(),
                 outcome,
                 _text(result, "transId"),
                 auth_code=_text(result, "authCode"),
@@ -446,7 +447,7 @@ class AuthorizeNetGateway:
 
     def _paid(
         self,
-        request: PaymentRequest,
+        look_up: LookUp,
         outcome: Outcome,
         trans_id: str | None,
         *,
@@ -458,8 +459,8 @@ class AuthorizeNetGateway:
         return PaymentResult(
             outcome,
             trans_id,
-            request.card.brand,
-            request.card.last4,
+            look_up.card_brand,
+            look_up.card_last4,
             processor_fields(
                 "authorizenet",
                 authnet_transaction_id=trans_id,
@@ -471,13 +472,13 @@ class AuthorizeNetGateway:
         )
 
     def _tokenized(
-        self, request: PaymentRequest, profile_id: str | None, payment_profile_id: str | None
+        self, look_up: LookUp, profile_id: str | None, payment_profile_id: str | None
     ) -> PaymentResult:
         return PaymentResult(
             "tokenized",
             None,
-            request.card.brand,
-            request.card.last4,
+            look_up.card_brand,
+            look_up.card_last4,
             processor_fields(
                 "authorizenet",
                 authnet_customer_profile_id=profile_id,

@@ -103,6 +103,19 @@ class BillingAddress:
 
 
 @dataclass(frozen=True)
+class LookUp:
+    """How reconciliation names an attempt at the gateway once its card is gone: no card data.
+
+    Adapters find the attempt by `idempotency_key`; brand and last four fill in the result.
+    """
+
+    idempotency_key: str
+    amount_cents: int
+    card_brand: str
+    card_last4: str
+
+
+@dataclass(frozen=True)
 class PaymentRequest:
     amount_cents: int
     currency: str
@@ -119,6 +132,10 @@ class PaymentRequest:
         if self.postal_code:
             return self.postal_code
         return self.billing_address.zip if self.billing_address else None
+
+    def as_look_up(self) -> LookUp:
+        """This request as reconciliation will name it: the key and what may be kept of the card."""
+        return LookUp(self.idempotency_key, self.amount_cents, self.card.brand, self.card.last4)
 
 
 @dataclass(frozen=True)
@@ -164,8 +181,8 @@ class PaymentGateway(Protocol):
         """Save the card at the gateway for later merchant-initiated charges."""
         ...
 
-    def reconcile(self, request: PaymentRequest) -> PaymentResult | None:
-        """After an unknown outcome: the gateway's record of this request, or None if none."""
+    def reconcile(self, look_up: LookUp) -> PaymentResult | None:
+        """After an unknown outcome: the gateway's record of that attempt, or None if none."""
         ...
 
     def void(self, reference: str, *, idempotency_key: str) -> ReversalResult:

@@ -20,6 +20,7 @@ from gateways.base import (
     GatewayError,
     GatewayOutcomeUnknown,
     GatewayUnavailable,
+    LookUp,
     NotRefundable,
     NotVoidable,
     Outcome,
@@ -150,7 +151,7 @@ class BraintreeGateway:
             params["merchant_account_id"] = self._merchant_account_id
         result = self._call(lambda: self._gateway.transaction.sale(params), money_at_stake=True)
         if result.is_success:
-            return self._captured(request, result.transaction)
+            return self._captured(request.as_look_up(), result.transaction)
         if result.transaction is not None:
             raise _declined(result.transaction.status, result.transaction, result.message)
         raise self._validation_error(result)
@@ -164,7 +165,7 @@ class BraintreeGateway:
         params = {"id": short_reference(request.idempotency_key, 36), "credit_card": card}
         result = self._call(lambda: self._gateway.customer.create(params), money_at_stake=True)
         if result.is_success:
-            return self._tokenized(request, result.customer)
+            return self._tokenized(request.as_look_up(), result.customer)
         verification = result.credit_card_verification
         if verification is not None:
             raise _declined(verification.status, verification, result.message)
@@ -172,29 +173,29 @@ class BraintreeGateway:
             raise GatewayOutcomeUnknown("braintree already holds a customer for this attempt")
         raise self._validation_error(result)
 
-    def reconcile(self, request: PaymentRequest) -> PaymentResult | None:
+    def reconcile(self, look_up: LookUp) -> PaymentResult | None:
         """Search our order id among transactions, then our customer id in the vault."""
         found = self._call(
             lambda: list(
                 self._gateway.transaction.search(
-                    braintree.TransactionSearch.order_id == request.idempotency_key
+                    braintree.TransactionSearch.order_id == look_up.idempotency_key
                 ).items
             ),
             money_at_stake=True,
         )
         for transaction in found:
             if transaction.status in _PAID:
-                return self._captured(request, transaction)
+                return self._captured(look_up, transaction)
         if found:
             raise _declined(found[0].status, found[0], None)
-        customer_id = short_reference(request.idempotency_key, 36)
+        customer_id = short_reference(look_up.idempotency_key, 36)
         try:
             customer = self._gateway.customer.find(customer_id)
         except braintree.exceptions.NotFoundError:
             return None
         except Exception as exc:
             raise _translate(exc) from exc
-        return self._tokenized(request, customer) if customer.credit_cards else None
+        return self._tokenized(look_up, customer) if customer.credit_cards else None
 
     def void(self, reference: str, *, idempotency_key: str) -> ReversalResult:
         """Void before settlement; error 91504 says it is too late, so refund instead."""
@@ -268,23 +269,23 @@ class BraintreeGateway:
             "cvv": card.cvc,
         }
 
-    def _captured(self, request: PaymentRequest, transaction: Any) -> PaymentResult:
+    def _captured(self, look_up: LookUp, transaction: Any) -> PaymentResult:
         outcome: Outcome = "authorized" if transaction.status == "authorized" else "captured"
         return PaymentResult(
             outcome,
             transaction.id,
-            request.card.brand,
-            request.card.last4,
+            look_up.card_brand,
+            look_up.card_last4,
             processor_fields("braintree", braintree_transaction_id=transaction.id),
         )
 
-    def _tokenized(self, request: PaymentRequest, customer: Any) -> PaymentResult:
+    def _tokenized(self, look_up: LookUp, customer: Any) -> PaymentResult:
         cards = customer.credit_cards or []
         return PaymentResult(
             "tokenized",
             None,
-            request.card.brand,
-            request.card.last4,
+            look_up.card_brand,
+            look_up.card_last4,
             processor_fields(
                 "braintree",
                 braintree_customer_id=customer.id,

@@ -21,6 +21,7 @@ from gateways.base import (
     GatewayConfigurationError,
     GatewayError,
     GatewayOutcomeUnknown,
+    LookUp,
     NotVoidable,
     PaymentRequest,
     PaymentResult,
@@ -115,7 +116,7 @@ class Shift4Gateway:
                 params, request_options={"idempotency_key": request.idempotency_key}
             )
         )
-        return self._charge_result(request, charge)
+        return self._charge_result(request.as_look_up(), charge)
 
     def tokenize(self, request: PaymentRequest) -> PaymentResult:
         params: dict[str, Any] = {"card": self._card(request), "metadata": self._metadata(request)}
@@ -126,15 +127,15 @@ class Shift4Gateway:
                 params, request_options={"idempotency_key": request.idempotency_key}
             )
         )
-        return self._tokenized(request, customer)
+        return self._tokenized(request.as_look_up(), customer)
 
-    def reconcile(self, request: PaymentRequest) -> PaymentResult | None:
+    def reconcile(self, look_up: LookUp) -> PaymentResult | None:
         """Find our charge or customer by the key in its metadata, paging through all of them."""
-        charge = self._find_tagged(shift4.charges.list, request.idempotency_key)
+        charge = self._find_tagged(shift4.charges.list, look_up.idempotency_key)
         if charge is not None:
-            return self._charge_result(request, charge)
-        customer = self._find_tagged(shift4.customers.list, request.idempotency_key)
-        return None if customer is None else self._tokenized(request, customer)
+            return self._charge_result(look_up, charge)
+        customer = self._find_tagged(shift4.customers.list, look_up.idempotency_key)
+        return None if customer is None else self._tokenized(look_up, customer)
 
     def _find_tagged(
         self, listing: Callable[[dict[str, Any]], Any], key: str
@@ -233,7 +234,7 @@ class Shift4Gateway:
             metadata["paydial_session_id"] = request.session_id
         return metadata
 
-    def _charge_result(self, request: PaymentRequest, charge: Mapping[str, Any]) -> PaymentResult:
+    def _charge_result(self, look_up: LookUp, charge: Mapping[str, Any]) -> PaymentResult:
         status = charge.get("status")
         if status == "failed":
             raise _decline(charge.get("failureCode"), charge.get("failureMessage"))
@@ -242,19 +243,19 @@ class Shift4Gateway:
         return PaymentResult(
             "captured" if charge.get("captured", True) else "authorized",
             charge["id"],
-            request.card.brand,
-            request.card.last4,
+            look_up.card_brand,
+            look_up.card_last4,
             processor_fields("shift4", shift4_charge_id=charge["id"]),
         )
 
-    def _tokenized(self, request: PaymentRequest, customer: Mapping[str, Any]) -> PaymentResult:
+    def _tokenized(self, look_up: LookUp, customer: Mapping[str, Any]) -> PaymentResult:
         if not customer.get("id"):
             raise GatewayOutcomeUnknown("shift4 answered without a customer id")
         return PaymentResult(
             "tokenized",
             None,
-            request.card.brand,
-            request.card.last4,
+            look_up.card_brand,
+            look_up.card_last4,
             processor_fields(
                 "shift4",
                 shift4_customer_id=customer["id"],

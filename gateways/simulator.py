@@ -13,6 +13,7 @@ from gateways.base import (
     DeclineReason,
     GatewayConfigurationError,
     GatewayError,
+    LookUp,
     NotVoidable,
     Outcome,
     PaymentRequest,
@@ -150,9 +151,9 @@ class SimulatorGateway:
     def tokenize(self, request: PaymentRequest) -> PaymentResult:
         return self._answer(request, "tokenized")
 
-    def reconcile(self, request: PaymentRequest) -> PaymentResult | None:
+    def reconcile(self, look_up: LookUp) -> PaymentResult | None:
         with self._lock:
-            answer = self._answers.get((self.name, request.idempotency_key))
+            answer = self._answers.get((self.name, look_up.idempotency_key))
         if isinstance(answer, GatewayError):
             raise answer
         return answer

@@ -15,6 +15,7 @@ from gateways.base import (
     GatewayError,
     GatewayOutcomeUnknown,
     GatewayUnavailable,
+    LookUp,
     NotVoidable,
     Outcome,
     PaymentRequest,
@@ -110,7 +111,7 @@ class StripeGateway:
             ),
             money_at_stake=True,
         )
-        return self._intent_result(request, intent)
+        return self._intent_result(request.as_look_up(), intent)
 
     def tokenize(self, request: PaymentRequest) -> PaymentResult:
         pm = self._call(lambda: self._create_payment_method(request), money_at_stake=False)
@@ -132,14 +133,15 @@ class StripeGateway:
             ),
             money_at_stake=False,
         )
-        return self._tokenized(request, customer.id, pm.id)
+        return self._tokenized(request.as_look_up(), customer.id, pm.id)
 
-    def reconcile(self, request: PaymentRequest) -> PaymentResult | None:
+    def reconcile(self, look_up: LookUp) -> PaymentResult | None:
         """Find our intent or customer by the key in its metadata, however many came since."""
-        intent = self._find_tagged(self._client.v1.payment_intents, request, expand=True)
+        key = look_up.idempotency_key
+        intent = self._find_tagged(self._client.v1.payment_intents, key, expand=True)
         if intent is not None:
-            return self._intent_result(request, intent)
-        customer = self._find_tagged(self._client.v1.customers, request, expand=False)
+            return self._intent_result(look_up, intent)
+        customer = self._find_tagged(self._client.v1.customers, key, expand=False)
         if customer is None:
             return None
         params: Any = {"customer": customer.id, "type": "card"}
@@ -148,15 +150,14 @@ class StripeGateway:
         )
         if not cards.data:  # the attach (the card check) never completed
             return None
-        return self._tokenized(request, customer.id, cards.data[0].id)
+        return self._tokenized(look_up, customer.id, cards.data[0].id)
 
-    def _find_tagged(self, service: Any, request: PaymentRequest, *, expand: bool) -> Any | None:
+    def _find_tagged(self, service: Any, key: str, *, expand: bool) -> Any | None:
         """Search by metadata; where search misses (its index lags up to a minute, and some
         accounts and emulators lack it) page through the whole list, newest first.
 
         https://docs.stripe.com/search#data-freshness, https://docs.stripe.com/api/pagination
         """
-        key = request.idempotency_key
         query: Any = {"query": f"metadata['{METADATA_KEY}']:'{key}'"}
         listing: Any = {"limit": 100}
         if expand:
@@ -270,7 +271,7 @@ class StripeGateway:
             metadata["paydial_session_id"] = request.session_id
         return metadata
 
-    def _intent_result(self, request: PaymentRequest, intent: Any) -> PaymentResult:
+    def _intent_result(self, look_up: LookUp, intent: Any) -> PaymentResult:
         charge = getattr(intent, "latest_charge", None)
         receipt = None if isinstance(charge, str) else getattr(charge, "receipt_url", None)
         status = getattr(intent, "status", None)
@@ -282,8 +283,8 @@ class StripeGateway:
             return PaymentResult(
                 outcomes[status],
                 intent.id,
-                request.card.brand,
-                request.card.last4,
+                look_up.card_brand,
+                look_up.card_last4,
                 processor_fields(
                     "stripe",
                     stripe_payment_intent_id=intent.id,
@@ -301,12 +302,12 @@ class StripeGateway:
             )
         raise GatewayOutcomeUnknown(f"stripe payment intent is {status!r}", processor_code=status)
 
-    def _tokenized(self, request: PaymentRequest, customer_id: str, pm_id: str) -> PaymentResult:
+    def _tokenized(self, look_up: LookUp, customer_id: str, pm_id: str) -> PaymentResult:
         return PaymentResult(
             "tokenized",
             None,
-            request.card.brand,
-            request.card.last4,
+            look_up.card_brand,
+            look_up.card_last4,
             processor_fields("stripe", payment_method_id=pm_id, stripe_customer_id=customer_id),
         )
 

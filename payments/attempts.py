@@ -10,8 +10,9 @@ Failed attempts count against the caller and the card across sessions (`payments
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -24,10 +25,12 @@ from gateways.base import (
     GatewayConfigurationError,
     GatewayError,
     GatewayOutcomeUnknown,
+    LookUp,
     PaymentGateway,
     PaymentRequest,
     PaymentResult,
 )
+from gateways.cards import UNKNOWN_BRAND
 from payments import velocity
 from payments.credentials import project_gateway
 from payments.errors import Conflict
@@ -89,17 +92,20 @@ def attempt_key(session_id: str, number: int) -> str:
     return f"pd-{session_id}-{number}"
 
 
+Operation = Literal["charge", "authorize", "tokenize"]
+
+
 @dataclass(frozen=True)
 class StartedAttempt:
-    """A pending attempt with all it takes to call the gateway outside a transaction."""
+    """A pending attempt: whom to ask, what for, and how to find it again; never the card."""
 
     session_id: str
     number: int
     project_id: str
     gateway: str
     environment: str
-    operation: str  # "charge" | "authorize" | "tokenize"
-    request: PaymentRequest
+    operation: Operation
+    look_up: LookUp
     caller: str | None = None
     card_key: str | None = None  # keyed HMAC of the card number, for the velocity counters
 
@@ -113,11 +119,12 @@ def pay(
     attempt: int | None = None,
 ) -> PaymentOutcome:
     """Run one payment attempt for a session (the next one when `attempt` is None)."""
-    started = _start(services, session_id, card, postal_code, attempt)
-    if isinstance(started, PaymentOutcome):
-        return started
+    start = _start(services, session_id, card, postal_code, attempt)
+    if isinstance(start, PaymentOutcome):
+        return start
+    started, request = start
     try:
-        result: PaymentResult | GatewayError = _call_gateway(services, started)
+        result: PaymentResult | GatewayError = _call_gateway(services, started, request)
     except GatewayError as error:
         result = error
     return record_result(services, started, result)
@@ -125,7 +132,7 @@ def pay(
 
 def _start(
     services: Services, session_id: str, card: Card, postal_code: str | None, attempt: int | None
-) -> StartedAttempt | PaymentOutcome:
+) -> tuple[StartedAttempt, PaymentRequest] | PaymentOutcome:
     """Record the attempt as pending in its own transaction, or return the recorded outcome."""
     now = services.clock()
     with services.db.transaction() as tx:
@@ -171,8 +178,25 @@ def _start(
             tx.flush()
         except IntegrityError:
             raise Conflict("This payment attempt is already being processed") from None
-        started = _started(session, project.id, settings, number, card, postal_code)
-        return replace(started, card_key=card_key)
+        request = _request(session, key, card, postal_code)
+        started = _started(session, project.id, settings, number, request.as_look_up(), card_key)
+        return started, request
+
+
+def _request(
+    session: PaymentSession, key: str, card: Card, postal_code: str | None
+) -> PaymentRequest:
+    billing = GatewayBillingAddress(**session.billing_address) if session.billing_address else None
+    return PaymentRequest(
+        amount_cents=session.amount_cents,
+        currency=session.currency,
+        card=card,
+        idempotency_key=key,
+        description=session.description,
+        billing_address=billing,
+        postal_code=postal_code,
+        session_id=session.id,
+    )
 
 
 def _started(
@@ -180,16 +204,16 @@ def _started(
     project_id: str,
     settings: ProjectSettings,
     number: int,
-    card: Card,
-    postal_code: str | None,
+    look_up: LookUp,
+    card_key: str | None,
 ) -> StartedAttempt:
+    operation: Operation
     if session.mode == PaymentMode.TOKENIZE:
         operation = "tokenize"
     elif settings.authorize_only:  # captured later through payments.refunds
         operation = "authorize"
     else:
         operation = "charge"
-    billing = GatewayBillingAddress(**session.billing_address) if session.billing_address else None
     return StartedAttempt(
         session_id=session.id,
         number=number,
@@ -197,43 +221,24 @@ def _started(
         gateway=session.gateway,
         environment=session.environment,
         operation=operation,
+        look_up=look_up,
         caller=session.caller,
-        request=PaymentRequest(
-            amount_cents=session.amount_cents,
-            currency=session.currency,
-            card=card,
-            idempotency_key=attempt_key(session.id, number),
-            description=session.description,
-            billing_address=billing,
-            postal_code=postal_code,
-            session_id=session.id,
-        ),
+        card_key=card_key,
     )
 
 
 def resume_attempt(tx: Tx, attempt: PaymentAttempt) -> StartedAttempt:
-    """An unresolved attempt rebuilt for a gateway look-up; the card itself is long gone.
-
-    Adapters read only brand and last four from the card when they reconcile, so a stand-in with
-    the recorded brand's prefix and last four takes its place.
-    """
+    """An unresolved attempt, for a gateway look-up by its key, brand and last four (the card
+    itself is long gone, and reconciling needs none of it)."""
     session = tx.get_one(PaymentSession, attempt.session_id)
     project = tx.get_one(Project, session.project_id)
-    prefix = BRAND_PREFIXES.get(attempt.card_brand or "", "0")
-    stand_in = Card(
-        number=prefix + "0" * 8 + (attempt.card_last4 or "0000"), exp_month=1, exp_year=1, cvc=""
+    look_up = LookUp(
+        idempotency_key=attempt.idempotency_key,
+        amount_cents=session.amount_cents,
+        card_brand=attempt.card_brand or UNKNOWN_BRAND,
+        card_last4=attempt.card_last4 or "",
     )
-    return _started(session, project.id, project_settings(project), attempt.number, stand_in, None)
-
-
-BRAND_PREFIXES = {
-    "visa": "4",
-    "mastercard": "51",
-    "amex": "34",
-    "discover": "6011",
-    "jcb": "3528",
-    "diners": "36",
-}
+    return _started(session, project.id, project_settings(project), attempt.number, look_up, None)
 
 
 def _unresolved_attempt(tx: Tx, session_id: str) -> PaymentAttempt | None:
@@ -258,18 +263,28 @@ def attempt_gateway(services: Services, started: StartedAttempt) -> PaymentGatew
     return project_gateway(services, started.project_id, started.gateway, started.environment)
 
 
-def _call_gateway(services: Services, started: StartedAttempt) -> PaymentResult:
+def _call_gateway(
+    services: Services, started: StartedAttempt, request: PaymentRequest
+) -> PaymentResult:
     gateway = attempt_gateway(services, started)
-    operation = getattr(gateway, started.operation)
     try:
-        result: PaymentResult = operation(started.request)
+        return _send(gateway, started.operation, request)
     except GatewayOutcomeUnknown as unknown:
         # One look-up at once; payments.reconcile keeps looking when this one can't tell either.
-        return look_up(gateway, started, unknown)
-    return result
+        return reconcile_once(gateway, started, unknown)
 
 
-def look_up(
+def _send(gateway: PaymentGateway, operation: Operation, request: PaymentRequest) -> PaymentResult:
+    match operation:
+        case "charge":
+            return gateway.charge(request)
+        case "authorize":
+            return gateway.authorize(request)
+        case "tokenize":
+            return gateway.tokenize(request)
+
+
+def reconcile_once(
     gateway: PaymentGateway, started: StartedAttempt, unknown: GatewayOutcomeUnknown
 ) -> PaymentResult:
     """The gateway's record of an attempt; raises `unknown` again while it cannot say.
@@ -277,7 +292,7 @@ def look_up(
     Found: its result (or its decline). Not found: nothing was charged, so the attempt failed.
     """
     try:
-        reconciled = gateway.reconcile(started.request)
+        reconciled = gateway.reconcile(started.look_up)
     except CardDeclined:
         raise
     except GatewayError:

@@ -19,7 +19,7 @@ from payments.attempts import (
     GatewayUnavailableAfterCheck,
     attempt_gateway,
     give_up,
-    look_up,
+    reconcile_once,
     record_result,
     resume_attempt,
 )
@@ -69,13 +69,13 @@ def reconcile_attempt(services: Services, attempt_id: int, *, give_up_at: dateti
     unknown = GatewayOutcomeUnknown("the gateway has not confirmed this attempt yet")
     result: PaymentResult | GatewayError
     try:
-        result = look_up(attempt_gateway(services, started), started, unknown)
+        result = reconcile_once(attempt_gateway(services, started), started, unknown)
     except (CardDeclined, GatewayUnavailableAfterCheck) as answer:  # declined, or never charged
         result = answer
     except GatewayError:  # still cannot tell (timeout, outage, credentials gone)
         now = services.clock()
         if now >= give_up_at:
-            log.warning("attempt %s unconfirmed; giving up", started.request.idempotency_key)
+            log.warning("attempt %s unconfirmed; giving up", started.look_up.idempotency_key)
             give_up(services, attempt_id, now)
         return
     record_result(services, started, result)

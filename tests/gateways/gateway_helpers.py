@@ -9,7 +9,7 @@ from typing import Any
 
 from werkzeug import Request, Response
 
-from gateways.base import BillingAddress, Card, PaymentRequest
+from gateways.base import BillingAddress, Card, LookUp, PaymentRequest
 
 # Short client timeouts against a server that stalls longer keep the timeout tests fast.
 CLIENT_TIMEOUT = 0.5
@@ -42,6 +42,11 @@ def make_request(
         postal_code=postal_code,
         session_id="sess_test",
     )
+
+
+def make_look_up(key: str, *, amount_cents: int = 1999) -> LookUp:
+    """What reconciliation has of an attempt made with `make_request`'s default card: no card."""
+    return LookUp(key, amount_cents, "visa", "4242")
 
 
 def stall(response: Response) -> Callable[[Request], Response]:

@@ -24,7 +24,13 @@ from gateways.base import (
     NotVoidable,
     short_reference,
 )
-from tests.gateways.gateway_helpers import CLIENT_TIMEOUT, make_request, recorder, stall
+from tests.gateways.gateway_helpers import (
+    CLIENT_TIMEOUT,
+    make_look_up,
+    make_request,
+    recorder,
+    stall,
+)
 
 BOM = b"\xef\xbb\xbf"
 NS = 'xmlns="AnetApi/xml/v1/schema/AnetApiSchema.xsd"'
@@ -315,7 +321,7 @@ def test_reconcile_finds_a_charge_by_its_invoice_number(
 ) -> None:
     serve(httpserver, reconcile_server(short_reference("pd-lost-1")))
 
-    result = make_anet(anet_url).reconcile(make_request(key="pd-lost-1"))
+    result = make_anet(anet_url).reconcile(make_look_up("pd-lost-1"))
 
     assert result is not None
     assert result.outcome == "captured"
@@ -328,7 +334,7 @@ def test_reconcile_answers_none_when_neither_a_charge_nor_a_profile_exists(
 ) -> None:
     serve(httpserver, reconcile_server(None))
 
-    assert make_anet(anet_url).reconcile(make_request(key="pd-lost-2")) is None
+    assert make_anet(anet_url).reconcile(make_look_up("pd-lost-2")) is None
 
 
 @pytest.fixture
@@ -411,7 +417,7 @@ def test_reconcile_finds_a_charge_behind_more_than_a_page_of_newer_ones(
     invoice = short_reference("pd-buried-1")
     seen = serve(httpserver, paged_unsettled_server(invoice, total=1150, position=1120))
 
-    result = make_anet(anet_url).reconcile(make_request(key="pd-buried-1"))
+    result = make_anet(anet_url).reconcile(make_look_up("pd-buried-1"))
 
     assert result is not None and result.outcome == "captured"
     pages = [first(xml_of(s["body"]), "offset") for s in seen]

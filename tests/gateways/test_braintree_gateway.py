@@ -19,7 +19,13 @@ from gateways.base import (
     short_reference,
 )
 from gateways.braintree import BraintreeGateway
-from tests.gateways.gateway_helpers import CLIENT_TIMEOUT, make_request, recorder, stall
+from tests.gateways.gateway_helpers import (
+    CLIENT_TIMEOUT,
+    make_look_up,
+    make_request,
+    recorder,
+    stall,
+)
 
 MERCHANT = "/merchants/mid"
 
@@ -232,7 +238,7 @@ def test_reconcile_finds_the_sale_by_order_id(httpserver: HTTPServer) -> None:
         ),
     )
 
-    result = make_braintree(httpserver.url_for("")).reconcile(make_request(key="pd-lost-1"))
+    result = make_braintree(httpserver.url_for("")).reconcile(make_look_up("pd-lost-1"))
 
     assert etree.fromstring(searched[0]["body"]).findtext("order_id/is") == "pd-lost-1"
     assert result is not None
@@ -251,7 +257,7 @@ def test_reconcile_answers_none_when_no_sale_or_customer_exists(httpserver: HTTP
     )
     serve(httpserver, "/customers/" + short_reference("pd-lost-2", 36), Response("", status=404))
 
-    assert make_braintree(httpserver.url_for("")).reconcile(make_request(key="pd-lost-2")) is None
+    assert make_braintree(httpserver.url_for("")).reconcile(make_look_up("pd-lost-2")) is None
 
 
 VOIDED = SETTLING.replace("submitted_for_settlement", "voided")

@@ -1,8 +1,10 @@
-"""One contract for every adapter and the simulator: charge, tokenize, decline, result shape."""
+"""One contract for every adapter and the simulator: charge, tokenize, decline, result shape,
+and reconciliation from a look-up that holds no card."""
 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -12,24 +14,57 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from gateways import build_gateway
-from gateways.base import PROCESSOR_FIELDS, CardDeclined, PaymentGateway
-from tests.gateways.gateway_helpers import make_request
+from gateways.base import PROCESSOR_FIELDS, CardDeclined, LookUp, PaymentGateway, short_reference
+from gateways.shift4 import METADATA_KEY
+from tests.gateways.gateway_helpers import make_look_up, make_request
 
 DECLINED = "4000000000000002"
 # localstripe declines 0002 only when attaching; at charge time it declines 0341.
 LOCALSTRIPE_DECLINED = "4000000000000341"
 BOM = b"\xef\xbb\xbf"
 ANET_NS = 'xmlns="AnetApi/xml/v1/schema/AnetApiSchema.xsd"'
+# The one attempt the fakes below hold a record of when asked to look one up.
+LOST_KEY = f"pd-contract{uuid.uuid4().hex[:12]}-1"
+
+
+def anet_look_up(kind: str) -> Response:
+    """The unsettled list (holding the lost attempt), its details, and no customer profile."""
+    ok = "<resultCode>Ok</resultCode><message><code>I00001</code><text>Ok.</text></message>"
+    if kind == "getUnsettledTransactionListRequest":
+        xml = (
+            f"<getUnsettledTransactionListResponse {ANET_NS}><messages>{ok}</messages>"
+            "<transactions><transaction><transId>6001</transId>"
+            f"<invoiceNumber>{short_reference(LOST_KEY)}</invoiceNumber></transaction>"
+            "</transactions><totalNumInResultSet>1</totalNumInResultSet>"
+            "</getUnsettledTransactionListResponse>"
+        )
+    elif kind == "getTransactionDetailsRequest":
+        xml = (
+            f"<getTransactionDetailsResponse {ANET_NS}><messages>{ok}</messages><transaction>"
+            "<transId>6001</transId><transactionType>authCaptureTransaction</transactionType>"
+            "<responseCode>1</responseCode><authCode>A1</authCode><AVSResponse>Y</AVSResponse>"
+            "<cardCodeResponse>M</cardCodeResponse></transaction></getTransactionDetailsResponse>"
+        )
+    else:
+        xml = (
+            f"<ErrorResponse {ANET_NS}><messages><resultCode>Error</resultCode><message>"
+            "<code>E00040</code><text>The record cannot be found.</text></message></messages>"
+            "</ErrorResponse>"
+        )
+    return Response(BOM + xml.encode(), content_type="application/xml")
 
 
 def anet_fake(request: Request) -> Response:
     """Approves or declines by card number, like the sandbox does with its test cards."""
     sent = etree.fromstring(request.get_data())
+    kind = etree.QName(sent).localname
+    if kind.startswith("get"):
+        return anet_look_up(kind)
     card = sent.xpath("//*[local-name()='cardNumber']/text()")[0]
     ok = card != DECLINED
     result = "<resultCode>Ok</resultCode><message><code>I00001</code><text>Ok.</text></message>"
     failed = "<resultCode>Error</resultCode><message><code>E00027</code><text>No.</text></message>"
-    if etree.QName(sent).localname == "createCustomerProfileRequest":
+    if kind == "createCustomerProfileRequest":
         xml = (
             f"<createCustomerProfileResponse {ANET_NS}><messages>{result if ok else failed}"
             "</messages>"
@@ -54,7 +89,28 @@ def anet_fake(request: Request) -> Response:
     return Response(BOM + xml.encode(), content_type="application/xml")
 
 
+BRAINTREE_SALE = (
+    "<transaction><id>bt1</id><status>submitted_for_settlement</status><amount>19.99</amount>"
+    "</transaction>"
+)
+
+
+def braintree_look_up(request: Request) -> Response:
+    """Search by order id (only the lost attempt's is there); no customer in the vault."""
+    if request.method == "GET":
+        return Response("", status=404)
+    if request.path.endswith("/advanced_search"):
+        xml = f'<credit-card-transactions type="collection">{BRAINTREE_SALE}'
+        return Response(xml + "</credit-card-transactions>", content_type="application/xml")
+    lost = etree.fromstring(request.get_data()).findtext("order_id/is") == LOST_KEY
+    xml = '<search-results><page-size type="integer">50</page-size><ids type="array">'
+    xml += ("<item>bt1</item>" if lost else "") + "</ids></search-results>"
+    return Response(xml, content_type="application/xml")
+
+
 def braintree_fake(request: Request) -> Response:
+    if "advanced_search" in request.path or request.method == "GET":
+        return braintree_look_up(request)
     sent = etree.fromstring(request.get_data())
     if sent.findtext(".//number") == DECLINED:
         xml = (
@@ -79,20 +135,27 @@ def braintree_fake(request: Request) -> Response:
             "</credit-card></credit-cards></customer>"
         )
     else:
-        xml = "<transaction><id>bt1</id><status>submitted_for_settlement</status>"
-        xml += "<amount>19.99</amount></transaction>"
+        xml = BRAINTREE_SALE
     return Response(xml, status=201, content_type="application/xml")
 
 
+SHIFT4_CHARGE = {"id": "char_1", "status": "successful", "captured": True}
+
+
 def shift4_fake(request: Request) -> Response:
+    body: dict[str, Any]
+    if request.method == "GET":  # a look-up: only the lost attempt's charge, no customers
+        tagged = {**SHIFT4_CHARGE, "metadata": {METADATA_KEY: LOST_KEY}}
+        body = {"list": [tagged] if request.path == "/charges" else [], "hasMore": False}
+        return Response(json.dumps(body), content_type="application/json")
     sent = json.loads(request.get_data())
     if sent["card"]["number"] == DECLINED:
-        body: dict[str, Any] = {"error": {"type": "card_error", "code": "card_declined"}}
+        body = {"error": {"type": "card_error", "code": "card_declined"}}
         return Response(json.dumps(body), status=402, content_type="application/json")
     if request.path == "/customers":
         body = {"id": "cust_1", "defaultCardId": "card_1"}
     else:
-        body = {"id": "char_1", "status": "successful", "captured": True}
+        body = SHIFT4_CHARGE
     return Response(json.dumps(body), content_type="application/json")
 
 
@@ -124,7 +187,15 @@ def adapter(
         yield name, build_gateway(name, credentials, environment="test"), LOCALSTRIPE_DECLINED
     else:
         handler, credentials = fakes[name]
-        for path in ("/xml", "/merchants/mid/transactions", "/merchants/mid/customers"):
+        lost_customer = "/merchants/mid/customers/" + short_reference("pd-never-sent-1", 36)
+        for path in (
+            "/xml",
+            "/merchants/mid/transactions",
+            "/merchants/mid/transactions/advanced_search_ids",
+            "/merchants/mid/transactions/advanced_search",
+            "/merchants/mid/customers",
+            lost_customer,
+        ):
             httpserver.expect_request(path).respond_with_handler(handler)
         httpserver.expect_request("/charges").respond_with_handler(handler)
         httpserver.expect_request("/customers").respond_with_handler(handler)
@@ -164,3 +235,26 @@ def test_a_declined_card_raises_card_declined(
     with pytest.raises(CardDeclined) as caught:
         gateway.charge(make_request(declining_card, description=None))
     assert caught.value.code == caught.value.reason == "card_declined"
+
+
+def test_reconcile_finds_an_attempt_from_a_look_up_that_holds_no_card(
+    adapter: tuple[str, PaymentGateway, str],
+) -> None:
+    """All the core keeps of a lost attempt is its key, amount, brand and last four: enough."""
+    _, gateway, _ = adapter
+    charged = gateway.charge(make_request(key=LOST_KEY, description=None))
+
+    found = gateway.reconcile(make_look_up(LOST_KEY))
+
+    assert found == charged
+    assert {"idempotency_key", "amount_cents", "card_brand", "card_last4"} == set(
+        LookUp.__dataclass_fields__
+    )
+
+
+def test_reconcile_answers_none_for_an_attempt_the_gateway_never_saw(
+    adapter: tuple[str, PaymentGateway, str],
+) -> None:
+    _, gateway, _ = adapter
+
+    assert gateway.reconcile(make_look_up("pd-never-sent-1")) is None

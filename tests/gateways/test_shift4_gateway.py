@@ -18,7 +18,13 @@ from gateways.base import (
     NotVoidable,
 )
 from gateways.shift4 import Shift4Gateway
-from tests.gateways.gateway_helpers import CLIENT_TIMEOUT, make_request, recorder, stall
+from tests.gateways.gateway_helpers import (
+    CLIENT_TIMEOUT,
+    make_look_up,
+    make_request,
+    recorder,
+    stall,
+)
 
 CHARGE = {
     "id": "char_9kQx",
@@ -153,7 +159,7 @@ def test_reconcile_finds_the_charge_by_the_key_in_its_metadata(httpserver: HTTPS
     tagged = {**CHARGE, "metadata": {"paydial_idempotency_key": "pd-lost-1"}}
     serve(httpserver, "/charges", s4({"list": [tagged], "hasMore": False}))
 
-    result = make_shift4(httpserver.url_for("")).reconcile(make_request(key="pd-lost-1"))
+    result = make_shift4(httpserver.url_for("")).reconcile(make_look_up("pd-lost-1"))
 
     assert result is not None
     assert result.transaction_id == "char_9kQx"
@@ -163,7 +169,7 @@ def test_reconcile_answers_none_when_nothing_carries_the_key(httpserver: HTTPSer
     serve(httpserver, "/charges", s4({"list": [CHARGE], "hasMore": False}))
     serve(httpserver, "/customers", s4({"list": [], "hasMore": False}))
 
-    assert make_shift4(httpserver.url_for("")).reconcile(make_request(key="pd-lost-2")) is None
+    assert make_shift4(httpserver.url_for("")).reconcile(make_look_up("pd-lost-2")) is None
 
 
 def test_reconcile_pages_past_more_than_a_hundred_newer_charges(httpserver: HTTPServer) -> None:
@@ -180,7 +186,7 @@ def test_reconcile_pages_past_more_than_a_hundred_newer_charges(httpserver: HTTP
 
     seen = serve(httpserver, "/charges", page)
 
-    result = make_shift4(httpserver.url_for("")).reconcile(make_request(key="pd-buried-1"))
+    result = make_shift4(httpserver.url_for("")).reconcile(make_look_up("pd-buried-1"))
 
     assert result is not None and result.transaction_id == "char_117"
     assert len(seen) == 2

@@ -8,7 +8,7 @@ from gateways import build_gateway, required_credentials
 from gateways.authorizenet import AuthorizeNetGateway
 from gateways.base import CardDeclined, GatewayConfigurationError, NotVoidable
 from gateways.simulator import SimulatorGateway
-from tests.gateways.gateway_helpers import make_request
+from tests.gateways.gateway_helpers import make_look_up, make_request
 
 
 @pytest.mark.parametrize(
@@ -42,9 +42,9 @@ def test_the_same_key_always_gets_the_same_answer_and_reconcile_repeats_it() -> 
     first = gateway.charge(make_request(key="pd-sim-1"))
 
     assert SimulatorGateway("authorizenet").charge(make_request(key="pd-sim-1")) == first
-    assert gateway.reconcile(make_request(key="pd-sim-1")) == first
+    assert gateway.reconcile(make_look_up("pd-sim-1")) == first
     assert gateway.charge(make_request(key="pd-sim-2")).transaction_id != first.transaction_id
-    assert gateway.reconcile(make_request(key="pd-sim-never")) is None
+    assert gateway.reconcile(make_look_up("pd-sim-never")) is None
 
 
 @pytest.mark.parametrize("name", ["stripe", "authorizenet", "braintree", "shift4"])

@@ -21,7 +21,13 @@ from gateways.base import (
     PaymentRequest,
 )
 from gateways.stripe import StripeGateway
-from tests.gateways.gateway_helpers import CLIENT_TIMEOUT, make_request, recorder, stall
+from tests.gateways.gateway_helpers import (
+    CLIENT_TIMEOUT,
+    make_look_up,
+    make_request,
+    recorder,
+    stall,
+)
 
 
 def make_stripe(url: str, timeout: float = 5.0) -> StripeGateway:
@@ -108,9 +114,9 @@ class TestAgainstLocalstripe:
         charge, token = local_request(), local_request()
         charged, saved = gateway.charge(charge), gateway.tokenize(token)
 
-        assert gateway.reconcile(charge) == charged
-        assert gateway.reconcile(token) == saved
-        assert gateway.reconcile(local_request()) is None
+        assert gateway.reconcile(charge.as_look_up()) == charged
+        assert gateway.reconcile(token.as_look_up()) == saved
+        assert gateway.reconcile(local_request().as_look_up()) is None
 
     def test_reconcile_finds_a_charge_behind_more_than_a_hundred_newer_ones(
         self, localstripe_url: str
@@ -122,7 +128,7 @@ class TestAgainstLocalstripe:
         for _ in range(110):
             gateway.charge(local_request(postal_code=None))
 
-        assert gateway.reconcile(lost) == charged
+        assert gateway.reconcile(lost.as_look_up()) == charged
 
     def test_a_captured_charge_is_refunded_once_per_idempotency_key(
         self, localstripe_url: str
@@ -255,7 +261,7 @@ def test_reconcile_searches_by_the_key_in_the_metadata(httpserver: HTTPServer) -
     )
     httpserver.expect_request("/v1/payment_intents/search").respond_with_handler(handler)
 
-    result = make_stripe(httpserver.url_for("")).reconcile(make_request(key="pd-lost-9"))
+    result = make_stripe(httpserver.url_for("")).reconcile(make_look_up("pd-lost-9"))
 
     assert result is not None and result.transaction_id == "pi_1"
     assert seen[0]["path"] == "/v1/payment_intents/search"

@@ -16,6 +16,7 @@ from gateways.base import (
     Card,
     GatewayOutcomeUnknown,
     GatewayUnavailable,
+    LookUp,
     PaymentGateway,
     PaymentRequest,
     PaymentResult,
@@ -49,6 +50,7 @@ class Ledger:
     drop_request: bool = False  # the request never arrived: nothing charged, then a timeout
     kill_worker: bool = False  # charged, and our worker dies before it reads the answer
     reachable: bool = True  # whether look-ups get through
+    looked_up: list[LookUp] = field(default_factory=list)  # what reconciliation asked for
 
 
 class LedgerGateway:
@@ -87,10 +89,11 @@ class LedgerGateway:
 
     authorize = tokenize = charge
 
-    def reconcile(self, request: PaymentRequest) -> PaymentResult | None:
+    def reconcile(self, look_up: LookUp) -> PaymentResult | None:
+        self.ledger.looked_up.append(look_up)
         if not self.ledger.reachable:
             raise GatewayUnavailable("stripe: connection refused")
-        return self.ledger.charges.get(request.idempotency_key)
+        return self.ledger.charges.get(look_up.idempotency_key)
 
 
 @pytest.fixture
@@ -193,6 +196,9 @@ def test_a_worker_killed_after_the_charge_is_settled_from_the_gateway_not_charge
     assert reconcile_due(services) == 1
     assert status_of(services, live_session) == "payment-success"
     assert ledger.calls == 1 and len(ledger.charges) == 1
+    with services.db.transaction() as tx:  # looked up from the attempt's row: the card is gone
+        amount = load_session(tx, live_session, now=services.clock()).amount_cents
+    assert ledger.looked_up == [LookUp(f"pd-{live_session}-1", amount, "visa", "4242")]
 
 
 def test_look_ups_back_off_and_give_up_after_a_day_telling_the_merchant(
