@@ -51,6 +51,7 @@ from payments.project_settings import (
 from payments.services import Services
 from payments.sessions import NewSession, create_session, load_session
 from payments.store import PaymentSession, Project
+from payments.velocity import VelocityLimited
 
 WIDGET_DIR = Path(__file__).resolve().parent.parent / "widget"
 CSRF_HEADER = "X-Paydial-CSRF"
@@ -73,6 +74,11 @@ REASON_MESSAGES = {
     cards.Reason.INVALID_SECURITY_CODE: "The security code has the wrong number of digits.",
     cards.Reason.INVALID_POSTAL_CODE: "The ZIP code must be 5 or 9 digits.",
 }
+VELOCITY_LIMITED = "velocity_limited"
+VELOCITY_MESSAGE = (
+    "This card has failed too many times recently, so it is blocked for now. "
+    "Please use a different card, or try again later."
+)
 BASE_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
     "img-src 'self' data:; form-action 'self'; base-uri 'none'"
@@ -260,17 +266,20 @@ def frame(session_id: str) -> Response:
             settings = project_settings(project)
             view = _view(session, project, settings)
     except NotFound:
-        return _closed_page("This payment link is not valid.", 404)
+        return _closed_page("This payment link is not valid.", 404, "session_not_found")
     test_mode = view.environment == Environment.TEST
     allowed = (
         settings.widget.allowed_origins
         if test_mode
         else live_origins(settings.widget.allowed_origins)
     )
+    own = normalize_origin(request.host_url)
+    if test_mode and allowed and own is not None:  # the built-in /demo page embeds from here
+        allowed = [*allowed, own]
     try:
         origin = parent_origin(request.args.get("origin"), allowed, test_mode)
     except Forbidden as refused:
-        return _closed_page(str(refused.description), 403)
+        return _closed_page(str(refused.description), 403, "origin_not_allowed")
     status = Status(view.status)
     body = render_template(
         "frame.html",
@@ -287,9 +296,11 @@ def frame(session_id: str) -> Response:
     return _html(body, 200, f"{BASE_CSP}; frame-ancestors {frame_ancestors(allowed, test_mode)}")
 
 
-def _closed_page(message: str, status: int) -> Response:
-    body = render_template("closed.html", message=message)
-    return _html(body, status, f"{BASE_CSP}; frame-ancestors 'none'")
+def _closed_page(message: str, status: int, error_code: str) -> Response:
+    """Why there is no form, shown in any frame (it holds nothing to protect) and posted to the
+    page as a failure, so `onFailure` hears `error_code` instead of a broken frame."""
+    body = render_template("closed.html", message=message, error_code=error_code)
+    return _html(body, status, f"{BASE_CSP}; frame-ancestors *")
 
 
 @bp.get("/v1/widget-sessions/<session_id>")
@@ -311,6 +322,7 @@ def charge(session_id: str) -> Response:
     with services.db.transaction() as tx:
         session, project = _chat_session(tx, session_id, services)
         status, settings = Status(session.status), project_settings(project)
+        remaining = settings.max_payment_attempts - session.attempt_count
     if status == Status.EXPIRED:
         raise Gone("This payment session has expired")
     if status.is_terminal:
@@ -318,17 +330,30 @@ def charge(session_id: str) -> Response:
     project_id, environment = session.project_id, session.environment
     services.breaker.check(project_id, environment, services.clock())
     postal_code = _check_card(body, settings, services.clock().date())
-    outcome = pay(
-        services,
-        session_id,
-        Card(
-            number=body.card_number,
-            exp_month=body.exp_month,
-            exp_year=body.exp_year,
-            cvc=body.cvc,
-        ),
-        postal_code=postal_code,
-    )
+    try:
+        outcome = pay(
+            services,
+            session_id,
+            Card(
+                number=body.card_number,
+                exp_month=body.exp_month,
+                exp_year=body.exp_year,
+                cvc=body.cvc,
+            ),
+            postal_code=postal_code,
+        )
+    except VelocityLimited as limited:  # nothing reached the gateway; another card still may
+        locked = ChargeDeclined(
+            error_code=VELOCITY_LIMITED,
+            error_message=VELOCITY_MESSAGE,
+            attempts_remaining=remaining,
+            status=status.value,
+        )
+        # also a 429 `Detail`, as /openapi.json describes every 429
+        response = jsonify({"detail": VELOCITY_MESSAGE} | locked.model_dump(mode="json"))
+        response.status_code = 429
+        response.headers["Retry-After"] = str(limited.retry_after)
+        return response
     if outcome.approved or outcome.declined:  # the gateway's own errors say nothing of the card
         services.breaker.count(
             services.db, project_id, environment, declined=outcome.declined, now=services.clock()

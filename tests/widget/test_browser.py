@@ -27,7 +27,7 @@ from payments.accounts import create_project
 from payments.breaker import PAUSED_MESSAGE
 from payments.services import Services
 from payments.store import Database
-from tests.conftest import make_settings, service_missing
+from tests.conftest import free_port, make_settings, service_missing, set_project
 from tests.widget.conftest import APPROVED, DECLINED, new_widget_session
 
 pytestmark = pytest.mark.browser
@@ -56,6 +56,7 @@ PARENT_PAGE = """<!doctype html>
   var params = new URLSearchParams(location.search);
   window.payment = Maven.createPayment({{
     sessionId: params.get("session"),
+    baseUrl: params.get("base") || undefined,
     theme: {{ primary: "rgb(10, 20, 30)" }},
     onReady: function () {{ events.push({{ type: "ready" }}); }},
     onSuccess: function (result) {{ events.push({{ type: "success", result: result }}); }},
@@ -449,3 +450,89 @@ def test_a_merchant_paused_by_the_decline_breaker_shows_why_and_on_failure_says_
             frame = failed_checkout(page, guarded, number)
         assert charges == [402, 402, 429]
         assert_refused(page, frame, "charges_paused", PAUSED_MESSAGE)
+
+
+def test_a_refused_origin_reaches_on_failure_and_the_frame_says_why(page: Page, site: Site) -> None:
+    with site.services.db.transaction() as tx:
+        create_project(tx, "strict", now=site.services.clock())
+    set_project(site.services, "strict", widget={"allowed_origins": ["https://shop.example"]})
+    session_id = new_widget_session(site.services, "strict")
+    page.goto(f"{site.parent_url}/checkout?session={session_id}")
+    page.wait_for_function("window.events.some(e => e.type === 'failure')")
+
+    assert events(page, "failure") == [
+        {
+            "type": "failure",
+            "error": {
+                "error_code": "origin_not_allowed",
+                "error_message": "This payment form cannot be embedded on that site.",
+            },
+        }
+    ]
+    frame = page.frame_locator("iframe")
+    expect(frame.get_by_text("This payment form cannot be embedded on that site.")).to_be_visible()
+    assert events(page, "ready") == []
+
+
+def test_a_frame_that_cannot_load_reaches_on_failure_after_the_ready_handshake_fails(
+    page: Page, site: Site
+) -> None:
+    nothing_there = f"http://127.0.0.1:{free_port()}"
+    session_id = new_widget_session(site.services, "shop")
+    page.goto(f"{site.parent_url}/checkout?session={session_id}&base={nothing_there}")
+    page.wait_for_function("window.events.some(e => e.type === 'failure')")
+
+    assert events(page, "failure")[0]["error"] == {
+        "error_code": "frame_unavailable",
+        "error_message": "The payment form could not be loaded.",
+    }
+    assert events(page, "ready") == []
+
+
+def test_the_demo_page_keeps_working_after_allowed_origins_is_set(
+    page: Page, sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    with running_site(_database_copy(sqlite_template, tmp_path_factory)) as own:
+        set_project(own.services, "demo", widget={"allowed_origins": ["https://shop.example"]})
+        page.goto(f"{own.app_url}/demo")
+        frame = page.frame_locator("iframe")
+        fill_card(frame, APPROVED)
+        frame.get_by_role("button", name="Pay $25.00").click()
+        expect(frame.get_by_role("heading", name="Payment complete")).to_be_visible()
+        expect(page.locator("#events")).to_contain_text('"card_last4": "4242"')
+
+
+def test_a_locked_out_card_is_explained_in_the_frame_and_reaches_on_failure(
+    page: Page, sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    with running_site(
+        _database_copy(sqlite_template, tmp_path_factory), card_failure_limit=2
+    ) as guarded:
+        session_id, frame = open_checkout(page, guarded)
+        for tries in (1, 2):
+            fill_card(frame, DECLINED)
+            frame.get_by_role("button", name="Pay $49.99").click()
+            page.wait_for_function(
+                f"window.events.filter(e => e.type === 'failure').length >= {tries}"
+            )
+            frame.get_by_role("button", name="Try again").click()
+        fill_card(frame, DECLINED)
+        frame.get_by_role("button", name="Pay $49.99").click()
+        page.wait_for_function("window.events.filter(e => e.type === 'failure').length >= 3")
+
+        message = (
+            "This card has failed too many times recently, so it is blocked for now. "
+            "Please use a different card, or try again later."
+        )
+        assert events(page, "failure")[-1]["error"] == {
+            "error_code": "velocity_limited",
+            "error_message": message,
+        }
+        expect(frame.get_by_text(message)).to_be_visible()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.locator("iframe").screenshot(path=str(ARTIFACTS / "widget-velocity-limited.png"))
+        frame.get_by_role("button", name="Try again").click()  # another card still may pay
+        fill_card(frame, APPROVED)
+        frame.get_by_role("button", name="Pay $49.99").click()
+        page.wait_for_function("window.events.some(e => e.type === 'success')")
+        assert session_status(guarded, session_id) == "payment-success"

@@ -79,7 +79,11 @@ def test_frame_ancestors_are_the_projects_allowed_origins(
     sid = make_widget_session()
     set_project(services, "shop", widget={"allowed_origins": [PARENT, "https://chat.example"]})
     response = client.get(f"/widget/{sid}?origin={PARENT}")
-    assert csp(response)["frame-ancestors"] == f"{PARENT} https://chat.example"
+    # a test session also allows Paydial's own origin, where the built-in /demo page runs
+    assert csp(response)["frame-ancestors"] == f"{PARENT} https://chat.example http://localhost"
+    live = make_widget_session(environment="live")
+    live_csp = csp(client.get(f"/widget/{live}?origin={PARENT}"))
+    assert live_csp["frame-ancestors"] == f"{PARENT} https://chat.example"
     root = Elements(response.get_data(as_text=True)).by_id("paydial")
     assert root["data-parent-origin"] == PARENT
 
@@ -91,8 +95,13 @@ def test_a_parent_origin_the_project_does_not_allow_is_refused(
     set_project(services, "shop", widget={"allowed_origins": [PARENT]})
     response = client.get(f"/widget/{sid}?origin=https://evil.example")
     assert response.status_code == 403
-    assert csp(response)["frame-ancestors"] == "'none'"
-    assert "data-csrf" not in response.get_data(as_text=True)
+    # no form, nothing to protect: shown in any frame, so the shopper reads why, and the page's
+    # onFailure hears it (widget/assets/closed.js)
+    assert csp(response)["frame-ancestors"] == "*"
+    html = response.get_data(as_text=True)
+    assert "data-csrf" not in html
+    assert Elements(html).by_id("closed")["data-error-code"] == "origin_not_allowed"
+    assert "This payment form cannot be embedded on that site." in html
 
 
 @pytest.mark.parametrize("origin", ["javascript:alert(1)", "https://shop.example/path", "null"])

@@ -383,6 +383,8 @@
     if (status === 200) return onSuccess(body);
     if (status === 402) return onDeclined(body);
     if (status === 422) return onInvalid(body.detail);
+    // A locked-out card: say why and offer another card while attempts remain.
+    if (status === 429 && body && body.error_code === "velocity_limited") return onDeclined(body);
     if (status === 429) {
       // "charges_paused" from the merchant's decline breaker, else one of the rate limits.
       return onClosed((body && body.error_code) || "rate_limited", (body && body.detail) || RATE_LIMITED);

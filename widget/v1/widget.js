@@ -7,6 +7,14 @@
   "use strict";
 
   var SOURCE = "paydial";
+  // The frame says "ready" once its form runs. Without it the frame did not load or was refused
+  // (a CSP frame-ancestors block shows the browser's broken-frame page and tells the page nothing).
+  var READY_TIMEOUT_MS = 15000; // nothing loaded at all
+  var AFTER_LOAD_MS = 2000; // the frame loaded, but not as Paydial's form
+  var UNAVAILABLE = {
+    error_code: "frame_unavailable",
+    error_message: "The payment form could not be loaded.",
+  };
   var scriptOrigin = (function () {
     var script = document.currentScript;
     try {
@@ -36,9 +44,28 @@
     this._onSuccess = options.onSuccess || noop;
     this._onFailure = options.onFailure || noop;
     this._config = { theme: options.theme, labels: options.labels, fields: options.fields };
+    this._readyTimeout = options.readyTimeout || READY_TIMEOUT_MS;
     this._listener = this._receive.bind(this);
+    this._timer = null;
+    this._settled = false; // the frame answered (ready or failure) or the wait gave up
     this.iframe = null;
   }
+
+  Payment.prototype._wait = function (ms) {
+    var self = this;
+    clearTimeout(this._timer);
+    this._timer = setTimeout(function () {
+      if (!self._settled && self.iframe) {
+        self._settled = true;
+        self._onFailure(UNAVAILABLE);
+      }
+    }, ms);
+  };
+
+  Payment.prototype._settle = function () {
+    this._settled = true;
+    clearTimeout(this._timer);
+  };
 
   Payment.prototype.mount = function (target) {
     var slot = typeof target === "string" ? document.querySelector(target) : target;
@@ -61,7 +88,12 @@
     frame.style.display = "block";
     this.iframe = frame;
     window.addEventListener("message", this._listener);
+    var self = this;
+    frame.addEventListener("load", function () {
+      if (!self._settled) self._wait(Math.min(AFTER_LOAD_MS, self._readyTimeout));
+    });
     slot.appendChild(frame);
+    this._wait(this._readyTimeout);
     return this;
   };
 
@@ -89,6 +121,7 @@
   };
 
   Payment.prototype.destroy = function () {
+    this._settle();
     window.removeEventListener("message", this._listener);
     if (this.iframe && this.iframe.parentNode) {
       this.iframe.parentNode.removeChild(this.iframe);
@@ -105,6 +138,7 @@
       return;
     }
     if (msg.type === "ready") {
+      this._settle();
       this._send("theme", this._config.theme);
       this._send("labels", this._config.labels);
       this._send("fields", this._config.fields);
@@ -114,6 +148,7 @@
     } else if (msg.type === "success" && msg.result) {
       this._onSuccess(msg.result);
     } else if (msg.type === "failure" && msg.error) {
+      this._settle();
       this._onFailure(msg.error);
     }
   };
