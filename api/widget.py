@@ -72,7 +72,6 @@ REASON_MESSAGES = {
     cards.Reason.INVALID_DATE: "The expiry date is not a valid month and year.",
     cards.Reason.CARD_EXPIRED: "This card has expired.",
     cards.Reason.INVALID_SECURITY_CODE: "The security code has the wrong number of digits.",
-    cards.Reason.INVALID_POSTAL_CODE: "The ZIP code must be 5 or 9 digits.",
 }
 VELOCITY_LIMITED = "velocity_limited"
 VELOCITY_MESSAGE = (
@@ -172,6 +171,17 @@ def parent_origin(requested: str | None, allowed_origins: list[str], test_mode: 
     if origin is None or (allowed and origin not in allowed) or (not allowed and not test_mode):
         raise Forbidden("This payment form cannot be embedded on that site.")
     return origin
+
+
+def postal_message(countries: list[str]) -> str:
+    """What the shopper is told a postal code must be, for the project's countries."""
+    return f"Enter {' or '.join(p.described for p in cards.postal_formats(countries))}."
+
+
+def frame_postal(countries: list[str]) -> dict[str, str]:
+    """The postal code rule as the frame reads it: one pattern and its message."""
+    patterns = "|".join(f"(?:{p.pattern})" for p in cards.postal_formats(countries))
+    return {"pattern": f"^(?:{patterns})$", "message": postal_message(countries)}
 
 
 def frame_brands() -> dict[str, dict[str, Any]]:
@@ -291,6 +301,7 @@ def frame(session_id: str) -> Response:
         zip_required=settings.require_postal_code,
         accepted_brands=settings.accepted_brands,
         brands=frame_brands(),
+        postal=frame_postal(settings.callback_countries),
         closed_message=CLOSED_MESSAGES.get(status, NOT_OPEN) if status.is_terminal else None,
     )
     return _html(body, 200, f"{BASE_CSP}; frame-ancestors {frame_ancestors(allowed, test_mode)}")
@@ -381,23 +392,27 @@ def charge(session_id: str) -> Response:
 
 
 def _check_card(body: ChargeRequest, settings: ProjectSettings, today: date) -> str | None:
-    """The same card rules as the phone; returns the ZIP in digits when one is given."""
+    """The same card rules as the phone; the postal code in the formats of the project's countries
+    (returned as the gateway gets it: a ZIP in digits, `K1A 0B1`), when one is given."""
     accepted = set(settings.accepted_brands)
     brand = cards.detect_brand(body.card_number)
-    postal_code = (body.postal_code or "").replace("-", "").replace(" ", "") or None
+    typed = (body.postal_code or "").strip()
+    countries = settings.callback_countries
+    postal_code = cards.normalize_postal_code(typed, countries) if typed else None
     problems: list[tuple[str, cards.Reason | None]] = [
         ("card_number", cards.check_card_number(body.card_number, accepted)),
         ("exp_month", cards.check_expiry(f"{body.exp_month:02d}{body.exp_year % 100:02d}", today)),
         ("cvc", cards.check_security_code(body.cvc, brand)),
     ]
-    if postal_code is not None:
-        problems.append(("postal_code", cards.check_postal_code(postal_code)))
+    if typed and postal_code is None:
+        problems.append(("postal_code", cards.Reason.INVALID_POSTAL_CODE))
+    messages = REASON_MESSAGES | {cards.Reason.INVALID_POSTAL_CODE: postal_message(countries)}
     errors: list[dict[str, Any]] = [
-        {"loc": ["body", field], "msg": REASON_MESSAGES[reason], "type": reason.value}
+        {"loc": ["body", field], "msg": messages[reason], "type": reason.value}
         for field, reason in problems
         if reason is not None
     ]
-    if postal_code is None and settings.require_postal_code:
+    if not typed and settings.require_postal_code:
         errors.append({"loc": ["body", "postal_code"], "msg": "Field required", "type": "missing"})
     if errors:
         raise RequestValidationError(errors)

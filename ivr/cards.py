@@ -8,7 +8,9 @@ with card data in the message. Brands, their prefixes, lengths and code lengths 
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import re
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
 
@@ -93,7 +95,50 @@ def check_security_code(code: str, brand: Brand | None) -> Reason | None:
 
 
 def check_postal_code(code: str) -> Reason | None:
-    """US ZIP: five digits, or ZIP+4 keyed as nine."""
+    """On the keypad: a US ZIP, five digits, or ZIP+4 keyed as nine (letters cannot be keyed)."""
     if code.isdigit() and len(code) in POSTAL_CODE_LENGTHS:
         return None
     return Reason.INVALID_POSTAL_CODE
+
+
+@dataclass(frozen=True)
+class PostalFormat:
+    """How a country's billing postal codes are typed, and how they are named to the shopper."""
+
+    pattern: str  # also compiled by the frame's JavaScript: keep to the common regex subset
+    described: str
+    normalize: Callable[[str], str]
+
+
+# Typed formats by ISO 3166 country; the widget accepts those of the project's countries.
+POSTAL_FORMATS = {
+    "US": PostalFormat(
+        r"\d{5}(?:[ -]?\d{4})?",
+        "a US ZIP code (12345 or 12345-6789)",
+        lambda text: re.sub(r"\D", "", text),
+    ),
+    "CA": PostalFormat(
+        r"[A-Za-z]\d[A-Za-z] ?\d[A-Za-z]\d",
+        "a Canadian postal code (A1A 1A1)",
+        lambda text: f"{text[:3]} {text[-3:]}".upper(),
+    ),
+}
+ANY_POSTAL_FORMAT = PostalFormat(
+    r"[A-Za-z0-9][A-Za-z0-9 -]{1,8}[A-Za-z0-9]", "a postal code", lambda text: text.upper()
+)
+
+
+def postal_formats(countries: Iterable[str]) -> list[PostalFormat]:
+    """The formats of these countries, or any postal code when none of them is known here."""
+    known = [POSTAL_FORMATS[c] for c in dict.fromkeys(countries) if c in POSTAL_FORMATS]
+    return known or [ANY_POSTAL_FORMAT]
+
+
+def normalize_postal_code(text: str, countries: Iterable[str]) -> str | None:
+    """A typed postal code in its gateway form (`12345-6789` -> `123456789`, `k1a0b1` ->
+    `K1A 0B1`), or None when it fits none of these countries' formats."""
+    text = text.strip()
+    for postal in postal_formats(countries):
+        if re.fullmatch(postal.pattern, text):
+            return postal.normalize(text)
+    return None

@@ -140,7 +140,10 @@ def test_settings_changed_over_the_api_are_heard_on_the_next_call(
     )
 
     assert any("secure payment to Acme Tickets for" in line for line in result.heard)
-    zip_prompt = "Please enter your five digit billing ZIP code, followed by the pound key."
+    zip_prompt = (
+        "Please enter your billing ZIP code, five or nine digits, followed by the pound key. "
+        "The keypad takes digits only."
+    )
     assert zip_prompt in result.heard
     assert read_session(created["session_id"])["status"] == "payment-success"
 

@@ -13,6 +13,7 @@ from ivr.cards import (
     check_postal_code,
     check_security_code,
     detect_brand,
+    normalize_postal_code,
     parse_expiry,
     security_code_length,
 )
@@ -197,3 +198,25 @@ def test_security_code_is_four_digits_for_amex_and_three_otherwise() -> None:
 )
 def test_zip_is_five_or_nine_digits(code: str, reason: Reason | None) -> None:
     assert check_postal_code(code) == reason
+
+
+@pytest.mark.parametrize(
+    ("typed", "countries", "normalized"),
+    [
+        ("94107", ["US", "CA"], "94107"),
+        ("94107-1234", ["US"], "941071234"),
+        ("94107 1234", ["US"], "941071234"),
+        ("K1A 0B1", ["US", "CA"], "K1A 0B1"),
+        ("k1a0b1", ["CA"], "K1A 0B1"),
+        (" K1A 0B1 ", ["CA"], "K1A 0B1"),
+        ("K1A 0B1", ["US"], None),
+        ("94107", ["CA"], None),
+        ("941O7", ["US", "CA"], None),
+        ("SW1A 1AA", ["GB"], "SW1A 1AA"),  # no format known here for GB: any postal code
+        ("", ["US", "CA"], None),
+    ],
+)
+def test_a_typed_postal_code_fits_the_countries_formats_in_its_gateway_form(
+    typed: str, countries: list[str], normalized: str | None
+) -> None:
+    assert normalize_postal_code(typed, countries) == normalized

@@ -218,7 +218,7 @@ def test_approval_with_a_callback_says_it_transfers_back() -> None:
         ((VISA, "1230", "12"), "The security code for this card is three digits."),
         ((VISA, "1230", "1234"), "The security code for this card is three digits."),
         ((AMEX, "1230", "123"), "The security code for this card is four digits."),
-        ((VISA, "1230", "123", "941"), "The ZIP code must be five digits."),
+        ((VISA, "1230", "123", "941"), "The ZIP code must be five or nine digits."),
     ],
 )
 def test_a_refused_entry_says_exactly_what_was_wrong_and_asks_again(

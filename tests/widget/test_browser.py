@@ -536,3 +536,31 @@ def test_a_locked_out_card_is_explained_in_the_frame_and_reaches_on_failure(
         frame.get_by_role("button", name="Pay $49.99").click()
         page.wait_for_function("window.events.some(e => e.type === 'success')")
         assert session_status(guarded, session_id) == "payment-success"
+
+
+def test_a_canadian_postal_code_is_accepted_in_the_frame_when_the_project_serves_canada(
+    page: Page, site: Site
+) -> None:
+    with site.services.db.transaction() as tx:
+        create_project(tx, "maple", now=site.services.clock())
+    set_project(site.services, "maple", require_postal_code=True, callback_countries=["US", "CA"])
+    charges: list[Request] = []
+    page.on("request", lambda r: charges.append(r) if r.url.endswith("/charge") else None)
+    session_id = new_widget_session(site.services, "maple", amount_cents=4999)
+    page.goto(f"{site.parent_url}/checkout?session={session_id}")
+    page.wait_for_function("window.events.some(e => e.type === 'ready')")
+    frame = page.frame_locator("iframe")
+    fill_card(frame, APPROVED)
+    postal = frame.get_by_label("Billing ZIP code")
+    postal.press_sequentially("K1A 0B")
+    frame.get_by_role("button", name="Pay $49.99").click()
+    expect(frame.locator("#postal_code-error")).to_have_text(
+        "Enter a US ZIP code (12345 or 12345-6789) or a Canadian postal code (A1A 1A1)."
+    )
+    expect(postal).to_be_focused()
+    assert charges == []
+
+    postal.press_sequentially("1")
+    frame.get_by_role("button", name="Pay $49.99").click()
+    page.wait_for_function("window.events.some(e => e.type === 'success')")
+    assert session_status(site, session_id) == "payment-success"

@@ -254,3 +254,43 @@ def test_a_charge_request_keeps_card_data_out_of_its_repr_and_errors() -> None:
     with pytest.raises(ValidationError) as refused:
         ChargeRequest.model_validate(GOOD_CARD | {"card_number": "42424242424242x"})
     assert "42424242424242x" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("countries", "typed", "accepted"),
+    [
+        (["US", "CA"], "K1A 0B1", True),
+        (["US", "CA"], "k1a0b1", True),
+        (["US", "CA"], "94107", True),
+        (["US", "CA"], "94107-1234", True),
+        (["US"], "K1A 0B1", False),
+        (["CA"], "94107", False),
+        (["US", "CA"], "K1A 0B", False),
+    ],
+)
+def test_the_postal_code_takes_the_formats_of_the_projects_countries(
+    client: FlaskClient,
+    services: Services,
+    make_widget_session: Callable[..., str],
+    countries: list[str],
+    typed: str,
+    accepted: bool,
+) -> None:
+    sid = make_widget_session()
+    set_project(services, "shop", callback_countries=countries, require_postal_code=True)
+    response = charge(client, sid, GOOD_CARD | {"postal_code": typed}, frame_csrf(client, sid))
+    if accepted:
+        assert response.status_code == 200
+        return
+    assert response.status_code == 422
+    described = {
+        "US": "a US ZIP code (12345 or 12345-6789)",
+        "CA": "a Canadian postal code (A1A 1A1)",
+    }
+    assert response.get_json()["detail"] == [
+        {
+            "loc": ["body", "postal_code"],
+            "msg": f"Enter {' or '.join(described[c] for c in countries)}.",
+            "type": "invalid-postal-code",
+        }
+    ]

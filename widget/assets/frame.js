@@ -104,6 +104,8 @@
   /* ---- card rules: the server's brand table (gateways/cards.py); it checks them again ---- */
 
   var BRANDS = JSON.parse(root.dataset.brands || "{}");
+  // The project's countries' postal formats (ivr/cards.py POSTAL_FORMATS); the server checks again.
+  var POSTAL = JSON.parse(root.dataset.postal || "{}");
   var UNKNOWN_CODE_LENGTH = 3; // what the server asks for while the brand is unknown
   var accepted = (root.dataset.acceptedBrands || "").split(" ").filter(Boolean);
 
@@ -236,9 +238,9 @@
     },
     postal_code: function () {
       if (!shown("postal_code")) return "";
-      var zip = inputs.postal_code.value.replace(/[\s-]/g, "");
-      if (!zip) return "Enter the billing ZIP code.";
-      return /^(\d{5}|\d{9})$/.test(zip) ? "" : "The ZIP code must be 5 or 9 digits.";
+      var code = inputs.postal_code.value.trim();
+      if (!code) return "Enter the billing postal code.";
+      return new RegExp(POSTAL.pattern).test(code) ? "" : POSTAL.message;
     },
   };
 
