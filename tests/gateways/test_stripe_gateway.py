@@ -244,11 +244,6 @@ def test_a_payment_intent_that_times_out_is_an_unknown_outcome(httpserver: HTTPS
         make_stripe(httpserver.url_for(""), timeout=CLIENT_TIMEOUT).charge(make_request())
 
 
-def test_auth_only_is_not_offered_for_stripe(localstripe_url: str) -> None:
-    with pytest.raises(GatewayConfigurationError):
-        make_stripe(localstripe_url).authorize(make_request())
-
-
 def test_reconcile_searches_by_the_key_in_the_metadata(httpserver: HTTPServer) -> None:
     seen, handler = recorder(
         lambda _: stripe_json(
