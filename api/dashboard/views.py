@@ -14,14 +14,15 @@ from sqlalchemy.orm import Session as Tx
 from api.dashboard import bp, current_user, login_required, start_session
 from api.extension import current_services
 from api.projects import project_out
+from api.schemas import PositiveAmount
 from gateways import required_credentials
 from gateways.cards import Brand
-from payments import reports
+from payments import refunds, reports
 from payments.accounts import account_projects, find_account_project, issue_key, revoke_key
 from payments.credentials import PURPOSE as CREDENTIALS_PURPOSE
 from payments.credentials import set_credentials
 from payments.delivery import replay
-from payments.errors import Conflict, NotFound
+from payments.errors import Conflict, InvalidInput, NotFound
 from payments.model import Environment, Gateway, Status
 from payments.outbox import SECRET_PURPOSE, rotate_secret
 from payments.project_settings import (
@@ -33,9 +34,11 @@ from payments.project_settings import (
     OptInEvent,
 )
 from payments.projects import change_project, setting_changes
+from payments.refunds import Reach
 from payments.sessions import cancel_session, load_session
 from payments.store import Project
 from payments.users import SignInThrottled, sign_in
+from payments.views import session_out
 
 Mode = Literal["test", "live"]
 
@@ -197,6 +200,7 @@ def _session_page(slug: str, session_id: str, **context: Any) -> str:
             project,
             detail=detail,
             cancellable=found.status in (Status.PENDING.value, Status.COLLECTING.value),
+            money=session_out(found, project.slug),
             **context,
         )
 
@@ -224,6 +228,49 @@ def cancel(slug: str, session_id: str) -> ResponseReturnValue:
     except Conflict as conflict:
         return Response(_session_page(slug, session_id, notice=str(conflict)), status=409)
     flash("Session cancelled.")
+    return _back("dashboard.session_page", slug=slug, session_id=session_id)
+
+
+class AfterPaymentForm(BaseModel):
+    """Refund, capture and void share one form: an optional amount, a reason, a confirmation."""
+
+    amount: PositiveAmount | None = None
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)] | None = None
+    confirm: Literal["yes"]
+
+    @field_validator("amount", "reason", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+
+@bp.post("/<slug>/sessions/<session_id>/<any(refund, capture, void):action>")
+@login_required
+def after_payment(slug: str, session_id: str, action: str) -> ResponseReturnValue:
+    """The session page's refund, capture and void buttons (each asks for a confirmation)."""
+    services = current_services()
+    reach = Reach(account_id=current_user().account_id, environment=_mode())
+    with services.db.transaction() as tx:
+        project = _project(tx, slug)
+        if load_session(tx, session_id, now=services.clock(), **reach).project_id != project.id:
+            raise NotFound("Session not found")
+    try:
+        form = AfterPaymentForm.model_validate(request.form.to_dict())
+        cents = None if form.amount is None else int(form.amount * 100)
+        if action == "refund":
+            refunds.refund(services, session_id, reach, amount_cents=cents, reason=form.reason)
+        elif action == "capture":
+            refunds.capture(services, session_id, reach, amount_cents=cents)
+        else:
+            refunds.void(services, session_id, reach)
+    except ValidationError as invalid:
+        notice = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in invalid.errors())
+        return Response(_session_page(slug, session_id, notice=notice), status=422)
+    except InvalidInput as invalid:
+        return Response(_session_page(slug, session_id, notice=invalid.message), status=422)
+    except Conflict as conflict:
+        return Response(_session_page(slug, session_id, notice=str(conflict)), status=409)
+    flash(f"{action.capitalize()} requested; the gateway's answer shows here once it comes.")
     return _back("dashboard.session_page", slug=slug, session_id=session_id)
 
 

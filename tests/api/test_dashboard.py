@@ -19,6 +19,7 @@ from api.dashboard import COOKIE_NAME
 from gateways.base import Card
 from payments.attempts import pay
 from payments.delivery import deliver_due
+from payments.refunds import run_operation
 from payments.services import Services
 from payments.users import EMAIL_FAILURES, create_user
 from tests.conftest import PUBLIC_URL, Clock, set_project
@@ -301,3 +302,50 @@ def test_no_page_holds_card_digits_after_a_payment(
     overview = signed_in.get("/dashboard/acme/").get_data(as_text=True)
     assert 'data-approved="1"' in overview
     assert "····4242" in signed_in.get("/dashboard/acme/sessions").get_data(as_text=True)
+
+
+def test_the_session_page_refunds_part_after_a_confirmation_and_captures_an_authorization(
+    signed_in: FlaskClient,
+    client: FlaskClient,
+    services: Services,
+    merchant: dict[str, str],
+) -> None:
+    queued = services.jobs
+    assert isinstance(queued, QueuedJobs)
+    paid = new_session(client, merchant, "40.00")["session_id"]
+    assert pay(services, paid, Card(CARD, 12, 2030, "123"), attempt=1).approved
+    path = f"/dashboard/acme/sessions/{paid}"
+    page = signed_in.get(path).get_data(as_text=True)
+    assert "I confirm: refund this payment" in page and ">Capture<" not in page
+
+    unconfirmed = post(signed_in, f"{path}/refund", {"mode": "test", "amount": "10"}, page=path)
+    too_much = post(
+        signed_in, f"{path}/refund", {"mode": "test", "amount": "40.01", "confirm": "yes"}, path
+    )
+    assert unconfirmed.status_code == 422 and "confirm" in unconfirmed.get_data(as_text=True)
+    assert too_much.status_code == 422 and "40.00" in too_much.get_data(as_text=True)
+    assert queued.operations == []
+    done = post(
+        signed_in,
+        f"{path}/refund",
+        {"mode": "test", "amount": "10.00", "reason": "late", "confirm": "yes"},
+        page=path,
+    )
+    assert done.status_code == 302
+    run_operation(services, queued.operations.pop())
+    page = signed_in.get(path).get_data(as_text=True)
+    assert 'id="amount-refunded">$10.00' in page and "succeeded" in page and "late" in page
+    refused = post(signed_in, f"{path}/void", {"mode": "test", "confirm": "yes"}, page=path)
+    assert refused.status_code == 409
+
+    set_project(services, "acme", authorize_only=True)
+    held = new_session(client, merchant, "30.00")["session_id"]
+    assert pay(services, held, Card(CARD, 12, 2030, "123"), attempt=1).approved
+    held_path = f"/dashboard/acme/sessions/{held}"
+    assert "I confirm: capture this payment" in signed_in.get(held_path).get_data(as_text=True)
+    captured = post(
+        signed_in, f"{held_path}/capture", {"mode": "test", "confirm": "yes"}, page=held_path
+    )
+    assert captured.status_code == 302
+    run_operation(services, queued.operations.pop())
+    assert "$30.00" in signed_in.get(held_path).get_data(as_text=True)

@@ -18,7 +18,13 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 import gateways
-from gateways.base import Card, GatewayOutcomeUnknown, GatewayUnavailable, ReversalResult
+from gateways.base import (
+    Card,
+    GatewayOutcomeUnknown,
+    GatewayUnavailable,
+    NotRefundable,
+    ReversalResult,
+)
 from gateways.simulator import SimulatorGateway
 from payments.attempts import pay
 from payments.refunds import reconcile_operations, run_operation
@@ -36,9 +42,12 @@ class CountingSimulator(SimulatorGateway):
     sent: ClassVar[list[tuple[str, str, int | None]]] = []  # (kind, idempotency key, amount)
     lose_answers = False  # do the work, then time out (the answer is lost)
     lookups_fail = 0  # how many look-ups fail before the gateway can say
+    unsettled = False  # refunds need settlement, which has not happened yet
 
     def refund(self, reference: str, amount_cents: int, *, idempotency_key: str) -> ReversalResult:
         self.sent.append(("refund", idempotency_key, amount_cents))
+        if self.unsettled:
+            raise NotRefundable("simulated: refunds only settled payments")
         result = super().refund(reference, amount_cents, idempotency_key=idempotency_key)
         if self.lose_answers:
             raise GatewayOutcomeUnknown("simulated timeout after the refund was made")
@@ -64,6 +73,7 @@ def simulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[CountingSimulato
     CountingSimulator.sent = []
     CountingSimulator.lose_answers = False
     CountingSimulator.lookups_fail = 0
+    CountingSimulator.unsettled = False
     monkeypatch.setattr(gateways, "SimulatorGateway", CountingSimulator)
     yield CountingSimulator
 
@@ -427,6 +437,35 @@ def test_merchants_who_opted_in_hear_of_refunds_captures_and_voids(
     assert refunded["status"] == "payment-success"
     assert [kind for kind, _ in hooks(services, held)][-1] == "payment-captured"
     assert [kind for kind, _ in hooks(services, released)][-1] == "payment-voided"
+
+
+def test_an_unsettled_authorizenet_refund_fails_saying_void_instead_and_gives_its_amount_back(
+    client: FlaskClient,
+    services: Services,
+    queued: QueuedJobs,
+    auth: dict[str, str],
+    hook_secret: str,
+    opt_in: Callable[..., None],
+    paid: Callable[..., str],
+    simulator: type[CountingSimulator],
+) -> None:
+    opt_in("refund-failed")
+    session_id = paid(gateway="authorizenet")
+    simulator.unsettled = True
+    client.post(f"/v1/sessions/{session_id}/refunds", headers=auth)
+    work(services, queued)
+
+    session = session_of(client, auth, session_id)
+    [refund] = session["refunds"]
+    assert refund["status"] == "failed" and refund["error"]["code"] == "void_required"
+    assert "void it instead" in refund["error"]["message"]
+    assert session["amount_refunded"] == "0.00"
+    [(kind, body)] = hooks(services, session_id)
+    assert kind == "refund-failed" and body["refund"]["error"]["code"] == "void_required"
+    voided = client.post(f"/v1/sessions/{session_id}/void", headers=auth)  # as it says
+    assert voided.status_code == 202
+    work(services, queued)
+    assert session_of(client, auth, session_id)["voided_at"] is not None
 
 
 def hooks(services: Services, session_id: str) -> list[tuple[str, dict[str, Any]]]:
