@@ -75,5 +75,12 @@ def _purge_idempotency_keys(services: Services) -> int:
 
 
 def maintenance_tasks() -> dict[str, Task]:
-    """The core's periodic work plus the edge's own: forgetting expired idempotency keys."""
-    return {**CORE_TASKS, "purge_idempotency_keys": _purge_idempotency_keys}
+    """The core's periodic work plus the edges' own: closing calls whose hang-up went unheard,
+    forgetting expired idempotency keys."""
+    from ivr.hangup import close_vanished_calls
+
+    return {
+        **CORE_TASKS,
+        "close_vanished_calls": close_vanished_calls,
+        "purge_idempotency_keys": _purge_idempotency_keys,
+    }

@@ -32,23 +32,23 @@ from ivr.binding import (
     CallParams,
     bind_by_access_code,
     bind_call,
-    end_call,
     ended_session_for,
     find_by_access_code,
     session_for_call,
 )
 from ivr.callstate import HandBack
 from ivr.charge import attempt_result, callstates_of, start_payment
+from ivr.hangup import call_ended
 from ivr.prompts import DEFAULT_LANGUAGE, catalog
 from ivr.speech import announced_merchant
-from ivr.transfer import Transfer, transfer_for
+from ivr.transfer import PROCESSING, Transfer, transfer_for
 from ivr.twiml import render_twiml
 from payments import velocity
 from payments.crypto import DecryptionError
 from payments.model import PaymentMode, Status
 from payments.project_settings import project_settings
 from payments.services import PaymentJob, Services
-from payments.sessions import load_session, transition
+from payments.sessions import load_session, payment_in_flight, transition
 from payments.store import PaymentSession, Project
 
 log = logging.getLogger(__name__)
@@ -208,11 +208,8 @@ def dial_done() -> Response:
 def call_status() -> Response:
     """Call status callback: when the call is over, its card state goes and its session closes."""
     call_sid = _call_sid()
-    services = current_services()
     if request.form.get("CallStatus", "") in ENDED_CALL_STATUSES:
-        callstates_of(services).delete(call_sid)
-        with services.db.transaction() as tx:
-            end_call(tx, call_sid, now=services.clock())
+        call_ended(current_services(), call_sid)  # with a store down, its sweep finishes the job
     return Response("", status=200, mimetype="text/plain")
 
 
@@ -340,11 +337,11 @@ def _finish(session_id: str, finish: flow.Finish) -> Transfer | None:
         return _transfer(session)
 
 
-def _transfer(session: PaymentSession) -> Transfer | None:
+def _transfer(session: PaymentSession, status: str | None = None) -> Transfer | None:
     return transfer_for(
         session.callback,
         session_id=session.id,
-        status=session.status,
+        status=status or session.status,
         memory=session.memory,
         secret_key=current_services().secrets.secret_key,
     )
@@ -379,17 +376,21 @@ def _render(reply: flow.Reply, transfer: Transfer | None) -> Response:
 
 def _hand_back(tx: Tx, session: PaymentSession) -> HandBack:
     """Where a newly bound call's caller goes back to, kept in call state (see _error_twiml)."""
-    return HandBack(_context(tx, session).language, _transfer(session))
+    charging = _transfer(session, PROCESSING)
+    return HandBack(_context(tx, session).language, _transfer(session), charging)
 
 
-def _kept_hand_back(services: Services, call_sid: str) -> HandBack | None:
+def _kept_hand_back(services: Services, call_sid: str) -> tuple[HandBack | None, bool]:
+    """The hand-back kept in call state, and whether the call was holding for a charge."""
     if not call_sid:
-        return None
+        return None, False
     try:
-        return callstates_of(services).hand_back(call_sid)
+        calls = callstates_of(services)
+        kept, state = calls.hand_back(call_sid), calls.get(call_sid)
     except (RedisError, DecryptionError) as error:
         log.error("call state unreachable for the hand-back: %s", type(error).__name__)
-        return None
+        return None, False
+    return kept, state is not None and state.step is flow.Step.PROCESSING
 
 
 def _forget_card_state(services: Services, call_sid: str) -> None:
@@ -405,11 +406,13 @@ def _error_twiml(call_sid: str) -> Response:
 
     The flow failed, so the call's card state is destroyed first. The session says where the
     caller goes; when the database cannot be read, the hand-back kept in call state since binding
-    does (with Redis down instead, the database still knows).
+    does (with Redis down instead, the database still knows). Either way a charge still with the
+    gateway goes back as `X-Paydial-Status=processing`: the agent polls for its result.
     """
     services = current_services()
-    kept = _kept_hand_back(services, call_sid)
-    transfer, language = (kept.transfer, kept.language) if kept else (None, DEFAULT_LANGUAGE)
+    kept, charging = _kept_hand_back(services, call_sid)
+    transfer = (kept.charging if charging else kept.transfer) if kept else None
+    language = kept.language if kept else DEFAULT_LANGUAGE
     try:
         if call_sid:
             _forget_card_state(services, call_sid)
@@ -417,9 +420,12 @@ def _error_twiml(call_sid: str) -> Response:
                 session = session_for_call(tx, call_sid, now=services.clock())
                 if session is not None:
                     language = _context(tx, session).language
-                    transfer = _transfer(session)
+                    charging = payment_in_flight(tx, session.id)
+                    transfer = _transfer(session, PROCESSING if charging else None)
     except Exception as error:  # the apology must go out even when storage is down
         log.error("could not look up the call for an error reply: %s", type(error).__name__)
+    if charging:
+        g.session_status = PROCESSING
     context = flow.error_reply(language).context()
     if transfer is not None:
         context.update(transfer.template_context(), dial_action_url=public_url("twilio.dial_done"))

@@ -79,21 +79,28 @@ class TimeoutRequests:
 
     It also remembers the last status or exception per thread, because the Authorize.net SDK
     swallows both and only hands back None.
+
+    An SDK whose globals must be guarded by a lock (Authorize.net, Shift4) has read them into the
+    request by the time it sends: `call(..., unlocked=lock)` lets go of that lock while the request
+    is on the wire and takes it back before the SDK reads the answer, so calls overlap their
+    network waits instead of queueing behind one another.
     """
 
     def __init__(self) -> None:
         self._local = threading.local()
 
     @contextmanager
-    def call(self, timeout: float) -> Iterator[None]:
+    def call(self, timeout: float, *, unlocked: threading.Lock | None = None) -> Iterator[None]:
         """Scope one SDK call: set this thread's timeout and clear what the last call saw."""
         self._local.timeout = timeout
+        self._local.unlocked = unlocked
         self._local.status = None
         self._local.error = None
         try:
             yield
         finally:
             self._local.timeout = None
+            self._local.unlocked = None
 
     @property
     def last_status(self) -> int | None:
@@ -107,11 +114,20 @@ class TimeoutRequests:
         timeout = getattr(self._local, "timeout", None)
         if timeout is None:
             raise RuntimeError("gateway SDK used outside TimeoutRequests.call()")
+        lock: threading.Lock | None = getattr(self._local, "unlocked", None)
+        if lock is not None:
+            # Another thread may set the globals while this request waits: one request per call.
+            if self._local.status is not None or self._local.error is not None:
+                raise RuntimeError("a lock-guarded SDK call may send only one request")
+            lock.release()
         try:
             response = requests.request(method, url, timeout=timeout, **kwargs)
         except requests.RequestException as exc:
             self._local.error = exc
             raise
+        finally:
+            if lock is not None:
+                lock.acquire()
         self._local.status = response.status_code
         return response
 

@@ -3,6 +3,8 @@
 The SDK keeps its endpoint in a class-global that every controller's constructor resets, posts
 without a timeout and swallows transport failures into a None response. So every call here runs
 under one module lock, through a `requests` shim that adds our timeout and remembers what failed.
+The SDK has read its endpoint (set by us under the lock) before it posts, so the shim lets go of
+the lock while the request is on the wire: calls from many threads wait on the network together.
 """
 
 from __future__ import annotations
@@ -114,7 +116,7 @@ def _text(element: Any, *path: str) -> str | None:
 
 
 class AuthorizeNetGateway:
-    """One credential set and endpoint; safe across threads because the SDK calls are serialized."""
+    """One credential set and endpoint; thread-safe: the SDK's globals are set under the lock."""
 
     name = "authorizenet"
     required_credentials: ClassVar[tuple[str, ...]] = ("api_login_id", "transaction_key")
@@ -428,7 +430,7 @@ class AuthorizeNetGateway:
         merchant.name = self._login
         merchant.transactionKey = self._key
         api_request.merchantAuthentication = merchant
-        with _SDK_LOCK, _TRANSPORT.call(self._timeout):
+        with _SDK_LOCK, _TRANSPORT.call(self._timeout, unlocked=_SDK_LOCK):
             ctl = controller(api_request)
             ctl.setenvironment(self.endpoint)
             try:

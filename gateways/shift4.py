@@ -1,7 +1,9 @@
 """Shift4 through its official SDK: charges with an Idempotency-Key, customers to tokenize.
 
 The SDK reads its key and URL from module globals and posts without a timeout, so every call here
-sets both under one module lock and goes through a `requests` shim that adds our timeout.
+sets both under one module lock and goes through a `requests` shim that adds our timeout. The SDK
+reads both into the request before sending, so the shim lets go of the lock while the request is
+on the wire (the key is passed by value): many threads' calls wait on the network together.
 """
 
 from __future__ import annotations
@@ -265,7 +267,7 @@ class Shift4Gateway:
 
     def _call(self, fn: Callable[[], Any]) -> dict[str, Any]:
         """One SDK call with our key, URL and timeout in its globals; errors become the tree."""
-        with _SDK_LOCK, _TRANSPORT.call(self._timeout):
+        with _SDK_LOCK, _TRANSPORT.call(self._timeout, unlocked=_SDK_LOCK):
             shift4.secret_key = self._secret_key
             shift4.api_url = self.api_base
             try:

@@ -41,19 +41,26 @@ KEY_PREFIX = "paydial:call:"
 
 @dataclass(frozen=True)
 class HandBack:
-    """A bound call's way back: the `<Dial>` target (None: hang up) and the caller's language."""
+    """A bound call's way back: the `<Dial>` target (None: hang up) and the caller's language.
+
+    `charging` is the same target signed with `X-Paydial-Status=processing`, for a caller handed
+    back while a charge is with the gateway and the database cannot say more.
+    """
 
     language: str
     transfer: Transfer | None = None
+    charging: Transfer | None = None
 
     def to_bytes(self) -> bytes:
-        transfer = asdict(self.transfer) if self.transfer else None
-        return json.dumps({"language": self.language, "transfer": transfer}).encode()
+        return json.dumps(asdict(self)).encode()
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> HandBack:
         data = json.loads(raw)
-        return cls(data["language"], Transfer(**data["transfer"]) if data["transfer"] else None)
+        transfer, charging = (
+            Transfer(**data[name]) if data.get(name) else None for name in ("transfer", "charging")
+        )
+        return cls(data["language"], transfer, charging)
 
 
 class CallStateStore(Protocol):
@@ -153,6 +160,10 @@ class CallStates:
     def get(self, call_sid: str) -> CallState | None:
         raw = self._open(call_sid, self._store.load(_state_key(call_sid)))
         return None if raw is None else CallState.from_bytes(raw)
+
+    def is_live(self, call_sid: str) -> bool:
+        """Whether the call still has flow state (every webhook renews it; hang-up deletes it)."""
+        return self._store.load(_state_key(call_sid)) is not None
 
     def put(self, call_sid: str, state: CallState, ttl: int = DEFAULT_TTL) -> None:
         self._store.save(_state_key(call_sid), self._seal(call_sid, state.to_bytes()), ttl)

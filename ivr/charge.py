@@ -19,10 +19,10 @@ from sqlalchemy import select
 from gateways.base import Card as GatewayCard
 from ivr import flow
 from ivr.binding import end_call
-from ivr.callstate import CALL_TTL, CallStates, callstate_from_url
+from ivr.callstate import CALL_TTL, DEFAULT_TTL, CallStates, callstate_from_url
 from payments.attempts import SUCCEEDED, pay, refuse
 from payments.errors import Conflict
-from payments.jobs import RQJobs, ThreadJobs
+from payments.jobs import RQJobs, ThreadJobs, until_reachable
 from payments.services import PaymentJob, Services
 from payments.sessions import UNRESOLVED_ATTEMPT_STATES
 from payments.store import PaymentAttempt, PaymentSession
@@ -76,7 +76,10 @@ def start_payment(services: Services, job: PaymentJob, card: flow.Card) -> bool:
 def run_payment_job(services: Services, job: PaymentJob) -> None:
     """Take the card out of call state, run the attempt, and close the session if the call ended."""
     calls = callstates_of(services)
-    card = calls.take_card(job.call_sid)
+    # Redis may drop under a running job: its steps wait for it (no longer than the card lives)
+    card = until_reachable(
+        lambda: calls.take_card(job.call_sid), give_up_after=DEFAULT_TTL, what=job.session_id
+    )
     if card is None:  # the call ended or the flow failed first: the card is already gone
         log.info("payment job for session %s attempt %s found no card", job.session_id, job.attempt)
         return
@@ -100,7 +103,10 @@ def run_payment_job(services: Services, job: PaymentJob) -> None:
         log.info("payment job for session %s not run: %s", job.session_id, error)
     except Exception as error:
         log.error("payment job for session %s failed: %s", job.session_id, type(error).__name__)
-    if calls.get(job.call_sid) is None:  # the caller hung up while the gateway worked
+    call = until_reachable(
+        lambda: calls.get(job.call_sid), give_up_after=DEFAULT_TTL, what=job.session_id
+    )
+    if call is None:  # the caller hung up while the gateway worked
         with services.db.transaction() as tx:
             end_call(tx, job.call_sid, now=services.clock())
 

@@ -5,7 +5,8 @@ whose query parameters Twilio turns into SIP headers on the INVITE; the callback
 (`sip:agent@host?X-Trunk=7`) come first and are kept:
 
     X-Paydial-Session     the session id
-    X-Paydial-Status      the session status at transfer time (e.g. payment-success)
+    X-Paydial-Status      the session status at transfer time (e.g. payment-success), or
+                          `processing` while a charge is with the gateway (poll the session)
     X-Paydial-Memory      the memory the agent left: all of it, or as much of its start as fits
     X-Paydial-Memory-Ref  only when X-Paydial-Memory was cut short: the whole memory's length in
                           characters; GET /v1/sessions/{X-Paydial-Session} returns all of it
@@ -56,6 +57,7 @@ _WORST_CASE = {  # the longest session id, status and memory length a transfer c
     STATUS: "payment-authorized",
     MEMORY_REF: "20000",
 }
+PROCESSING = "processing"  # X-Paydial-Status for a caller handed back while a charge is running
 
 
 @dataclass(frozen=True)

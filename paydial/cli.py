@@ -6,7 +6,9 @@ import argparse
 import getpass
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, cast
 
@@ -308,8 +310,11 @@ def cmd_worker(args: argparse.Namespace) -> None:
     scheduler = Sweeper(lambda: queue.schedule(tasks, every=every), interval=every)
     scheduler.start()
     wire_calls(services)
+    stop = threading.Event()  # SIGTERM or Ctrl-C: take no new jobs, finish the running ones
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
     try:
-        run_worker(services, tasks, pay=run_payment_job, burst=args.burst)
+        run_worker(services, tasks, pay=run_payment_job, burst=args.burst, stop=stop)
     finally:
         scheduler.stop(timeout=every)
 

@@ -7,18 +7,25 @@ as a `WebhookDelivery` (status code, latency, error). A failed event is retried 
 backoff and jitter; time comes from `services.clock`, so a test moves it forward instead of
 sleeping. Events are claimed with a lease (`next_attempt_at` pushed forward under `SKIP LOCKED`),
 so several workers never send one event at the same time, and an event claimed by a worker that
-died is simply picked up again later.
+died is simply picked up again later. Each process sends to one merchant endpoint at most
+`PAYDIAL_WEBHOOK_CONCURRENCY` events at once (`EndpointSlots`); an event that finds its endpoint
+full is given back, due again a few seconds later, without counting as an attempt.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from sqlalchemy import ColumnElement, CursorResult, select, update
@@ -35,6 +42,7 @@ RETRY_WINDOW = timedelta(days=3)
 FIRST_DELAY = timedelta(seconds=30)
 MAX_DELAY = timedelta(hours=6)
 LEASE = timedelta(minutes=2)
+ENDPOINT_BUSY_DELAY = timedelta(seconds=5)  # an event whose endpoint is full waits this long
 USER_AGENT = "Paydial-Webhooks/1"
 
 
@@ -48,6 +56,9 @@ def retry_delay(attempts: int) -> timedelta:
     return base * random.uniform(0.75, 1.0)
 
 
+_Answer = tuple[int | None, int | None, str | None]  # status code, latency in ms, error
+
+
 @dataclass(frozen=True)
 class _Send:
     """Everything a send needs, read in one transaction and used outside it."""
@@ -58,11 +69,42 @@ class _Send:
     body: bytes
 
 
+class EndpointSlots:
+    """How many sends this process has in flight to each merchant endpoint (scheme://host:port).
+
+    A receiver that hangs holds at most `limit` of this process's threads, each for at most the
+    webhook timeout; its other events wait their turn in the outbox instead of piling up behind.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._busy: Counter[str] = Counter()
+
+    @contextmanager
+    def slot(self, url: str, limit: int) -> Iterator[bool]:
+        """Yields True with a slot taken (given back on exit), False when the endpoint is full."""
+        parts = urlsplit(url)
+        endpoint = f"{parts.scheme}://{parts.netloc}"
+        with self._lock:
+            free = self._busy[endpoint] < limit
+            if free:
+                self._busy[endpoint] += 1
+        try:
+            yield free
+        finally:
+            if free:
+                with self._lock:
+                    self._busy[endpoint] -= 1
+
+
+ENDPOINTS = EndpointSlots()
+
+
 def deliver_due(services: Services, *, limit: int = 50) -> int:
     """Send every event whose time has come; returns how many were attempted."""
     claimed = _claim(services, limit=limit)
     for event_id in claimed:
-        send_event(services, event_id, scheduled=True)
+        _send_claimed(services, event_id)
     return len(claimed)
 
 
@@ -70,8 +112,29 @@ def deliver_now(services: Services, event_id: str) -> bool:
     """Send one event just committed, unless it is not due or another process holds it."""
     if not _claim(services, WebhookEvent.id == event_id, limit=1):
         return False
-    send_event(services, event_id, scheduled=True)
+    return _send_claimed(services, event_id)
+
+
+def _send_claimed(services: Services, event_id: str) -> bool:
+    """One scheduled send, or none when its endpoint is full: then the event is due again soon."""
+    send = _prepare(services, event_id)
+    with ENDPOINTS.slot(send.url or "", services.settings.webhook_concurrency) as free:
+        if not free:
+            _due_again(services, event_id, services.clock() + ENDPOINT_BUSY_DELAY)
+            return False
+        answer = _post(services, send)
+    _record(services, send, answer, scheduled=True)
     return True
+
+
+def _due_again(services: Services, event_id: str, when: datetime) -> None:
+    """Give back a claimed event without an attempt: it is due at `when`."""
+    with services.db.transaction() as tx:
+        tx.execute(
+            update(WebhookEvent)
+            .where(WebhookEvent.id == event_id, WebhookEvent.delivered.is_(False))
+            .values(next_attempt_at=when)
+        )
 
 
 def _claim(services: Services, *where: ColumnElement[bool], limit: int) -> list[str]:
@@ -103,10 +166,18 @@ def _claim(services: Services, *where: ColumnElement[bool], limit: int) -> list[
         return claimed
 
 
-def send_event(services: Services, event_id: str, *, scheduled: bool) -> WebhookDelivery:
-    """One delivery attempt, recorded; a scheduled one also books the next retry on failure."""
+def send_event(services: Services, event_id: str) -> WebhookDelivery:
+    """One delivery attempt on request (a replay), recorded; it books no retry."""
     send = _prepare(services, event_id)
-    status_code, latency_ms, error = _post(services, send)
+    return _record(services, send, _post(services, send), scheduled=False)
+
+
+def _record(
+    services: Services, send: _Send, answer: _Answer, *, scheduled: bool
+) -> WebhookDelivery:
+    """Record one attempt; a scheduled one also books the next retry on failure."""
+    status_code, latency_ms, error = answer
+    event_id = send.event_id
     now = services.clock()
     with services.db.transaction() as tx:
         event = tx.get_one(WebhookEvent, event_id, with_for_update=True)
@@ -142,7 +213,7 @@ def _prepare(services: Services, event_id: str) -> _Send:
         return _Send(event.id, project.webhook_url, secret, event.payload.encode())
 
 
-def _post(services: Services, send: _Send) -> tuple[int | None, int | None, str | None]:
+def _post(services: Services, send: _Send) -> _Answer:
     """POST the signed body; (status code, latency in ms, error) and never an exception."""
     if not send.url or not send.secret:
         return None, None, "no webhook URL configured"
@@ -228,6 +299,6 @@ def replay(
         if row is None:
             raise NotFound("Delivery not found")
         event_id = row.id
-    delivery = send_event(services, event_id, scheduled=False)
+    delivery = send_event(services, event_id)
     with services.db.transaction() as tx:
         return DeliveryView(delivery, tx.get_one(WebhookEvent, event_id))

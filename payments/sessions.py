@@ -182,7 +182,7 @@ def transition(
     record_status_change(tx, session, to, now)
 
 
-def _payment_in_flight(tx: Tx, session_id: str) -> bool:
+def payment_in_flight(tx: Tx, session_id: str) -> bool:
     """An attempt whose outcome is not known yet holds the session open until it is resolved."""
     return (
         tx.scalar(
@@ -214,7 +214,7 @@ def expire_if_due(tx: Tx, session: PaymentSession, now: datetime) -> None:
     if (
         session.status in ACTIVE
         and now >= session.expires_at
-        and not _payment_in_flight(tx, session.id)
+        and not payment_in_flight(tx, session.id)
     ):
         _time_out(tx, session, now)
 
@@ -309,7 +309,7 @@ def cancel_session(
     )
     if Status(session.status).is_terminal:
         raise Conflict(f"Session is {session.status} and can no longer be cancelled")
-    if _payment_in_flight(tx, session.id):  # the gateway has it: its answer decides the session
+    if payment_in_flight(tx, session.id):  # the gateway has it: its answer decides the session
         raise Conflict("A payment is being processed; the gateway's result decides the session")
     transition(tx, session, Status.CANCELLED, cause="cancelled_by_merchant", now=now)
     return session

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(
         5.0, gt=0, validation_alias=_env("PAYDIAL_WEBHOOK_TIMEOUT")
     )
+    # Sends in flight at once to one merchant endpoint, per worker process; the rest wait.
+    webhook_concurrency: int = Field(4, ge=1, validation_alias=_env("PAYDIAL_WEBHOOK_CONCURRENCY"))
+    # Gateway calls one `paydial worker` process runs at once (threads on the payment queue).
+    worker_threads: int = Field(32, ge=1, validation_alias=_env("PAYDIAL_WORKER_THREADS"))
     # Flask-Limiter notation, per API key per endpoint.
     rate_limit_live: str = Field("20/minute", validation_alias=_env("PAYDIAL_RATE_LIMIT_LIVE"))
     rate_limit_test: str = Field("100/minute", validation_alias=_env("PAYDIAL_RATE_LIMIT_TEST"))

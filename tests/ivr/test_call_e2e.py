@@ -363,7 +363,7 @@ def test_with_redis_a_worker_runs_the_payment_from_a_job_without_card_data(
     from rq import Queue
 
     from ivr.charge import run_payment_job
-    from payments.jobs import QUEUE_NAME, RQJobs, run_worker
+    from payments.jobs import PAYMENT_QUEUE, RQJobs, run_worker
 
     services.jobs = RQJobs(REDIS_TEST_URL)
     services.settings = services.settings.model_copy(update={"redis_url": REDIS_TEST_URL})
@@ -372,7 +372,7 @@ def test_with_redis_a_worker_runs_the_payment_from_a_job_without_card_data(
     url, form = _enter_until_confirm(call, created)
     hold = call.post(url, form).body
 
-    [job] = Queue(QUEUE_NAME, connection=redis.Redis.from_url(REDIS_TEST_URL)).get_jobs()
+    [job] = Queue(PAYMENT_QUEUE, connection=redis.Redis.from_url(REDIS_TEST_URL)).get_jobs()
     assert job.args == (created["session_id"], 1, call.call_sid) and job.kwargs == {}
     assert read_session(created["session_id"])["status"] == "collecting"
     run_worker(services, {}, pay=run_payment_job, burst=True)
