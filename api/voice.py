@@ -387,10 +387,13 @@ def _kept_hand_back(services: Services, call_sid: str) -> tuple[HandBack | None,
     try:
         calls = callstates_of(services)
         kept, state = calls.hand_back(call_sid), calls.get(call_sid)
+        holding = state is not None and state.step is flow.Step.PROCESSING
+        # Taking the card back settles it: a card the job has not taken yet is never charged.
+        charging = holding and calls.take_card(call_sid) is None
     except (RedisError, DecryptionError) as error:
         log.error("call state unreachable for the hand-back: %s", type(error).__name__)
         return None, False
-    return kept, state is not None and state.step is flow.Step.PROCESSING
+    return kept, charging
 
 
 def _forget_card_state(services: Services, call_sid: str) -> None:

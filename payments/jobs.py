@@ -18,13 +18,15 @@ hold only a few of those), never a payment. The payment lane runs `PAYDIAL_WORKE
 gateway calls at once: every gateway adapter is safe across threads and the SDKs spend a call
 waiting on the network, so one process covers what used to take one process per call.
 
-Why threads over RQ rather than another engine, measured on this 2-core machine with a gateway
-stand-in that answers after 1 s (tests/ops/test_payment_lanes.py does the same with N=8):
-RQ's `SimpleWorker` ran 8 payments in 8.3 s (one at a time); this lane ran them in 1.2 s with one
-process and 8 threads. Dramatiq's threaded workers would give the same concurrency, but its
-message format, retries and acknowledgements differ from RQ's: the exactly-once tests
-(tests/ops/test_exactly_once.py), the queue's job shape and every deployment's Redis would all
-change for no gain in throughput, since a payment spends its time waiting on the gateway.
+Why threads over RQ rather than another engine: measured on this 2-core machine, 8 queued
+payments whose (simulated) gateway answers after 1 s, one worker process in burst mode, SQLite
+and Redis: RQ's `SimpleWorker` took 9.3 s for all 8 (one at a time); this lane had all 8 paid
+1.7 s after it started. With N calls finishing in about one gateway latency, another engine
+(Dramatiq's threaded workers, Celery's pools; not measured) could not do better for a job that
+spends its time waiting on the gateway, and would change the message format, retries and
+acknowledgements that the exactly-once tests (tests/ops/test_exactly_once.py), the web processes
+and every deployment's Redis rely on. tests/ops/test_payment_lanes.py proves the concurrency
+with real processes: one worker has 8 Stripe calls in flight at once.
 
 A lane takes one job at a time off its queue (RQ's own list and job hash, so `RQJobs` enqueues as
 RQ always did), only while it has a free thread, and deletes the job once it ran: nothing of a

@@ -7,6 +7,7 @@ inline at the seam where RQ would take them).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -14,7 +15,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+import gateways
 from api import create_app
+from gateways.base import PaymentRequest, PaymentResult
+from gateways.simulator import SimulatorGateway
 from ivr.callstate import CallStates, MemoryCallStateStore, callstate_from_url
 from ivr.charge import run_payment_job
 from ivr.phone import Phone
@@ -31,6 +35,23 @@ DECLINED = "4000000000000002"
 EXPIRY = "1230"  # December 2030; the test clock is in November 2026
 CVV = "987"
 AMEX_CVV = "6543"
+
+
+def gateway_holding(
+    monkeypatch: pytest.MonkeyPatch, when_called: Callable[[], object]
+) -> threading.Event:
+    """The simulated gateway runs `when_called` as a charge arrives, then holds the charge until
+    the returned event is set: a payment job is at the gateway (card taken, attempt recorded)."""
+    release = threading.Event()
+
+    class HeldSimulator(SimulatorGateway):
+        def charge(self, request: PaymentRequest) -> PaymentResult:
+            when_called()
+            release.wait(timeout=60)
+            return super().charge(request)
+
+    monkeypatch.setattr(gateways, "SimulatorGateway", HeldSimulator)
+    return release
 
 
 class InlineJobs:

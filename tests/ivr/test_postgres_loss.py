@@ -1,8 +1,10 @@
 """PostgreSQL lost in the middle of a call: an apology and a transfer back, never a 500.
 
-The database sits behind a TCP hop the test cuts after the caller keyed the card number. The
-call's way back (kept in call state since binding) still sends the caller to the agent, in the
-session's language, and the session committed before the outage is intact afterwards.
+The database sits behind a TCP hop the test cuts after the caller keyed the card number (or
+while the payment is at the gateway). The call's way back (kept in call state since binding)
+still sends the caller to the agent, in the session's language, saying `processing` while a
+charge is in flight; the session committed before the outage is intact afterwards, and a hang-up
+Twilio reported during the outage still ends it `abandoned`.
 """
 
 from __future__ import annotations
@@ -13,11 +15,17 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import make_url
 
-from ivr.phone import Phone
+from api import maintenance_tasks
+from ivr.charge import run_payment_job
+from ivr.phone import Phone, ScriptedKeypad
+from ivr.transfer import signing_key, verify
+from payments.jobs import ThreadJobs
 from payments.services import Services
 from payments.store import Database
-from tests.conftest import Clock, make_settings
-from tests.ivr.conftest import APPROVED, CVV, EXPIRY
+from payments.sweeps import run_once
+from tests.conftest import TEST_SECRET_KEY, Clock, make_settings
+from tests.ivr.conftest import APPROVED, CVV, EXPIRY, gateway_holding
+from tests.ivr.twilio_client import sip_headers
 from tests.ops.test_faults import Outage
 
 pytestmark = [
@@ -87,3 +95,60 @@ def test_the_caller_hears_an_apology_and_goes_back_to_the_agent(
     session = read_session(created["session_id"])
     assert session["status"] in {"collecting", "abandoned"}
     assert session["card_last4"] is None, "the card never reached the gateway"
+
+
+class DatabaseDiesThenTheCallerHangsUp:
+    def __init__(self, hop: Outage) -> None:
+        self.hop = hop
+        self.entries = [APPROVED + "#"]
+
+    def press(self, prompt: list[str]) -> str | None:
+        if not self.entries:
+            self.hop.down()
+        return self.entries.pop(0) if self.entries else None
+
+
+def test_a_hang_up_during_the_outage_still_ends_the_session_abandoned_never_expired(
+    hop: Outage,
+    services: Services,
+    clock: Clock,
+    new_session: Callable[..., dict[str, Any]],
+    phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]],
+) -> None:
+    created = new_session(callback=CALLBACK)
+
+    phone(to=created["sip_uri"]).call(DatabaseDiesThenTheCallerHangsUp(hop))
+    hop.up()
+    clock.advance(hours=1)  # past the session's expiry: the sweeps run after the outage
+    run_once(services, maintenance_tasks())
+
+    session = read_session(created["session_id"])
+    assert session["status"] == "abandoned"
+    assert session["card_last4"] is None
+
+
+def test_a_transfer_while_the_charge_is_at_the_gateway_says_processing_and_the_charge_lands(
+    hop: Outage,
+    services: Services,
+    monkeypatch: pytest.MonkeyPatch,
+    new_session: Callable[..., dict[str, Any]],
+    phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]],
+) -> None:
+    created = new_session(callback=SIP_CALLBACK)
+    services.jobs = jobs = ThreadJobs(services, run_payment_job)
+    release = gateway_holding(monkeypatch, hop.down)  # the database goes as the charge starts
+    call = phone(to=created["sip_uri"], pause_scale=1.0)  # the hold polls at Twilio's pace
+    try:
+        result = call.call(ScriptedKeypad([APPROVED + "#", EXPIRY, CVV, "1"]))
+    finally:
+        hop.up()
+        release.set()
+        jobs.shutdown()
+
+    [dialed] = result.dialed
+    headers = sip_headers(dialed)
+    assert headers["X-Paydial-Status"] == "processing"
+    assert verify(headers, signing_key(TEST_SECRET_KEY))
+    assert read_session(created["session_id"])["status"] == "payment-success"

@@ -1,4 +1,8 @@
-"""Redis lost in the middle of a call: an apology and a transfer back, never a 500."""
+"""Redis lost in the middle of a call: an apology and a transfer back, never a 500.
+
+A hang-up Twilio reports while Redis is down still ends the session `abandoned`, and a caller
+handed back while the charge is at the gateway goes back as `processing`.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,14 @@ from typing import Any
 import pytest
 
 from ivr.callstate import callstate_from_url
-from ivr.phone import Phone
+from ivr.charge import run_payment_job
+from ivr.phone import Phone, ScriptedKeypad
+from ivr.transfer import signing_key, verify
+from payments.jobs import ThreadJobs
 from payments.services import Services
 from tests.conftest import TEST_SECRET_KEY
-from tests.ivr.conftest import APPROVED, CVV, EXPIRY, wire_backend
+from tests.ivr.conftest import APPROVED, CVV, EXPIRY, gateway_holding, wire_backend
+from tests.ivr.twilio_client import sip_headers
 
 CALLBACK = "+14155550199"
 UNREACHABLE = "redis://127.0.0.1:1/0?socket_connect_timeout=0.2"
@@ -50,3 +58,55 @@ def test_the_caller_hears_an_apology_and_goes_back_without_a_charge(
     session = read_session(created["session_id"])
     assert session["card_last4"] is None, "the card never reached the gateway"
     assert session["status"] in {"collecting", "abandoned"}
+
+
+class RedisDiesThenTheCallerHangsUp:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.entries = [APPROVED + "#"]
+
+    def press(self, prompt: list[str]) -> str | None:
+        if not self.entries:
+            self.services.callstates = callstate_from_url(UNREACHABLE, TEST_SECRET_KEY)
+        return self.entries.pop(0) if self.entries else None
+
+
+def test_a_hang_up_while_redis_is_down_ends_the_session_abandoned_at_once(
+    services: Services,
+    new_session: Callable[..., dict[str, Any]],
+    phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]],
+) -> None:
+    created = new_session(callback=CALLBACK)
+
+    phone(to=created["sip_uri"]).call(RedisDiesThenTheCallerHangsUp(services))
+
+    assert read_session(created["session_id"])["status"] == "abandoned"
+
+
+def test_a_transfer_while_the_charge_is_at_the_gateway_says_processing_and_the_charge_lands(
+    services: Services,
+    monkeypatch: pytest.MonkeyPatch,
+    new_session: Callable[..., dict[str, Any]],
+    phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]],
+) -> None:
+    created = new_session(callback="sip:agent@agents.example.com")
+    services.jobs = jobs = ThreadJobs(services, run_payment_job)
+    reachable = services.callstates
+    unreachable = callstate_from_url(UNREACHABLE, TEST_SECRET_KEY)
+    # Redis goes for the web requests as the charge starts (the job keeps its own connection).
+    release = gateway_holding(monkeypatch, lambda: setattr(services, "callstates", unreachable))
+    call = phone(to=created["sip_uri"], pause_scale=1.0)  # the hold polls at Twilio's pace
+    try:
+        result = call.call(ScriptedKeypad([APPROVED + "#", EXPIRY, CVV, "1"]))
+    finally:
+        services.callstates = reachable
+        release.set()
+        jobs.shutdown()
+
+    [dialed] = result.dialed
+    headers = sip_headers(dialed)
+    assert headers["X-Paydial-Status"] == "processing"
+    assert verify(headers, signing_key(TEST_SECRET_KEY))
+    assert read_session(created["session_id"])["status"] == "payment-success"

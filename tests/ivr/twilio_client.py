@@ -30,6 +30,7 @@ def make_phone(
     from_: str = "+14155550100",
     to: str = "+15005550006",
     extra: Mapping[str, str] | None = None,
+    pause_scale: float = 0.01,
 ) -> Phone:
     return Phone(
         flask_transport(client),
@@ -39,7 +40,7 @@ def make_phone(
         to=to,
         extra=extra,
         out=lambda _line: None,
-        pause_scale=0.01,
+        pause_scale=pause_scale,
     )
 
 

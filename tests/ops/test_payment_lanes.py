@@ -31,7 +31,6 @@ from payments.accounts import get_project_by_slug
 from payments.credentials import PURPOSE, set_credentials
 from payments.jobs import RQJobs
 from payments.model import Environment, Gateway
-from payments.outbox import SECRET_PURPOSE, set_webhook_url
 from payments.services import PaymentJob, Services
 from payments.store import WebhookEvent
 from tests.conftest import (
@@ -41,6 +40,7 @@ from tests.conftest import (
     Clock,
     attempt_rows,
     process_env,
+    set_project,
 )
 from tests.ivr.conftest import APPROVED, CVV, EXPIRY
 from tests.ivr.twilio_client import flask_transport
@@ -268,8 +268,7 @@ def test_a_phone_payment_completes_in_its_normal_time_while_hundreds_of_webhooks
     request: pytest.FixtureRequest,
 ) -> None:
     receiver = HangingReceiver()
-    with services.db.transaction() as tx:
-        set_webhook_url(tx, "acme", receiver.url, services.sealer(SECRET_PURPOSE))
+    set_project(services, "acme", webhook_url=receiver.url)
     services.callstates = callstate_from_url(redis_url, TEST_SECRET_KEY)
     services.jobs = RQJobs(redis_url)  # the web process hands the payment to the queue
     created = client.post(
