@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -104,23 +104,31 @@ def deliver_due(services: Services, *, limit: int = 50) -> int:
     """Send every event whose time has come; returns how many were attempted."""
     claimed = _claim(services, limit=limit)
     for event_id in claimed:
-        _send_claimed(services, event_id)
+        if not _send(services, _prepare(services, event_id)):
+            _due_again(services, event_id, services.clock() + ENDPOINT_BUSY_DELAY)
     return len(claimed)
 
 
 def deliver_now(services: Services, event_id: str) -> bool:
-    """Send one event just committed, unless it is not due or another process holds it."""
-    if not _claim(services, WebhookEvent.id == event_id, limit=1):
-        return False
-    return _send_claimed(services, event_id)
+    """Send one event just committed, unless it is not due or another process holds it.
+
+    When its endpoint already has its share of sends in this process, nothing is written: the
+    event stays due and a sweep sends it.
+    """
+    return _send(
+        services,
+        _prepare(services, event_id),
+        claim=lambda: bool(_claim(services, WebhookEvent.id == event_id, limit=1)),
+    )
 
 
-def _send_claimed(services: Services, event_id: str) -> bool:
-    """One scheduled send, or none when its endpoint is full: then the event is due again soon."""
-    send = _prepare(services, event_id)
+def _send(services: Services, send: _Send, *, claim: Callable[[], bool] | None = None) -> bool:
+    """One scheduled send in a slot of its endpoint, claiming the event first when told how.
+
+    False when the endpoint is full (or the claim fails): nothing was sent or recorded.
+    """
     with ENDPOINTS.slot(send.url or "", services.settings.webhook_concurrency) as free:
-        if not free:
-            _due_again(services, event_id, services.clock() + ENDPOINT_BUSY_DELAY)
+        if not free or (claim is not None and not claim()):
             return False
         answer = _post(services, send)
     _record(services, send, answer, scheduled=True)
