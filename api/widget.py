@@ -284,7 +284,8 @@ def frame(session_id: str) -> Response:
         else live_origins(settings.widget.allowed_origins)
     )
     own = normalize_origin(request.host_url)
-    if test_mode and allowed and own is not None:  # the built-in /demo page embeds from here
+    # The built-in /demo page and the dashboard's settings preview embed test sessions from here.
+    if test_mode and allowed and own is not None:
         allowed = [*allowed, own]
     try:
         origin = parent_origin(request.args.get("origin"), allowed, test_mode)

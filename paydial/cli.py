@@ -331,11 +331,17 @@ def cmd_webhook_set(args: argparse.Namespace) -> None:
 def cmd_webhook_rotate(args: argparse.Namespace) -> None:
     from payments.accounts import get_project_by_slug
     from payments.outbox import SECRET_PURPOSE as WEBHOOK_SECRET
-    from payments.outbox import rotate_secret
+    from payments.projects import rotate_webhook_secret
 
     services = services_from_env()
     with services.db.transaction() as tx:
-        secret = rotate_secret(get_project_by_slug(tx, args.slug), services.sealer(WEBHOOK_SECRET))
+        secret = rotate_webhook_secret(
+            tx,
+            get_project_by_slug(tx, args.slug),
+            actor=CLI_ACTOR,
+            now=services.clock(),
+            sealer=services.sealer(WEBHOOK_SECRET),
+        )
     print(f"new signing secret for {args.slug} (shown once; the old one stops working now):")
     print(f"  {secret}")
 

@@ -32,9 +32,16 @@ from sqlalchemy import ColumnElement, CursorResult, select, update
 
 from payments.errors import NotFound
 from payments.model import Environment
-from payments.outbox import SECRET_PURPOSE, SIGNATURE_HEADER, project_secret, signature_header
+from payments.outbox import (
+    SECRET_PURPOSE,
+    SIGNATURE_HEADER,
+    project_secret,
+    record_test_event,
+    signature_header,
+)
 from payments.services import Services
-from payments.store import PaymentSession, Project, WebhookDelivery, WebhookEvent
+from payments.sessions import preview_session
+from payments.store import OUTBOX, PaymentSession, Project, WebhookDelivery, WebhookEvent
 
 log = logging.getLogger(__name__)
 
@@ -283,6 +290,21 @@ def deliveries_for_session(
             .order_by(WebhookDelivery.created_at, WebhookDelivery.attempt)
         ).all()
         return [DeliveryView(delivery, event) for delivery, event in rows]
+
+
+def send_test_event(services: Services, project_id: str) -> WebhookDelivery:
+    """Record a `test` event on the project's preview session and send it now, signed.
+
+    A failed one stays due, so the sweep retries it like any event. Raises Conflict when the
+    project has no webhook URL.
+    """
+    now = services.clock()
+    ttl = timedelta(minutes=services.settings.widget_ttl_minutes)
+    with services.db.transaction() as tx:
+        session = preview_session(tx, tx.get_one(Project, project_id), ttl=ttl, now=now)
+        event_id = record_test_event(tx, session, now)
+        tx.info[OUTBOX].remove(event_id)  # sent by this request, not by a job racing it
+    return send_event(services, event_id)
 
 
 def replay(

@@ -20,6 +20,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session as Tx
 
 from payments.crypto import Sealer
+from payments.errors import Conflict
 from payments.model import Channel, Environment, Status
 from payments.project_settings import OptInEvent, project_settings
 from payments.store import OUTBOX, PaymentSession, Project, WebhookEvent
@@ -31,6 +32,7 @@ SIGNATURE_HEADER = "Maven-Signature"
 ALWAYS_SENT = frozenset({Status.PAYMENT_SUCCESS, Status.PAYMENT_AUTHORIZED, Status.PAYMENT_FAILED})
 OPT_IN = frozenset(Status(event.value) for event in OptInEvent if event.value in set(Status))
 REVERSED_EVENT = "payment-reversed"
+TEST_EVENT = "test"
 
 
 def sends_to(project: Project, environment: str) -> bool:
@@ -85,6 +87,17 @@ def record_after_payment(
         _record(tx, session, project, event.value, now, {"event": event.value, **extra})
 
 
+def record_test_event(tx: Tx, session: PaymentSession, now: datetime) -> str:
+    """A `test` event for a test-mode session, signed and sent like every other; its id.
+
+    The body is the session plus `event: "test"`. Raises Conflict without a webhook URL.
+    """
+    project = tx.get_one(Project, session.project_id)
+    if not sends_to(project, session.environment):
+        raise Conflict("Set a webhook URL first.")
+    return _record(tx, session, project, TEST_EVENT, now, {"event": TEST_EVENT})
+
+
 def _record(
     tx: Tx,
     session: PaymentSession,
@@ -92,7 +105,7 @@ def _record(
     event_type: str,
     now: datetime,
     extra: dict[str, object],
-) -> None:
+) -> str:
     body = session_out(session, project.slug).model_dump(mode="json")
     source = Channel(session.channel)
     body |= {
@@ -100,7 +113,7 @@ def _record(
         "caller": session.caller if source is Channel.VOICE else None,
         **extra,
     }
-    _add(tx, project, session.id, event_type, now, body)
+    return _add(tx, project, session.id, event_type, now, body)
 
 
 def record_project_event(
@@ -123,7 +136,7 @@ def _add(
     event_type: str,
     now: datetime,
     body: dict[str, object],
-) -> None:
+) -> str:
     event_id = new_event_id()
     tx.add(
         WebhookEvent(
@@ -139,6 +152,7 @@ def _add(
         )
     )
     tx.info.setdefault(OUTBOX, []).append(event_id)
+    return event_id
 
 
 def signature_header(secret: str, body: bytes, timestamp: int) -> str:

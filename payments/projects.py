@@ -25,6 +25,8 @@ from payments.project_settings import (
 )
 from payments.store import Project, SettingChange
 
+WEBHOOK_SECRET_SETTING = "webhook_secret"  # noqa: S105  # the audit log's name for the setting
+
 
 @dataclass(frozen=True)
 class Changed:
@@ -77,6 +79,25 @@ def change_project(
     if project.webhook_url and project.webhook_secret_sealed is None:
         secret = rotate_secret(project, sealer)
     return Changed(ProjectSettings.model_validate(after), changed, secret)
+
+
+def rotate_webhook_secret(
+    tx: Tx, project: Project, *, actor: str, now: datetime, sealer: Sealer
+) -> str:
+    """A new signing secret, returned once; the audit log records the rotation, never a value."""
+    had_one = project.webhook_secret_sealed is not None
+    secret = rotate_secret(project, sealer)
+    tx.add(
+        SettingChange(
+            project_id=project.id,
+            at=now,
+            actor=actor,
+            setting=WEBHOOK_SECRET_SETTING,
+            old="set" if had_one else None,
+            new="rotated",
+        )
+    )
+    return secret
 
 
 def setting_changes(tx: Tx, project: Project, *, limit: int = 100) -> list[SettingChange]:

@@ -206,3 +206,18 @@ def configured_gateways(tx: Tx, project: Project) -> list[GatewayCredential]:
             .order_by(GatewayCredential.gateway, GatewayCredential.environment)
         )
     )
+
+
+def recent_deliveries(
+    tx: Tx, project: Project, environment: Environment, *, limit: int = 10
+) -> list[tuple[WebhookDelivery, WebhookEvent]]:
+    """The project's latest webhook delivery attempts in one mode, newest first."""
+    rows = tx.execute(
+        select(WebhookDelivery, WebhookEvent)
+        .join(WebhookEvent, WebhookDelivery.event_id == WebhookEvent.id)
+        .join(PaymentSession, PaymentSession.id == WebhookEvent.session_id)
+        .where(*_in_project(project, environment))
+        .order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.attempt.desc())
+        .limit(limit)
+    )
+    return [(delivery, event) for delivery, event in rows]

@@ -33,6 +33,8 @@ ACTIVE = (Status.PENDING.value, Status.COLLECTING.value)
 # The longest a call may stay on the IVR (ivr.callstate keeps a call's hand-back this long).
 CALL_BOUND = timedelta(hours=1)
 CONFIRMATION_CODES = range(10_000_000, 100_000_000)  # eight digits, never a leading zero
+PREVIEW_DESCRIPTION = "Widget preview and test events (dashboard)"
+PREVIEW_AMOUNT_CENTS = 1000
 # Payment attempt states whose outcome is not known yet (see payments.attempts, payments.reconcile).
 UNRESOLVED_ATTEMPT_STATES = ("pending", "unknown")
 
@@ -145,6 +147,41 @@ def create_session(
         )
     )
     return session
+
+
+def preview_session(tx: Tx, project: Project, *, ttl: timedelta, now: datetime) -> PaymentSession:
+    """The project's test-mode widget session the dashboard previews and sends test events for.
+
+    One stays in use while it has at least half its time left, so viewing the settings page
+    again does not open a session each time.
+    """
+    found = tx.scalar(
+        select(PaymentSession)
+        .where(
+            PaymentSession.project_id == project.id,
+            PaymentSession.environment == Environment.TEST.value,
+            PaymentSession.channel == Channel.CHAT.value,
+            PaymentSession.status == Status.PENDING.value,
+            PaymentSession.description == PREVIEW_DESCRIPTION,
+            PaymentSession.expires_at > now + ttl / 2,
+        )
+        .order_by(PaymentSession.created_at.desc())
+        .limit(1)
+    )
+    if found is not None:
+        return found
+    new = NewSession(
+        project=project.slug,
+        amount_cents=PREVIEW_AMOUNT_CENTS,
+        mode=PaymentMode.CHARGE,
+        gateway=Gateway.STRIPE,
+        channel=Channel.CHAT,
+        ttl=ttl,
+        description=PREVIEW_DESCRIPTION,
+    )
+    return create_session(
+        tx, account_id=project.account_id, environment=Environment.TEST, new=new, now=now
+    )
 
 
 def transition(

@@ -29,6 +29,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 IDLE_TIMEOUT = timedelta(minutes=30)
+SECOND_FACTOR_TIMEOUT = timedelta(minutes=5)  # between the right password and the code
 COOKIE_NAME = "paydial_dashboard"
 LOCAL_HTTP = ("http://127.0.0.1", "http://localhost")
 csrf = CSRFProtect()
@@ -47,6 +48,7 @@ class User:
     id: str
     account_id: str
     email: str
+    second_factor: bool
 
     @property
     def actor(self) -> str:
@@ -111,6 +113,24 @@ def start_session(user_id: str, now: datetime) -> None:
     session["seen"] = now.timestamp()
 
 
+def await_second_factor(user_id: str, now: datetime) -> None:
+    """The password was right; the session is not signed in until the code is."""
+    session.clear()
+    session["second_factor_user"] = user_id
+    session["second_factor_since"] = now.timestamp()
+
+
+def second_factor_user(now: datetime) -> str | None:
+    """The user whose code is awaited, unless the password was given too long ago."""
+    user_id, since = session.get("second_factor_user"), session.get("second_factor_since")
+    if user_id is None or since is None:
+        return None
+    if now.timestamp() - float(since) > SECOND_FACTOR_TIMEOUT.total_seconds():
+        session.clear()
+        return None
+    return str(user_id)
+
+
 def _signed_in_user() -> User | None:
     """The session's user, unless the session has been idle too long (then it ends)."""
     services = current_services()
@@ -126,7 +146,7 @@ def _signed_in_user() -> User | None:
         if row is None:
             session.clear()
             return None
-        user = User(row.id, row.account_id, row.email)
+        user = User(row.id, row.account_id, row.email, row.totp_secret_sealed is not None)
     session["seen"] = now.timestamp()
     return user
 

@@ -3,7 +3,8 @@ parses its form or query, calls the core, renders a template."""
 
 from __future__ import annotations
 
-from datetime import date
+import base64
+from datetime import date, timedelta
 from typing import Annotated, Any, Literal
 
 from flask import Response, abort, flash, redirect, render_template, request, session, url_for
@@ -11,7 +12,14 @@ from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, Field, StringConstraints, ValidationError, field_validator
 from sqlalchemy.orm import Session as Tx
 
-from api.dashboard import bp, current_user, login_required, start_session
+from api.dashboard import (
+    await_second_factor,
+    bp,
+    current_user,
+    login_required,
+    second_factor_user,
+    start_session,
+)
 from api.extension import current_services
 from api.projects import project_out
 from api.schemas import PositiveAmount
@@ -21,11 +29,12 @@ from payments import refunds, reports
 from payments.accounts import account_projects, find_account_project, issue_key, revoke_key
 from payments.credentials import PURPOSE as CREDENTIALS_PURPOSE
 from payments.credentials import set_credentials
-from payments.delivery import replay
+from payments.delivery import replay, send_test_event
 from payments.errors import Conflict, InvalidInput, NotFound
 from payments.model import Environment, Gateway, Status
-from payments.outbox import SECRET_PURPOSE, rotate_secret
+from payments.outbox import SECRET_PURPOSE
 from payments.project_settings import (
+    DEFAULT_LABELS,
     LABEL_KEYS,
     LANGUAGES,
     MAX_PAYMENT_ATTEMPTS,
@@ -33,11 +42,20 @@ from payments.project_settings import (
     THEME_KEYS,
     OptInEvent,
 )
-from payments.projects import change_project, setting_changes
+from payments.projects import change_project, rotate_webhook_secret, setting_changes
 from payments.refunds import Reach
-from payments.sessions import cancel_session, load_session
+from payments.sessions import cancel_session, load_session, preview_session
 from payments.store import Project
-from payments.users import SignInThrottled, sign_in
+from payments.users import (
+    TOTP_PURPOSE,
+    SignInThrottled,
+    check_second_factor,
+    disable_totp,
+    enable_totp,
+    new_totp_secret,
+    sign_in,
+    totp_uri,
+)
 from payments.views import session_out
 
 Mode = Literal["test", "live"]
@@ -61,6 +79,14 @@ class SessionQuery(BaseModel):
     @classmethod
     def _blank_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
+
+
+class CodeForm(BaseModel):
+    code: Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^\d{6}$")]
+
+
+SIX_DIGITS = "Enter the six-digit code from your authenticator app."
+ENROL_KEY = "totp_enrolment"  # the session's sealed, not yet enabled, TOTP secret
 
 
 def _mode() -> Environment:
@@ -96,6 +122,15 @@ def _login_page(error: str | None = None, email: str = "", status: int = 200) ->
     return Response(body, status=status)
 
 
+def _address() -> str:
+    return request.remote_addr or "unknown"
+
+
+def _throttled(response: Response, throttled: SignInThrottled) -> Response:
+    response.headers["Retry-After"] = str(throttled.retry_after)
+    return response
+
+
 def _back(endpoint: str, **values: Any) -> ResponseReturnValue:
     """Redirect to a dashboard page in the current mode (after a POST)."""
     return redirect(url_for(endpoint, mode=_mode().value, **values))
@@ -110,18 +145,51 @@ def login() -> ResponseReturnValue:
         form = SignIn.model_validate(request.form.to_dict())
     except ValidationError:
         return _login_page("Enter your email and password.", status=422)
-    address = request.remote_addr or "unknown"
     try:
         with services.db.transaction() as tx:
-            user = sign_in(tx, form.email, form.password, address=address, now=services.clock())
+            user = sign_in(tx, form.email, form.password, address=_address(), now=services.clock())
             user_id = user.id if user else None
+            needs_code = user is not None and user.totp_secret_sealed is not None
     except SignInThrottled as throttled:
-        response = _login_page(str(throttled), form.email, status=429)
-        response.headers["Retry-After"] = str(throttled.retry_after)
-        return response
+        return _throttled(_login_page(str(throttled), form.email, status=429), throttled)
     if user_id is None:
         return _login_page("Wrong email or password.", form.email, status=401)
+    if needs_code:
+        await_second_factor(user_id, services.clock())
+        return redirect(url_for("dashboard.second_factor", next=request.args.get("next")))
     start_session(user_id, services.clock())
+    return redirect(_safe_next(request.args.get("next")))
+
+
+def _code_page(error: str | None = None, status: int = 200) -> Response:
+    return Response(render_template("dashboard/code.html", error=error), status=status)
+
+
+@bp.route("/login/code", methods=["GET", "POST"])
+def second_factor() -> ResponseReturnValue:
+    """The authenticator app's code, after the right password of a user who enrolled one."""
+    services = current_services()
+    now = services.clock()
+    user_id = second_factor_user(now)
+    if user_id is None:
+        return redirect(url_for("dashboard.login", next=request.args.get("next")))
+    if request.method == "GET":
+        return _code_page()
+    try:
+        form = CodeForm.model_validate(request.form.to_dict())
+    except ValidationError:
+        return _code_page(SIX_DIGITS, status=422)
+    sealer = services.sealer(TOTP_PURPOSE)
+    try:
+        with services.db.transaction() as tx:
+            ok = check_second_factor(
+                tx, user_id, form.code, address=_address(), sealer=sealer, now=now
+            )
+    except SignInThrottled as throttled:
+        return _throttled(_code_page(str(throttled), status=429), throttled)
+    if not ok:
+        return _code_page("That code is not right. Try the one your app shows now.", 401)
+    start_session(user_id, now)
     return redirect(_safe_next(request.args.get("next")))
 
 
@@ -285,6 +353,77 @@ def replay_delivery(slug: str, delivery_id: str) -> ResponseReturnValue:
     return _back("dashboard.session_page", slug=slug, session_id=view.event.session_id)
 
 
+# --- two-step sign-in ---------------------------------------------------------------------------
+
+
+def _security_page(status: int = 200, **context: Any) -> Response:
+    with current_services().db.transaction() as tx:
+        return Response(_page("security.html", tx, None, **context), status=status)
+
+
+@bp.get("/security")
+@login_required
+def security() -> ResponseReturnValue:
+    return _security_page()
+
+
+@bp.post("/security/totp")
+@login_required
+def totp_start() -> ResponseReturnValue:
+    """A new secret, shown once; it is kept (sealed) in the session until a code enables it."""
+    secret = new_totp_secret()
+    sealed = current_services().sealer(TOTP_PURPOSE).seal(secret.encode())
+    session[ENROL_KEY] = base64.b64encode(sealed).decode()
+    return _security_page(secret=secret, uri=totp_uri(secret, current_user().email))
+
+
+@bp.post("/security/totp/enable")
+@login_required
+def totp_enable() -> ResponseReturnValue:
+    services = current_services()
+    sealer = services.sealer(TOTP_PURPOSE)
+    pending = session.get(ENROL_KEY)
+    if pending is None:
+        return _security_page(status=409, enrol_error="Start again: no secret is waiting.")
+    try:
+        form = CodeForm.model_validate(request.form.to_dict())
+    except ValidationError:
+        return _security_page(status=422, enrolling=True, enrol_error=SIX_DIGITS)
+    secret = sealer.open(base64.b64decode(pending)).decode()
+    with services.db.transaction() as tx:
+        enabled = enable_totp(
+            tx, current_user().id, secret, form.code, sealer=sealer, now=services.clock()
+        )
+    if not enabled:
+        error = "That code does not match. Check the app's clock and enter the current code."
+        return _security_page(status=422, enrolling=True, enrol_error=error)
+    session.pop(ENROL_KEY)
+    flash("Two-step sign-in is on: sign-in now asks for a code from your app.")
+    return redirect(url_for("dashboard.security"))
+
+
+@bp.post("/security/totp/disable")
+@login_required
+def totp_disable() -> ResponseReturnValue:
+    services = current_services()
+    try:
+        form = CodeForm.model_validate(request.form.to_dict())
+    except ValidationError:
+        return _security_page(status=422, disable_error=SIX_DIGITS)
+    with services.db.transaction() as tx:
+        disabled = disable_totp(
+            tx,
+            current_user().id,
+            form.code,
+            sealer=services.sealer(TOTP_PURPOSE),
+            now=services.clock(),
+        )
+    if not disabled:
+        return _security_page(status=422, disable_error="That code is not right.")
+    flash("Two-step sign-in is off.")
+    return redirect(url_for("dashboard.security"))
+
+
 # --- settings ------------------------------------------------------------------------------------
 
 
@@ -311,7 +450,9 @@ def _settings_patch(form: Any) -> dict[str, Any]:
 
 
 def _settings_page(slug: str, errors: dict[str, str], status: int = 200) -> Response:
-    with current_services().db.transaction() as tx:
+    services = current_services()
+    ttl = timedelta(minutes=services.settings.widget_ttl_minutes)
+    with services.db.transaction() as tx:
         project = _project(tx, slug)
         body = _page(
             "settings.html",
@@ -326,7 +467,9 @@ def _settings_page(slug: str, errors: dict[str, str], status: int = 200) -> Resp
             max_attempts=MAX_PAYMENT_ATTEMPTS,
             theme_keys=THEME_KEYS,
             label_keys=LABEL_KEYS,
+            default_labels=DEFAULT_LABELS,
             optional_fields=OPTIONAL_FIELDS,
+            preview=preview_session(tx, project, ttl=ttl, now=services.clock()),
         )
     return Response(body, status=status)
 
@@ -369,6 +512,7 @@ def _developers_page(slug: str, status: int = 200, **shown_once: Any) -> Respons
             tx,
             project,
             keys=reports.account_keys(tx, current_user().account_id),
+            deliveries=reports.recent_deliveries(tx, project, _mode()),
             gateways=reports.configured_gateways(tx, project),
             gateway_names=[g.value for g in Gateway],
             required_credentials=required_credentials,
@@ -439,8 +583,32 @@ def webhook(slug: str) -> ResponseReturnValue:
 def rotate(slug: str) -> ResponseReturnValue:
     services = current_services()
     with services.db.transaction() as tx:
-        secret = rotate_secret(_project(tx, slug), services.sealer(SECRET_PURPOSE))
+        secret = rotate_webhook_secret(
+            tx,
+            _project(tx, slug),
+            actor=current_user().actor,
+            now=services.clock(),
+            sealer=services.sealer(SECRET_PURPOSE),
+        )
     return _developers_page(slug, new_secret=secret)
+
+
+@bp.post("/<slug>/webhook/test")
+@login_required
+def test_event(slug: str) -> ResponseReturnValue:
+    """A signed `test` event (on the project's test-mode preview session), sent now."""
+    services = current_services()
+    with services.db.transaction() as tx:
+        project_id = _project(tx, slug).id
+    try:
+        delivery = send_test_event(services, project_id)
+    except Conflict as conflict:
+        return _developers_page(slug, status=409, webhook_error=str(conflict))
+    if delivery.status_code is not None:
+        flash(f"Test event sent: HTTP {delivery.status_code} in {delivery.latency_ms} ms.")
+    else:
+        flash(f"Test event not delivered: {delivery.error}.")
+    return redirect(url_for("dashboard.developers", slug=slug, mode="test"))
 
 
 @bp.post("/<slug>/gateways")

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
+import pyotp
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -17,10 +19,14 @@ from pytest_httpserver import HTTPServer
 
 from api.dashboard import COOKIE_NAME
 from gateways.base import Card
+from payments.accounts import get_project_by_slug
 from payments.attempts import pay
 from payments.delivery import deliver_due
+from payments.outbox import SIGNATURE_HEADER, signature_header
+from payments.projects import setting_changes
 from payments.refunds import run_operation
 from payments.services import Services
+from payments.store import DashboardUser
 from payments.users import EMAIL_FAILURES, create_user
 from tests.conftest import PUBLIC_URL, Clock, set_project
 from tests.leakscan import LeakScan
@@ -95,6 +101,7 @@ PAGES = [
     "/dashboard/acme/sessions",
     "/dashboard/acme/settings",
     "/dashboard/acme/developers",
+    "/dashboard/security",
 ]
 
 
@@ -152,6 +159,11 @@ def test_the_session_ends_after_the_idle_timeout(signed_in: FlaskClient, clock: 
         "/dashboard/acme/webhook",
         "/dashboard/acme/webhook/rotate",
         "/dashboard/acme/gateways",
+        "/dashboard/acme/webhook/test",
+        "/dashboard/login/code",
+        "/dashboard/security/totp",
+        "/dashboard/security/totp/enable",
+        "/dashboard/security/totp/disable",
     ],
 )
 def test_every_post_without_a_csrf_token_is_refused(
@@ -349,3 +361,145 @@ def test_the_session_page_refunds_part_after_a_confirmation_and_captures_an_auth
     assert captured.status_code == 302
     run_operation(services, queued.operations.pop())
     assert "$30.00" in signed_in.get(held_path).get_data(as_text=True)
+
+
+def code_at(secret: str, when: datetime) -> str:
+    return pyotp.TOTP(secret).at(when)
+
+
+def enrol(client: FlaskClient, clock: Clock) -> str:
+    """Turn two-step sign-in on from the security page; returns the secret shown once."""
+    started = post(client, "/dashboard/security/totp", page="/dashboard/security")
+    html = started.get_data(as_text=True)
+    [secret] = re.findall(r'<code id="totp-secret">([A-Z2-7]+)</code>', html)
+    assert "otpauth://totp/Paydial:owner%40acme.example?secret=" + secret in html
+    wrong = str((int(code_at(secret, clock())) + 1) % 1_000_000).zfill(6)
+    refused = post(
+        client, "/dashboard/security/totp/enable", {"code": wrong}, "/dashboard/security"
+    )
+    assert refused.status_code == 422 and secret not in refused.get_data(as_text=True)
+    enabled = post(
+        client,
+        "/dashboard/security/totp/enable",
+        {"code": code_at(secret, clock())},
+        "/dashboard/security",
+    )
+    assert enabled.status_code == 302
+    assert "<strong>On.</strong>" in client.get("/dashboard/security").get_data(as_text=True)
+    return secret
+
+
+def test_two_step_sign_in_is_enrolled_with_a_code_then_asked_for_after_the_password(
+    signed_in: FlaskClient, browser: FlaskClient, services: Services, user: str, clock: Clock
+) -> None:
+    secret = enrol(signed_in, clock)
+    with services.db.transaction() as tx:
+        [row] = [u for u in tx.query(DashboardUser)]
+        assert row.totp_secret_sealed and secret.encode() not in row.totp_secret_sealed
+    post(signed_in, "/dashboard/logout", page="/dashboard/security")
+
+    password_only = sign_in(browser, user)
+    assert password_only.headers["Location"].startswith("/dashboard/login/code")
+    assert browser.get("/dashboard/acme/").status_code == 302, "not signed in before the code"
+    wrong = post(browser, "/dashboard/login/code", {"code": "000000"}, "/dashboard/login/code")
+    assert wrong.status_code == 401
+    clock.advance(seconds=30)
+    right = post(
+        browser,
+        "/dashboard/login/code",
+        {"code": code_at(secret, clock())},
+        "/dashboard/login/code",
+    )
+    assert right.status_code == 302
+    assert browser.get("/dashboard/acme/").status_code == 200
+
+
+def test_wrong_codes_are_throttled_and_a_late_code_starts_again(
+    signed_in: FlaskClient, browser: FlaskClient, user: str, clock: Clock
+) -> None:
+    secret = enrol(signed_in, clock)
+    post(signed_in, "/dashboard/logout", page="/dashboard/security")
+    sign_in(browser, user)
+    for _ in range(EMAIL_FAILURES):
+        answer = post(browser, "/dashboard/login/code", {"code": "000000"}, "/dashboard/login/code")
+        assert answer.status_code == 401
+    code = {"code": code_at(secret, clock())}
+    throttled = post(browser, "/dashboard/login/code", code, "/dashboard/login/code")
+    assert throttled.status_code == 429 and int(throttled.headers["Retry-After"]) > 0
+    clock.advance(minutes=16)
+    assert sign_in(browser, user).status_code == 302
+    clock.advance(minutes=6)
+    late = post(browser, "/dashboard/login/code", {"code": code_at(secret, clock())})
+    assert late.status_code == 302 and late.headers["Location"].startswith("/dashboard/login")
+    assert browser.get("/dashboard/acme/").status_code == 302
+
+
+def test_two_step_sign_in_is_turned_off_only_with_a_current_code(
+    signed_in: FlaskClient, clock: Clock
+) -> None:
+    secret = enrol(signed_in, clock)
+    page = "/dashboard/security"
+    refused = post(signed_in, "/dashboard/security/totp/disable", {"code": "12345"}, page)
+    assert refused.status_code == 422
+    off = post(
+        signed_in, "/dashboard/security/totp/disable", {"code": code_at(secret, clock())}, page
+    )
+    assert off.status_code == 302
+    assert "<strong>Off.</strong>" in signed_in.get(page).get_data(as_text=True)
+
+
+def test_rotating_the_webhook_secret_is_audited_without_its_value(
+    signed_in: FlaskClient, services: Services
+) -> None:
+    page = "/dashboard/acme/developers"
+    post(signed_in, "/dashboard/acme/webhook", {"webhook_url": "https://a.example/h"}, page)
+    rotated = post(signed_in, "/dashboard/acme/webhook/rotate", page=page)
+    [secret] = re.findall(r"whsec_[A-Za-z0-9_-]{40,}", rotated.get_data(as_text=True))
+    with services.db.transaction() as tx:
+        changes = setting_changes(tx, get_project_by_slug(tx, "acme"))
+        rows = [(c.actor, c.setting, c.old, c.new) for c in changes]
+    assert ("dashboard owner@acme.example", "webhook_secret", "set", "rotated") in rows
+    assert secret not in repr(rows)
+    html = signed_in.get("/dashboard/acme/settings").get_data(as_text=True)
+    assert "<code>webhook_secret</code>" in html
+
+
+def test_a_test_event_is_signed_sent_and_its_delivery_listed(
+    signed_in: FlaskClient, httpserver: HTTPServer, clock: Clock
+) -> None:
+    page = "/dashboard/acme/developers"
+    refused = post(signed_in, "/dashboard/acme/webhook/test", page=page)
+    assert refused.status_code == 409 and "Set a webhook URL first." in refused.get_data(True)
+    hooked = post(
+        signed_in, "/dashboard/acme/webhook", {"webhook_url": httpserver.url_for("/hooks")}, page
+    )
+    [secret] = re.findall(r"whsec_[A-Za-z0-9_-]{40,}", hooked.get_data(as_text=True))
+    httpserver.expect_oneshot_request("/hooks", method="POST").respond_with_data("ok")
+
+    sent = post(signed_in, "/dashboard/acme/webhook/test", {"mode": "live"}, page=page)
+    assert sent.status_code == 302 and sent.headers["Location"].endswith("mode=test")
+    [(request, _)] = httpserver.log
+    body = request.get_data()
+    expected = signature_header(secret, body, int(clock().timestamp()))
+    assert request.headers[SIGNATURE_HEADER] == expected
+    event = request.get_json()
+    assert (event["event"], event["environment"], event["status"]) == ("test", "test", "pending")
+    html = signed_in.get(sent.headers["Location"]).get_data(as_text=True)
+    assert "Test event sent: HTTP 200" in html
+    assert re.search(r"<td>test</td>.*HTTP 200", html, re.S)
+
+
+def test_the_settings_preview_is_the_real_frame_for_a_test_session_framed_by_the_dashboard(
+    signed_in: FlaskClient, services: Services
+) -> None:
+    set_project(services, "acme", widget={"allowed_origins": ["https://shop.example"]})
+    html = signed_in.get("/dashboard/acme/settings").get_data(as_text=True)
+    [session_id] = re.findall(r'id="preview" data-session="([0-9a-f-]{36})"', html)
+    again = signed_in.get("/dashboard/acme/settings").get_data(as_text=True)
+    assert f'data-session="{session_id}"' in again, "one preview session, reused"
+    assert "/widget/v1/widget.js" in html and "preview.js" in html
+    frame = signed_in.get(f"/widget/{session_id}?origin={PUBLIC_URL}")
+    assert frame.status_code == 200, frame.get_data(as_text=True)
+    ancestors = frame.headers["Content-Security-Policy"].split("frame-ancestors ")[1]
+    assert ancestors == f"https://shop.example {PUBLIC_URL}"
+    assert signed_in.get(f"/widget/{session_id}?origin=https://evil.example").status_code == 403

@@ -13,7 +13,7 @@ from paydial.cli import main
 from payments.accounts import get_project_by_slug
 from payments.model import Channel, Environment, Gateway, PaymentMode, Status
 from payments.sessions import NewSession, create_session, transition
-from payments.store import PaymentSession, Project, WebhookEvent
+from payments.store import PaymentSession, Project, SettingChange, WebhookEvent
 
 
 def secrets_in(text: str) -> list[str]:
@@ -37,9 +37,15 @@ def test_the_secret_is_printed_once_and_rotation_replaces_it(
         url, sealed = connection.execute(
             select(Project.webhook_url, Project.webhook_secret_sealed)
         ).one()
+        audit = connection.execute(
+            select(SettingChange.actor, SettingChange.old, SettingChange.new).where(
+                SettingChange.setting == "webhook_secret"
+            )
+        ).all()
     engine.dispose()
     assert url == "https://shop.example.com/v2/hooks"
     assert second.encode() not in sealed and first.encode() not in sealed
+    assert audit == [("command line", "set", "rotated")], "the rotation is audited, not its value"
 
 
 @pytest.mark.parametrize(
