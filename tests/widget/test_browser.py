@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import re
 import shutil
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +16,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from playwright.sync_api import Browser, FrameLocator, Page, Request, expect, sync_playwright
-from werkzeug.serving import BaseWSGIServer, make_server
+from playwright.sync_api import Browser, FrameLocator, Page, Request, expect
 from werkzeug.wrappers import Request as WsgiRequest
 from werkzeug.wrappers import Response as WsgiResponse
 
@@ -27,22 +25,11 @@ from payments.accounts import create_project
 from payments.breaker import PAUSED_MESSAGE
 from payments.services import Services
 from payments.store import Database
-from tests.conftest import free_port, make_settings, service_missing, set_project
+from tests.browser import ARTIFACTS, chromium, serving
+from tests.conftest import free_port, make_settings, set_project
 from tests.widget.conftest import APPROVED, DECLINED, new_widget_session
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-    "--disable-quic",
-]
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 PARENT_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Checkout</title></head>
@@ -76,13 +63,6 @@ class Site:
     services: Services
 
 
-def _serve(app: Any) -> tuple[BaseWSGIServer, threading.Thread]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    return server, thread
-
-
 @contextlib.contextmanager
 def running_site(database: Path, **settings: object) -> Iterator[Site]:
     """The app on a migrated SQLite copy at `database`, and a merchant page on another origin."""
@@ -95,22 +75,18 @@ def running_site(database: Path, **settings: object) -> Iterator[Site]:
         create_project(tx, "shop", now=services.clock())
     app: Flask = create_app(services=services)
     app.config["PAYDIAL_DEMO"] = True
-    app_server, app_thread = _serve(app)
-    app_url = f"http://127.0.0.1:{app_server.server_port}"
+    with serving(app) as app_url:
 
-    @WsgiRequest.application
-    def merchant_page(request: WsgiRequest) -> WsgiResponse:
-        return WsgiResponse(PARENT_PAGE.format(app=app_url), mimetype="text/html")
+        @WsgiRequest.application
+        def merchant_page(request: WsgiRequest) -> WsgiResponse:
+            return WsgiResponse(PARENT_PAGE.format(app=app_url), mimetype="text/html")
 
-    parent_server, parent_thread = _serve(merchant_page)
-    try:
-        yield Site(app_url, f"http://localhost:{parent_server.server_port}", services)
-    finally:
-        for server, thread in ((app_server, app_thread), (parent_server, parent_thread)):
-            server.shutdown()
-            server.server_close()
-            thread.join()
-        db.dispose()
+        try:
+            with serving(merchant_page) as parent_url:
+                parent = parent_url.replace("127.0.0.1", "localhost")
+                yield Site(app_url, parent, services)
+        finally:
+            db.dispose()
 
 
 def _database_copy(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -127,14 +103,8 @@ def site(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        service_missing(f"Chromium is not installed at {CHROMIUM}")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        yield chromium
-        chromium.close()
+    with chromium() as running:
+        yield running
 
 
 @pytest.fixture
