@@ -63,16 +63,7 @@ def change_project(
     old, new = flatten(before), flatten(after)
     changed = sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
     for setting in changed:
-        tx.add(
-            SettingChange(
-                project_id=project.id,
-                at=now,
-                actor=actor,
-                setting=setting,
-                old=old.get(setting),
-                new=new.get(setting),
-            )
-        )
+        _audit(tx, project, actor, now, setting, old.get(setting), new.get(setting))
     project.webhook_url = after.pop("webhook_url")
     project.settings = after
     secret = None
@@ -87,17 +78,16 @@ def rotate_webhook_secret(
     """A new signing secret, returned once; the audit log records the rotation, never a value."""
     had_one = project.webhook_secret_sealed is not None
     secret = rotate_secret(project, sealer)
-    tx.add(
-        SettingChange(
-            project_id=project.id,
-            at=now,
-            actor=actor,
-            setting=WEBHOOK_SECRET_SETTING,
-            old="set" if had_one else None,
-            new="rotated",
-        )
-    )
+    _audit(tx, project, actor, now, WEBHOOK_SECRET_SETTING, "set" if had_one else None, "rotated")
     return secret
+
+
+def _audit(
+    tx: Tx, project: Project, actor: str, now: datetime, setting: str, old: Any, new: Any
+) -> None:
+    tx.add(
+        SettingChange(project_id=project.id, at=now, actor=actor, setting=setting, old=old, new=new)
+    )
 
 
 def setting_changes(tx: Tx, project: Project, *, limit: int = 100) -> list[SettingChange]:

@@ -22,7 +22,7 @@ from werkzeug.wrappers import Response as WsgiResponse
 
 from api import create_app
 from gateways.base import Card
-from ivr.phone import Phone, ScriptedKeypad, http_transport
+from ivr.phone import ScriptedKeypad, http_transport
 from payments.accounts import create_project, issue_key
 from payments.attempts import pay
 from payments.model import Environment
@@ -30,7 +30,8 @@ from payments.services import Services
 from payments.store import Database
 from payments.users import create_user
 from tests.browser import ARTIFACTS, axe_violations, chromium, serving
-from tests.conftest import PUBLIC_URL, TEST_TWILIO_TOKEN, make_settings, set_project
+from tests.conftest import make_settings, set_project
+from tests.ivr.twilio_client import phone_over
 
 pytestmark = pytest.mark.browser
 
@@ -204,16 +205,11 @@ def test_a_display_name_saved_in_the_settings_form_is_heard_on_the_next_call(
     expect(page.get_by_role("cell", name="display_name")).to_be_visible()
 
     created = site.new_session()
-    phone = Phone(
-        http_transport(site.url),
-        auth_token=TEST_TWILIO_TOKEN,
-        public_url=PUBLIC_URL,
-        from_="+14155550100",
-        to=created["sip_uri"],
-        out=lambda _line: None,
-        pause_scale=0.01,
+    heard = (
+        phone_over(http_transport(site.url), to=created["sip_uri"])
+        .call(ScriptedKeypad([None]))
+        .heard
     )
-    heard = phone.call(ScriptedKeypad([None])).heard
     assert any("secure payment to Acme Tickets for" in line for line in heard), heard
 
 

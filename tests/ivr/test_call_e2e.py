@@ -28,12 +28,11 @@ from tests.conftest import (
     PUBLIC_URL,
     REDIS_TEST_URL,
     TEST_SECRET_KEY,
-    TEST_TWILIO_TOKEN,
     attempt_rows,
     count_gateway_calls,
 )
 from tests.ivr.conftest import AMEX, AMEX_CVV, APPROVED, CVV, DECLINED, EXPIRY
-from tests.ivr.twilio_client import sip_headers, twiml
+from tests.ivr.twilio_client import phone_over, sip_headers, twiml
 from tests.leakscan import LeakScan
 
 PHONE_CALLBACK = "+14155550199"
@@ -294,14 +293,8 @@ def test_ten_simultaneous_deliveries_of_a_confirmation_make_one_gateway_call(
     server = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        call = Phone(
-            http_transport(f"http://127.0.0.1:{server.server_port}"),
-            auth_token=TEST_TWILIO_TOKEN,
-            public_url=PUBLIC_URL,
-            from_="+14155550100",
-            to=created["sip_uri"],
-            out=lambda _line: None,
-            pause_scale=0.01,
+        call = phone_over(
+            http_transport(f"http://127.0.0.1:{server.server_port}"), to=created["sip_uri"]
         )
         url, form = _enter_until_confirm(call, created)
         start = threading.Barrier(10)

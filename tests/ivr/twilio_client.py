@@ -32,8 +32,19 @@ def make_phone(
     extra: Mapping[str, str] | None = None,
     pause_scale: float = 0.01,
 ) -> Phone:
+    return phone_over(flask_transport(client), from_=from_, to=to, extra=extra)
+
+
+def phone_over(
+    transport: Transport,
+    *,
+    from_: str = "+14155550100",
+    to: str = "+15005550006",
+    extra: Mapping[str, str] | None = None,
+) -> Phone:
+    """A Twilio-behaving phone over any transport (`ivr.phone.http_transport` for a server)."""
     return Phone(
-        flask_transport(client),
+        transport,
         auth_token=TEST_TWILIO_TOKEN,
         public_url=PUBLIC_URL,
         from_=from_,
