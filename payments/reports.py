@@ -129,7 +129,7 @@ class SessionFilter:
     caller: str | None = None
     since: date | None = None
     until: date | None = None
-    search: str | None = None  # a session id or a card's last four
+    search: str | None = None  # a session id, a card's last four or a confirmation code
     page: int = 1
 
 
@@ -150,7 +150,13 @@ def find_sessions(
         query = query.where(PaymentSession.created_at < end)
     if wanted.search:
         term = wanted.search.strip()
-        query = query.where(or_(PaymentSession.id == term, PaymentSession.card_last4 == term))
+        query = query.where(
+            or_(
+                PaymentSession.id == term,
+                PaymentSession.card_last4 == term,
+                PaymentSession.confirmation_code == term,
+            )
+        )
     rows = list(
         tx.scalars(
             query.order_by(PaymentSession.created_at.desc(), PaymentSession.id)

@@ -503,3 +503,17 @@ def test_the_settings_preview_is_the_real_frame_for_a_test_session_framed_by_the
     ancestors = frame.headers["Content-Security-Policy"].split("frame-ancestors ")[1]
     assert ancestors == f"https://shop.example {PUBLIC_URL}"
     assert signed_in.get(f"/widget/{session_id}?origin=https://evil.example").status_code == 403
+
+
+def test_a_paid_session_is_found_by_its_confirmation_code(
+    signed_in: FlaskClient, services: Services, merchant: dict[str, str], client: FlaskClient
+) -> None:
+    paid = new_session(client, merchant, "4.00")["session_id"]
+    other = new_session(client, merchant, "5.00")["session_id"]
+    pay(services, paid, Card(CARD, 12, 2030, "987"))
+    path = f"/dashboard/acme/sessions/{paid}"
+    [code] = re.findall(
+        r"<dt>Confirmation code</dt><dd>(\d{8})</dd>", signed_in.get(path).get_data(True)
+    )
+    found = signed_in.get(f"/dashboard/acme/sessions?q={code}").get_data(as_text=True)
+    assert paid[:8] in found and other[:8] not in found
