@@ -498,11 +498,12 @@ def test_the_settings_preview_is_the_real_frame_for_a_test_session_framed_by_the
     again = signed_in.get("/dashboard/acme/settings").get_data(as_text=True)
     assert f'data-session="{session_id}"' in again, "one preview session, reused"
     assert "/widget/v1/widget.js" in html and "preview.js" in html
-    frame = signed_in.get(f"/widget/{session_id}?origin={PUBLIC_URL}")
+    frame = signed_in.get(f"/widget/{session_id}?origin={PUBLIC_URL}", base_url=PUBLIC_URL)
     assert frame.status_code == 200, frame.get_data(as_text=True)
     ancestors = frame.headers["Content-Security-Policy"].split("frame-ancestors ")[1]
     assert ancestors == f"https://shop.example {PUBLIC_URL}"
-    assert signed_in.get(f"/widget/{session_id}?origin=https://evil.example").status_code == 403
+    evil = signed_in.get(f"/widget/{session_id}?origin=https://evil.example", base_url=PUBLIC_URL)
+    assert evil.status_code == 403
 
 
 def test_a_paid_session_is_found_by_its_confirmation_code(
