@@ -32,7 +32,9 @@ def make_phone(
     extra: Mapping[str, str] | None = None,
     pause_scale: float = 0.01,
 ) -> Phone:
-    return phone_over(flask_transport(client), from_=from_, to=to, extra=extra)
+    return phone_over(
+        flask_transport(client), from_=from_, to=to, extra=extra, pause_scale=pause_scale
+    )
 
 
 def phone_over(
@@ -41,6 +43,7 @@ def phone_over(
     from_: str = "+14155550100",
     to: str = "+15005550006",
     extra: Mapping[str, str] | None = None,
+    pause_scale: float = 0.01,
 ) -> Phone:
     """A Twilio-behaving phone over any transport (`ivr.phone.http_transport` for a server)."""
     return Phone(
