@@ -28,15 +28,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session as Tx
 
 from payments.errors import NotFound
-from payments.model import Channel, Status
-from payments.sessions import (
-    ACTIVE,
-    CALL_BOUND,
-    UNRESOLVED_ATTEMPT_STATES,
-    bind_window,
-    load_session,
-    transition,
-)
+from payments.model import UNRESOLVED_ATTEMPT_STATES, Channel, Status
+from payments.sessions import ACTIVE, CALL_BOUND, bind_window, load_session, transition
 from payments.store import PaymentAttempt, PaymentSession
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")

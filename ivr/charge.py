@@ -20,11 +20,11 @@ from gateways.base import Card as GatewayCard
 from ivr import flow
 from ivr.binding import end_call
 from ivr.callstate import CALL_TTL, DEFAULT_TTL, CallStates, callstate_from_url
-from payments.attempts import SUCCEEDED, pay, refuse
+from payments.attempts import pay, refuse
 from payments.errors import Conflict
 from payments.jobs import RQJobs, ThreadJobs, until_reachable
+from payments.model import UNRESOLVED_ATTEMPT_STATES, AttemptState
 from payments.services import PaymentJob, Services
-from payments.sessions import UNRESOLVED_ATTEMPT_STATES
 from payments.store import PaymentAttempt, PaymentSession
 from payments.velocity import VelocityLimited
 
@@ -121,7 +121,7 @@ def attempt_result(services: Services, session_id: str, number: int) -> flow.Pay
         )
         if attempt is None or attempt.state in UNRESOLVED_ATTEMPT_STATES:
             return None  # running, or awaiting reconciliation: the caller keeps holding
-        if attempt.state == SUCCEEDED:
+        if attempt.state == AttemptState.SUCCEEDED:
             session = tx.get_one(PaymentSession, session_id)
             return flow.PaymentResult(approved=True, confirmation=session.confirmation_code or "")
         return flow.PaymentResult(approved=False, decline_code=attempt.error_code or "")

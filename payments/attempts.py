@@ -31,24 +31,15 @@ from gateways.base import (
     PaymentResult,
 )
 from gateways.cards import UNKNOWN_BRAND
-from payments import velocity
+from payments import backoff, velocity
 from payments.credentials import project_gateway
 from payments.errors import Conflict
-from payments.model import PaymentMode, Status
+from payments.model import UNRESOLVED_ATTEMPT_STATES, AttemptState, PaymentMode, Status
 from payments.project_settings import ProjectSettings, project_settings
-from payments.reversals import FIRST_PAUSE as REVERSAL_PAUSE
-from payments.reversals import REVERSED_CODE, REVERSED_MESSAGE, REVERSING, reverse_attempt
+from payments.reversals import REVERSED_CODE, REVERSED_MESSAGE, reverse_attempt
 from payments.services import Services
-from payments.sessions import UNRESOLVED_ATTEMPT_STATES, load_session, transition
+from payments.sessions import load_session, transition
 from payments.store import PaymentAttempt, PaymentSession, Project, SessionEvent
-
-PENDING, SUCCEEDED, DECLINED, FAILED, UNKNOWN = (
-    "pending",
-    "succeeded",
-    "declined",
-    "failed",
-    "unknown",
-)
 
 PLAIN_MESSAGES = {
     "card_declined": "The card was declined.",
@@ -142,7 +133,7 @@ def _start(
         number = attempt if attempt is not None else session.attempt_count + 1
         existing = _attempt_row(tx, session.id, number)
         if existing is not None:
-            if existing.state == PENDING:
+            if existing.state == AttemptState.PENDING:
                 raise Conflict("This payment attempt is already being processed")
             return _outcome(session, existing, settings.max_payment_attempts)
         if Status(session.status).is_terminal:
@@ -166,7 +157,7 @@ def _start(
                 session_id=session.id,
                 number=number,
                 idempotency_key=key,
-                state=PENDING,
+                state=AttemptState.PENDING,
                 card_brand=card.brand,
                 card_last4=card.last4,
                 created_at=now,
@@ -344,7 +335,7 @@ def _record_result(
             _mark_for_reversal(tx, session, attempt, result, now)
             return _outcome(session, attempt, max_attempts), attempt.id
         if isinstance(result, PaymentResult):
-            attempt.state = SUCCEEDED
+            attempt.state = AttemptState.SUCCEEDED
             attempt.processor = {"transaction_id": result.transaction_id, **result.processor}
             session.card_brand, session.card_last4 = result.card_brand, result.card_last4
             session.processor = dict(result.processor)
@@ -357,18 +348,22 @@ def _record_result(
         else:
             code = _error_code(result)
             attempt.state = (
-                UNKNOWN
+                AttemptState.UNKNOWN
                 if isinstance(result, GatewayOutcomeUnknown)
-                else (DECLINED if isinstance(result, CardDeclined) else FAILED)
+                else (
+                    AttemptState.DECLINED
+                    if isinstance(result, CardDeclined)
+                    else AttemptState.FAILED
+                )
             )
             attempt.error_code = code
             attempt.error_message = PLAIN_MESSAGES.get(code, PLAIN_MESSAGES["processing_error"])
             session.card_brand, session.card_last4 = attempt.card_brand, attempt.card_last4
             session.error_code, session.error_message = attempt.error_code, attempt.error_message
-            if attempt.state == UNKNOWN:
+            if attempt.state == AttemptState.UNKNOWN:
                 attempt.finished_at = None
                 attempt.next_check_at = now  # the session waits open for payments.reconcile
-            elif attempt.state == DECLINED:
+            elif attempt.state == AttemptState.DECLINED:
                 velocity.record_failure(
                     tx,
                     caller=started.caller,
@@ -377,7 +372,11 @@ def _record_result(
                     now=now,
                 )
             out_of_attempts = session.attempt_count >= max_attempts
-            to = Status.PAYMENT_FAILED if out_of_attempts and attempt.state != UNKNOWN else None
+            to = (
+                Status.PAYMENT_FAILED
+                if out_of_attempts and attempt.state != AttemptState.UNKNOWN
+                else None
+            )
             cause = "payment_" + attempt.state
         session.updated_at = now
         if to is not None and not Status(session.status).is_terminal:
@@ -401,10 +400,10 @@ def _mark_for_reversal(
     tx: Tx, session: PaymentSession, attempt: PaymentAttempt, result: PaymentResult, now: datetime
 ) -> None:
     """Keep the gateway's ids for the reversal and log the late payment; the status stays."""
-    attempt.state = REVERSING
+    attempt.state = AttemptState.REVERSING
     attempt.processor = {"transaction_id": result.transaction_id, **result.processor}
     attempt.error_code, attempt.error_message = REVERSED_CODE, REVERSED_MESSAGE
-    attempt.next_check_at = now + REVERSAL_PAUSE  # the sweep's turn if reversing fails
+    attempt.next_check_at = now + backoff.FIRST_PAUSE  # the sweep's turn if reversing fails
     tx.add(
         SessionEvent(
             session_id=session.id,
@@ -435,7 +434,7 @@ def refuse(services: Services, session_id: str, number: int, card: Card, reason:
                 session_id=session.id,
                 number=number,
                 idempotency_key=attempt_key(session.id, number),
-                state=DECLINED,
+                state=AttemptState.DECLINED,
                 card_brand=card.brand,
                 card_last4=card.last4,
                 error_code="velocity_limited",
@@ -474,7 +473,7 @@ def give_up(services: Services, attempt_id: int, now: datetime) -> None:
         attempt = tx.get_one(PaymentAttempt, attempt_id, with_for_update=True)
         if attempt.state not in UNRESOLVED_ATTEMPT_STATES:
             return
-        attempt.state, attempt.finished_at, attempt.next_check_at = UNKNOWN, now, None
+        attempt.state, attempt.finished_at, attempt.next_check_at = AttemptState.UNKNOWN, now, None
         attempt.error_code = "outcome_unconfirmed"
         attempt.error_message = PLAIN_MESSAGES["outcome_unconfirmed"]
         session = load_session(tx, attempt.session_id, now=now, for_update=True)
@@ -493,18 +492,20 @@ def give_up(services: Services, attempt_id: int, now: datetime) -> None:
 
 def _outcome(session: PaymentSession, attempt: PaymentAttempt, max_attempts: int) -> PaymentOutcome:
     processor = attempt.processor or {}
-    terminal = Status(session.status).is_terminal or attempt.state == UNKNOWN
+    terminal = Status(session.status).is_terminal or attempt.state == AttemptState.UNKNOWN
     return PaymentOutcome(
         status=Status(session.status),
-        approved=attempt.state == SUCCEEDED,
+        approved=attempt.state == AttemptState.SUCCEEDED,
         amount_cents=session.amount_cents,
         currency=session.currency,
         attempts_remaining=0 if terminal else max(0, max_attempts - session.attempt_count),
         transaction_id=processor.get("transaction_id"),
-        confirmation_code=session.confirmation_code if attempt.state == SUCCEEDED else None,
+        confirmation_code=session.confirmation_code
+        if attempt.state == AttemptState.SUCCEEDED
+        else None,
         card_brand=attempt.card_brand,
         card_last4=attempt.card_last4,
         error_code=attempt.error_code,
         error_message=attempt.error_message,
-        declined=attempt.state == DECLINED,
+        declined=attempt.state == AttemptState.DECLINED,
     )

@@ -21,6 +21,32 @@ class Status(StrEnum):
         return self not in (Status.PENDING, Status.COLLECTING)
 
 
+class AttemptState(StrEnum):
+    """Where one payment attempt stands with its gateway."""
+
+    PENDING = "pending"  # handed to the gateway, no answer yet
+    SUCCEEDED = "succeeded"
+    DECLINED = "declined"
+    FAILED = "failed"  # refused before or by the gateway for a reason other than the card
+    UNKNOWN = "unknown"  # sent, answer lost: reconciliation finds out
+    REVERSING = "reversing"  # approved on a session that had already ended: to be given back
+    REVERSED = "reversed"
+
+
+class OperationState(StrEnum):
+    """Where a refund, capture or void stands with its gateway (payments.refunds)."""
+
+    PENDING = "pending"  # recorded, not yet sent
+    SENDING = "sending"  # handed to the gateway
+    UNKNOWN = "unknown"  # sent, answer lost: looked up, never re-sent
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+# Attempts whose money is not yet known: a session holding one may not be cancelled or retried.
+UNRESOLVED_ATTEMPT_STATES = (AttemptState.PENDING, AttemptState.UNKNOWN)
+
+
 class PaymentMode(StrEnum):
     """Payment mode."""
 

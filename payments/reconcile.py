@@ -23,20 +23,14 @@ from payments.attempts import (
     record_result,
     resume_attempt,
 )
+from payments.backoff import next_pause
+from payments.model import UNRESOLVED_ATTEMPT_STATES
 from payments.services import Services
-from payments.sessions import UNRESOLVED_ATTEMPT_STATES
 from payments.store import PaymentAttempt
 
 log = logging.getLogger(__name__)
 
 GIVE_UP_AFTER = timedelta(hours=24)
-FIRST_PAUSE = timedelta(seconds=30)
-MAX_PAUSE = timedelta(hours=1)
-
-
-def next_pause(checks: int) -> timedelta:
-    """30 s, 1 min, 2 min, ... at most an hour between look-ups of one attempt."""
-    return min(FIRST_PAUSE * int(2**checks), MAX_PAUSE)
 
 
 def reconcile_due(services: Services, *, limit: int = 20) -> int:

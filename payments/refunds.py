@@ -37,7 +37,14 @@ from gateways.base import (
 )
 from payments.credentials import project_gateway
 from payments.errors import Conflict, InvalidInput
-from payments.model import Environment, Gateway, PaymentMode, Status, cents_to_decimal_string
+from payments.model import (
+    Environment,
+    Gateway,
+    OperationState,
+    PaymentMode,
+    Status,
+    cents_to_decimal_string,
+)
 from payments.outbox import record_after_payment
 from payments.project_settings import OptInEvent
 from payments.services import Services
@@ -48,9 +55,7 @@ from payments.views import OperationOut, RefundOut, operation_out, refund_out
 log = logging.getLogger(__name__)
 
 REFUND, CAPTURE, VOID = "refund", "capture", "void"
-PENDING, SENDING, UNKNOWN = "pending", "sending", "unknown"
-SUCCEEDED, FAILED = "succeeded", "failed"
-IN_FLIGHT = (PENDING, SENDING, UNKNOWN)
+IN_FLIGHT = (OperationState.PENDING, OperationState.SENDING, OperationState.UNKNOWN)
 ID_PREFIXES = {REFUND: "rf_", CAPTURE: "cp_", VOID: "vd_"}
 # Where Shift4's capture takes no amount (https://dev.shift4.com/docs/api#charge-capture).
 WHOLE_CAPTURE_ONLY = frozenset({Gateway.SHIFT4.value})
@@ -199,7 +204,7 @@ def _committed_refunds(tx: Tx, session_id: str) -> int:
         select(func.coalesce(func.sum(MoneyOperation.amount_cents), 0)).where(
             MoneyOperation.session_id == session_id,
             MoneyOperation.kind == REFUND,
-            MoneyOperation.state != FAILED,
+            MoneyOperation.state != OperationState.FAILED,
         )
     )
     return int(total or 0)
@@ -228,7 +233,7 @@ def _record(
         number=number,
         idempotency_key=operation_key(session.id, kind, number),
         public_id=ID_PREFIXES[kind] + secrets.token_hex(12),
-        state=PENDING,
+        state=OperationState.PENDING,
         amount_cents=amount_cents,
         reason=reason,
         reference=_paid_transaction(tx, session.id),
@@ -324,10 +329,10 @@ def _claim(services: Services, operation_id: int) -> Claimed | None:
     now = services.clock()
     with services.db.transaction() as tx:
         operation = tx.get_one(MoneyOperation, operation_id, with_for_update=True)
-        if operation.state != PENDING:
+        if operation.state != OperationState.PENDING:
             return None
         session = tx.get_one(PaymentSession, operation.session_id)
-        operation.state = SENDING
+        operation.state = OperationState.SENDING
         operation.next_check_at = now + _stale_after(services)  # a dead runner gets looked up
         return Claimed.of(operation, session)
 
@@ -356,21 +361,24 @@ def _finish(
     now = services.clock()
     with services.db.transaction() as tx:
         operation = tx.get_one(MoneyOperation, operation_id, with_for_update=True)
-        if operation.state not in (SENDING, UNKNOWN):  # another look-up recorded it first
+        if operation.state not in (
+            OperationState.SENDING,
+            OperationState.UNKNOWN,
+        ):  # another look-up recorded it first
             return
         session = tx.get_one(PaymentSession, operation.session_id, with_for_update=True)
         if result is None:
-            operation.state = UNKNOWN
+            operation.state = OperationState.UNKNOWN
             operation.next_check_at = now + _pause(operation.reconcile_checks)
             return
         operation.finished_at, operation.next_check_at = now, None
         if isinstance(result, GatewayError):
-            operation.state = FAILED
+            operation.state = OperationState.FAILED
             operation.error_code = result.code
             operation.error_message = PLAIN_MESSAGES.get(result.code, result.message[:500])
             log.warning("%s %s failed: %s", operation.kind, operation.public_id, result.code)
         else:
-            operation.state = SUCCEEDED
+            operation.state = OperationState.SUCCEEDED
             operation.gateway_id = result.reversal_id
             _apply(session, operation, now)
         session.updated_at = now
@@ -395,9 +403,9 @@ def _apply(session: PaymentSession, operation: MoneyOperation, now: datetime) ->
 
 def _event(operation: MoneyOperation) -> OptInEvent | None:
     if operation.kind == REFUND:
-        ok = operation.state == SUCCEEDED
+        ok = operation.state == OperationState.SUCCEEDED
         return OptInEvent.REFUND_SUCCEEDED if ok else OptInEvent.REFUND_FAILED
-    if operation.state != SUCCEEDED:
+    if operation.state != OperationState.SUCCEEDED:
         return None
     return OptInEvent.PAYMENT_CAPTURED if operation.kind == CAPTURE else OptInEvent.PAYMENT_VOIDED
 
@@ -422,14 +430,18 @@ def reconcile_operations(services: Services, *, limit: int = 20) -> int:
         ).all()
         work = []
         for operation in due:
-            if operation.state == SENDING:  # its runner died mid-call: look it up from now on
-                operation.state = UNKNOWN
-            if operation.state == UNKNOWN:  # the claim: others skip it until the pause is over
+            if (
+                operation.state == OperationState.SENDING
+            ):  # its runner died mid-call: look it up from now on
+                operation.state = OperationState.UNKNOWN
+            if (
+                operation.state == OperationState.UNKNOWN
+            ):  # the claim: others skip it until the pause is over
                 operation.next_check_at = now + _pause(operation.reconcile_checks)
                 operation.reconcile_checks += 1
             work.append((operation.id, operation.state))
     for operation_id, state in work:
-        if state == PENDING:
+        if state == OperationState.PENDING:
             run_operation(services, operation_id)
         else:
             _reconcile(services, operation_id)

@@ -12,23 +12,22 @@ would not take now stays due and the sweep (`reverse_due`) tries again with grow
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 
 from sqlalchemy import select
 
 from gateways.base import GatewayError, NotVoidable, ReversalResult
+from payments import backoff
+from payments.backoff import next_pause
 from payments.credentials import project_gateway
+from payments.model import AttemptState
 from payments.outbox import record_reversal
 from payments.services import Services
 from payments.store import PaymentAttempt, PaymentSession, SessionEvent
 
 log = logging.getLogger(__name__)
 
-REVERSING, REVERSED = "reversing", "reversed"
 REVERSED_CODE = "payment_reversed"
 REVERSED_MESSAGE = "The session had already ended, so the payment was given back."
-FIRST_PAUSE = timedelta(seconds=30)
-MAX_PAUSE = timedelta(hours=1)
 
 
 def reversal_keys(attempt_key: str) -> tuple[str, str]:
@@ -40,8 +39,8 @@ def reverse_attempt(services: Services, attempt_id: int) -> bool:
     """Void (else refund) one `reversing` attempt and record it; False when it must wait."""
     with services.db.transaction() as tx:
         attempt = tx.get_one(PaymentAttempt, attempt_id)
-        if attempt.state != REVERSING:
-            return attempt.state == REVERSED
+        if attempt.state != AttemptState.REVERSING:
+            return attempt.state == AttemptState.REVERSED
         session = tx.get_one(PaymentSession, attempt.session_id)
         reference = str((attempt.processor or {}).get("transaction_id") or "")
         key, amount = attempt.idempotency_key, session.amount_cents
@@ -65,7 +64,7 @@ def _retry_later(services: Services, attempt_id: int) -> None:
     now = services.clock()
     with services.db.transaction() as tx:
         attempt = tx.get_one(PaymentAttempt, attempt_id, with_for_update=True)
-        pause = min(FIRST_PAUSE * 2**attempt.reconcile_checks, MAX_PAUSE)
+        pause = next_pause(attempt.reconcile_checks)
         attempt.reconcile_checks += 1
         attempt.next_check_at = now + pause
 
@@ -74,10 +73,12 @@ def _record(services: Services, attempt_id: int, reversal: ReversalResult) -> No
     now = services.clock()
     with services.db.transaction() as tx:
         attempt = tx.get_one(PaymentAttempt, attempt_id, with_for_update=True)
-        if attempt.state != REVERSING:  # another worker recorded the same reversal first
+        if (
+            attempt.state != AttemptState.REVERSING
+        ):  # another worker recorded the same reversal first
             return
         session = tx.get_one(PaymentSession, attempt.session_id, with_for_update=True)
-        attempt.state, attempt.finished_at, attempt.next_check_at = REVERSED, now, None
+        attempt.state, attempt.finished_at, attempt.next_check_at = AttemptState.REVERSED, now, None
         detail = {
             "attempt": attempt.number,
             "kind": reversal.kind,
@@ -105,13 +106,17 @@ def reverse_due(services: Services, *, limit: int = 20) -> int:
     with services.db.transaction() as tx:
         due = tx.scalars(
             select(PaymentAttempt.id)
-            .where(PaymentAttempt.state == REVERSING, PaymentAttempt.next_check_at <= now)
+            .where(
+                PaymentAttempt.state == AttemptState.REVERSING, PaymentAttempt.next_check_at <= now
+            )
             .order_by(PaymentAttempt.next_check_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
         ).all()
         for attempt in tx.scalars(select(PaymentAttempt).where(PaymentAttempt.id.in_(due))):
-            attempt.next_check_at = now + FIRST_PAUSE  # the claim; _retry_later pushes it on
+            attempt.next_check_at = (
+                now + backoff.FIRST_PAUSE
+            )  # the claim; _retry_later pushes it on
     for attempt_id in due:
         reverse_attempt(services, attempt_id)
     return len(due)

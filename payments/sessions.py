@@ -22,7 +22,14 @@ from sqlalchemy.orm import Session as Tx
 from payments.accounts import find_account_project
 from payments.credentials import has_credentials
 from payments.errors import Conflict, InvalidInput, NotFound
-from payments.model import Channel, Environment, Gateway, PaymentMode, Status
+from payments.model import (
+    UNRESOLVED_ATTEMPT_STATES,
+    Channel,
+    Environment,
+    Gateway,
+    PaymentMode,
+    Status,
+)
 from payments.outbox import record_status_change
 from payments.project_settings import project_settings
 from payments.store import PaymentAttempt, PaymentSession, Project, SessionEvent
@@ -36,7 +43,6 @@ CONFIRMATION_CODES = range(10_000_000, 100_000_000)  # eight digits, never a lea
 PREVIEW_DESCRIPTION = "Widget preview and test events (dashboard)"
 PREVIEW_AMOUNT_CENTS = 1000
 # Payment attempt states whose outcome is not known yet (see payments.attempts, payments.reconcile).
-UNRESOLVED_ATTEMPT_STATES = ("pending", "unknown")
 
 
 @dataclass(frozen=True)
