@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session as Tx
 
 from payments.crypto import Sealer
 from payments.errors import Conflict
-from payments.model import Channel, Environment, Status
+from payments.model import Channel, Status
 from payments.project_settings import OptInEvent, project_settings
 from payments.store import OUTBOX, PaymentSession, Project, WebhookEvent
 from payments.views import session_out
@@ -33,12 +33,6 @@ ALWAYS_SENT = frozenset({Status.PAYMENT_SUCCESS, Status.PAYMENT_AUTHORIZED, Stat
 OPT_IN = frozenset(Status(event.value) for event in OptInEvent if event.value in set(Status))
 REVERSED_EVENT = "payment-reversed"
 TEST_EVENT = "test"
-
-
-def sends_to(project: Project, environment: str) -> bool:
-    """A project's URL gets this mode's events: live events only ever go over https."""
-    url = project.webhook_url or ""
-    return bool(url) and (environment != Environment.LIVE or url.startswith("https://"))
 
 
 def new_event_id() -> str:
@@ -57,7 +51,7 @@ def wants_event(project: Project, status: Status) -> bool:
 def record_status_change(tx: Tx, session: PaymentSession, to: Status, now: datetime) -> None:
     """Write the outbox row for a status change, in the caller's transaction."""
     project = tx.get_one(Project, session.project_id)
-    if wants_event(project, to) and sends_to(project, session.environment):
+    if wants_event(project, to):
         _record(tx, session, project, to.value, now, {})
 
 
@@ -70,7 +64,7 @@ def record_reversal(
     `reversal: {kind, transaction_id, reversal_id, amount}`.
     """
     project = tx.get_one(Project, session.project_id)
-    if sends_to(project, session.environment):
+    if project.webhook_url:
         extra: dict[str, object] = {"event": REVERSED_EVENT, "reversal": dict(reversal)}
         _record(tx, session, project, REVERSED_EVENT, now, extra)
 
@@ -93,7 +87,7 @@ def record_test_event(tx: Tx, session: PaymentSession, now: datetime) -> str:
     The body is the session plus `event: "test"`. Raises Conflict without a webhook URL.
     """
     project = tx.get_one(Project, session.project_id)
-    if not sends_to(project, session.environment):
+    if not project.webhook_url:
         raise Conflict("Set a webhook URL first.")
     return _record(tx, session, project, TEST_EVENT, now, {"event": TEST_EVENT})
 
@@ -125,7 +119,7 @@ def record_project_event(
     body: Mapping[str, object],
 ) -> None:
     """Tell the merchant something about the project itself, not one session (always sent)."""
-    if sends_to(project, environment):
+    if project.webhook_url:
         _add(tx, project, None, event_type, now, dict(body))
 
 

@@ -38,6 +38,7 @@ from gateways.base import (
 from payments.credentials import project_gateway
 from payments.errors import Conflict, InvalidInput
 from payments.model import (
+    AttemptState,
     Environment,
     Gateway,
     OperationState,
@@ -250,7 +251,7 @@ def _record(
 def _paid_transaction(tx: Tx, session_id: str) -> str:
     reference = tx.scalar(
         select(PaymentAttempt.processor["transaction_id"].as_string()).where(
-            PaymentAttempt.session_id == session_id, PaymentAttempt.state == "succeeded"
+            PaymentAttempt.session_id == session_id, PaymentAttempt.state == AttemptState.SUCCEEDED
         )
     )
     if not reference:

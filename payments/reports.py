@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session as Tx
 
-from payments.model import Environment, Status
+from payments.model import AttemptState, Environment, Status
 from payments.store import (
     ApiKey,
     GatewayCredential,
@@ -103,7 +103,7 @@ def overview(tx: Tx, project: Project, environment: Environment, *, now: datetim
         tx.scalars(
             select(PaymentAttempt)
             .join(PaymentSession, PaymentSession.id == PaymentAttempt.session_id)
-            .where(*_in_project(project, environment), PaymentAttempt.state == "unknown")
+            .where(*_in_project(project, environment), PaymentAttempt.state == AttemptState.UNKNOWN)
             .limit(20)
         )
     )

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from payments.model import Status, cents_to_decimal_string
+from payments.model import OperationState, Status, cents_to_decimal_string
 from payments.store import MoneyOperation, PaymentSession
 
 PublicStatus = Literal["pending", "succeeded", "failed"]
@@ -15,9 +15,9 @@ PublicStatus = Literal["pending", "succeeded", "failed"]
 
 def public_status(state: str) -> PublicStatus:
     """An operation as the merchant sees it: in flight, however it is, reads `pending`."""
-    if state == "succeeded":
+    if state == OperationState.SUCCEEDED:
         return "succeeded"
-    return "failed" if state == "failed" else "pending"
+    return "failed" if state == OperationState.FAILED else "pending"
 
 
 def _dollars(cents: int | None) -> str | None:
@@ -59,7 +59,7 @@ class OperationOut(BaseModel):
 
 
 def _error(operation: MoneyOperation) -> ErrorInfo | None:
-    if operation.state != "failed" or not operation.error_code:
+    if operation.state != OperationState.FAILED or not operation.error_code:
         return None
     return ErrorInfo(code=operation.error_code, message=operation.error_message or "")
 

@@ -312,3 +312,31 @@ def test_a_delivery_the_worker_claimed_but_never_sent_is_sent_after_the_lease(
     services.clock.advance(minutes=2)  # type: ignore[attr-defined]
     assert deliver_due(services) == 1
     assert len(receiver.log) == 1
+
+
+def test_a_live_event_is_kept_but_never_sent_over_plain_http(
+    services: Services,
+    client: FlaskClient,
+    merchant: dict[str, str],
+    hook_secret: str,
+    receiver: HTTPServer,
+    new_session: Callable[..., str],
+    opt_in: Callable[..., None],
+) -> None:
+    """The receiver here is http on loopback: test events go there, live ones wait for https."""
+    opt_in("cancelled")
+    accepted = checking_receiver(receiver, hook_secret, services.clock().timestamp())
+    for mode in ("live", "test"):
+        session_id = new_session(mode)
+        cancelled = client.post(
+            f"/v1/sessions/{session_id}/cancel", headers={"Authorization": merchant[mode]}
+        )
+        assert cancelled.status_code == 204
+
+    assert deliver_due(services) == 2
+    assert [body["environment"] for body in accepted] == ["test"]
+    with services.db.transaction() as tx:
+        live = tx.scalars(select(WebhookEvent).where(WebhookEvent.delivered.is_(False))).one()
+        [attempt] = tx.scalars(select(WebhookDelivery).where(WebhookDelivery.event_id == live.id))
+        assert attempt.status_code is None and "https only" in (attempt.error or "")
+        assert live.next_attempt_at is not None  # retried, so an https URL set later gets it
