@@ -226,8 +226,7 @@ def _prepare(services: Services, event_id: str) -> _Send:
         event = tx.get_one(WebhookEvent, event_id)
         project = tx.get_one(Project, event.project_id)
         secret = project_secret(project, services.sealer(SECRET_PURPOSE))
-        session = tx.get_one(PaymentSession, event.session_id)
-        live = session.environment == Environment.LIVE
+        live = event.environment == Environment.LIVE
         return _Send(event.id, project.webhook_url, secret, event.payload.encode(), live)
 
 

@@ -107,7 +107,7 @@ def _record(
         "caller": session.caller if source is Channel.VOICE else None,
         **extra,
     }
-    return _add(tx, project, session.id, event_type, now, body)
+    return _add(tx, project, session.id, session.environment, event_type, now, body)
 
 
 def record_project_event(
@@ -120,13 +120,14 @@ def record_project_event(
 ) -> None:
     """Tell the merchant something about the project itself, not one session (always sent)."""
     if project.webhook_url:
-        _add(tx, project, None, event_type, now, dict(body))
+        _add(tx, project, None, environment, event_type, now, dict(body))
 
 
 def _add(
     tx: Tx,
     project: Project,
     session_id: str | None,
+    environment: str,
     event_type: str,
     now: datetime,
     body: dict[str, object],
@@ -137,6 +138,7 @@ def _add(
             id=event_id,
             project_id=project.id,
             session_id=session_id,
+            environment=environment,
             type=event_type,
             payload=json.dumps({"event_id": event_id} | body, separators=(",", ":")),
             created_at=now,

@@ -243,6 +243,8 @@ class WebhookEvent(Base):
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
     # None for an event about the project itself (payments.outbox.record_project_event).
     session_id: Mapped[str | None] = mapped_column(ForeignKey("sessions.id"), index=True)
+    # test / live: a live event is only ever sent over https (payments.delivery).
+    environment: Mapped[str | None] = mapped_column(String(8))
     type: Mapped[str] = mapped_column(String(32))
     payload: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime]
