@@ -14,7 +14,7 @@ from api.schemas import AccountOut, AuthCheck, ProjectList, ProjectOut, ProjectS
 from api.validation import parse_body
 from payments.accounts import account_projects, find_account_project
 from payments.model import Environment
-from payments.outbox import SECRET_PURPOSE
+from payments.outbox import WEBHOOK_SECRET_PURPOSE
 from payments.project_settings import project_document, project_settings
 from payments.projects import change_project
 from payments.store import Account, Project
@@ -107,7 +107,7 @@ def patch_project(slug: str) -> Response:
             patch,
             actor=caller.actor,
             now=services.clock(),
-            sealer=services.sealer(SECRET_PURPOSE),
+            sealer=services.sealer(WEBHOOK_SECRET_PURPOSE),
             live=caller.environment == Environment.LIVE,
         )
         out = project_out(project, changed.webhook_secret, _widget_paused_until(project))

@@ -347,7 +347,7 @@ def _transfer(session: PaymentSession, status: str | None = None) -> Transfer | 
     )
 
 
-def _render(reply: flow.Reply, transfer: Transfer | None) -> Response:
+def _render(reply: flow.CallReply, transfer: Transfer | None) -> Response:
     context = reply.context()
     if reply.template in GATHER_TEMPLATES:
         context["action_url"] = public_url("twilio.gather", step=reply.template)

@@ -52,7 +52,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ivr.phone import Phone, PhoneError, Reply, http_transport  # noqa: E402
+from ivr.phone import HttpReply, Phone, PhoneError, http_transport  # noqa: E402
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/{db}"
@@ -436,7 +436,7 @@ class Call:
         self.unexpected: str | None = None
         self.rng = random.Random(self.session_id)
 
-    def send(self, path: str, form: Any, headers: Any) -> Reply:
+    def send(self, path: str, form: Any, headers: Any) -> HttpReply:
         t0 = time.monotonic()
         reply = self._transport(path, form, headers)
         elapsed = time.monotonic() - t0

@@ -35,9 +35,9 @@ from gateways.base import (
     LookUp,
     NotRefundable,
     NotVoidable,
-    Outcome,
     PaymentRequest,
     PaymentResult,
+    ResultKind,
     ReversalKind,
     ReversalResult,
     processor_fields,
@@ -371,7 +371,7 @@ class AuthorizeNetGateway:
             cvv=_text(transaction, "cardCodeResponse"),
         )
 
-    def _transact(self, request: PaymentRequest, kind: str, outcome: Outcome) -> PaymentResult:
+    def _transact(self, request: PaymentRequest, kind: str, outcome: ResultKind) -> PaymentResult:
         transaction = contracts.transactionRequestType()
         transaction.transactionType = kind
         transaction.amount = (Decimal(request.amount_cents) / 100).quantize(Decimal("0.01"))
@@ -450,7 +450,7 @@ class AuthorizeNetGateway:
     def _paid(
         self,
         look_up: LookUp,
-        outcome: Outcome,
+        outcome: ResultKind,
         trans_id: str | None,
         *,
         auth_code: str | None,

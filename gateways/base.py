@@ -29,7 +29,7 @@ DeclineReason = Literal[
     "invalid_number",
     "processing_error",
 ]
-Outcome = Literal["captured", "authorized", "tokenized"]
+ResultKind = Literal["captured", "authorized", "tokenized"]
 ReversalKind = Literal["void", "refund", "capture"]
 
 PROCESSOR_FIELDS: dict[str, tuple[str, ...]] = {
@@ -87,7 +87,7 @@ class Card:
 
 
 @dataclass(frozen=True)
-class BillingAddress:
+class CardholderAddress:
     street: str
     city: str
     state: str
@@ -122,7 +122,7 @@ class PaymentRequest:
     card: Card
     idempotency_key: str
     description: str | None = None
-    billing_address: BillingAddress | None = None
+    billing_address: CardholderAddress | None = None
     postal_code: str | None = None
     session_id: str | None = None
 
@@ -140,7 +140,7 @@ class PaymentRequest:
 
 @dataclass(frozen=True)
 class PaymentResult:
-    outcome: Outcome
+    outcome: ResultKind
     transaction_id: str | None
     card_brand: str
     card_last4: str

@@ -23,9 +23,9 @@ from gateways.base import (
     LookUp,
     NotRefundable,
     NotVoidable,
-    Outcome,
     PaymentRequest,
     PaymentResult,
+    ResultKind,
     ReversalKind,
     ReversalResult,
     processor_fields,
@@ -270,7 +270,7 @@ class BraintreeGateway:
         }
 
     def _captured(self, look_up: LookUp, transaction: Any) -> PaymentResult:
-        outcome: Outcome = "authorized" if transaction.status == "authorized" else "captured"
+        outcome: ResultKind = "authorized" if transaction.status == "authorized" else "captured"
         return PaymentResult(
             outcome,
             transaction.id,

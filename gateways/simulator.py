@@ -15,9 +15,9 @@ from gateways.base import (
     GatewayError,
     LookUp,
     NotVoidable,
-    Outcome,
     PaymentRequest,
     PaymentResult,
+    ResultKind,
     ReversalKind,
     ReversalResult,
     processor_fields,
@@ -42,7 +42,7 @@ def _digits(hexdigest: str, n: int) -> str:
 
 
 def _stripe(
-    outcome: Outcome, h: str, _request: PaymentRequest
+    outcome: ResultKind, h: str, _request: PaymentRequest
 ) -> tuple[str | None, dict[str, str | None]]:
     if outcome == "tokenized":
         return None, processor_fields(
@@ -69,7 +69,7 @@ def avs_result(request: PaymentRequest) -> str:
 
 
 def _authorizenet(
-    outcome: Outcome, h: str, request: PaymentRequest
+    outcome: ResultKind, h: str, request: PaymentRequest
 ) -> tuple[str | None, dict[str, str | None]]:
     if outcome == "tokenized":
         return None, processor_fields(
@@ -89,7 +89,7 @@ def _authorizenet(
 
 
 def _braintree(
-    outcome: Outcome, h: str, _request: PaymentRequest
+    outcome: ResultKind, h: str, _request: PaymentRequest
 ) -> tuple[str | None, dict[str, str | None]]:
     if outcome == "tokenized":
         return None, processor_fields(
@@ -99,7 +99,7 @@ def _braintree(
 
 
 def _shift4(
-    outcome: Outcome, h: str, _request: PaymentRequest
+    outcome: ResultKind, h: str, _request: PaymentRequest
 ) -> tuple[str | None, dict[str, str | None]]:
     if outcome == "tokenized":
         return None, processor_fields(
@@ -110,7 +110,7 @@ def _shift4(
 
 
 _SHAPES: dict[
-    str, Callable[[Outcome, str, PaymentRequest], tuple[str | None, dict[str, str | None]]]
+    str, Callable[[ResultKind, str, PaymentRequest], tuple[str | None, dict[str, str | None]]]
 ] = {
     "stripe": _stripe,
     "authorizenet": _authorizenet,
@@ -193,7 +193,7 @@ class SimulatorGateway:
         with self._lock:
             return self.reversals.setdefault((self.name, idempotency_key), reversal)
 
-    def _answer(self, request: PaymentRequest, outcome: Outcome) -> PaymentResult:
+    def _answer(self, request: PaymentRequest, outcome: ResultKind) -> PaymentResult:
         key = (self.name, request.idempotency_key)
         with self._lock:
             answer = self._answers.get(key)
@@ -204,7 +204,7 @@ class SimulatorGateway:
             raise answer
         return answer
 
-    def _decide(self, request: PaymentRequest, outcome: Outcome) -> PaymentResult | GatewayError:
+    def _decide(self, request: PaymentRequest, outcome: ResultKind) -> PaymentResult | GatewayError:
         card = request.card
         if not luhn_valid(card.number):
             return CardDeclined("invalid_number", "The card number is not valid.")

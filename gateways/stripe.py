@@ -17,9 +17,9 @@ from gateways.base import (
     GatewayUnavailable,
     LookUp,
     NotVoidable,
-    Outcome,
     PaymentRequest,
     PaymentResult,
+    ResultKind,
     ReversalKind,
     ReversalResult,
     processor_fields,
@@ -275,7 +275,7 @@ class StripeGateway:
         charge = getattr(intent, "latest_charge", None)
         receipt = None if isinstance(charge, str) else getattr(charge, "receipt_url", None)
         status = getattr(intent, "status", None)
-        outcomes: dict[str | None, Outcome] = {
+        outcomes: dict[str | None, ResultKind] = {
             "succeeded": "captured",
             "requires_capture": "authorized",
         }

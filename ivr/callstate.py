@@ -29,7 +29,7 @@ from typing import Protocol
 
 import redis
 
-from ivr.flow import CallState, Card
+from ivr.flow import CallState, KeyedCard
 from ivr.transfer import Transfer
 from payments.crypto import DecryptionError, Sealer
 from payments.sessions import CALL_BOUND
@@ -178,13 +178,13 @@ class CallStates:
         raw = self._open(call_sid, self._store.load(_hand_back_key(call_sid)))
         return None if raw is None else HandBack.from_bytes(raw)
 
-    def put_card(self, call_sid: str, card: Card, ttl: int = DEFAULT_TTL) -> None:
+    def put_card(self, call_sid: str, card: KeyedCard, ttl: int = DEFAULT_TTL) -> None:
         payload = json.dumps(card.to_dict()).encode()
         self._store.save(_card_key(call_sid), self._seal(call_sid, payload), ttl)
 
-    def take_card(self, call_sid: str) -> Card | None:
+    def take_card(self, call_sid: str) -> KeyedCard | None:
         raw = self._open(call_sid, self._store.take(_card_key(call_sid)))
-        return None if raw is None else Card.from_dict(json.loads(raw))
+        return None if raw is None else KeyedCard.from_dict(json.loads(raw))
 
     def claim(self, key: str, ttl: int = DEFAULT_TTL) -> bool:
         return self._store.claim(f"{KEY_PREFIX}claim:{key}", ttl)

@@ -16,7 +16,7 @@ import logging
 
 from sqlalchemy import select
 
-from gateways.base import Card as GatewayCard
+from gateways.base import Card
 from ivr import flow
 from ivr.binding import end_call
 from ivr.callstate import CALL_TTL, DEFAULT_TTL, CallStates, callstate_from_url
@@ -60,7 +60,7 @@ def callstates_of(services: Services) -> CallStates:
     return services.callstates
 
 
-def start_payment(services: Services, job: PaymentJob, card: flow.Card) -> bool:
+def start_payment(services: Services, job: PaymentJob, card: flow.KeyedCard) -> bool:
     """Hand the card to a new job, once per (session, attempt); False when already started."""
     calls = callstates_of(services)
     # the claim outlives the call, so a late duplicate webhook still finds it
@@ -83,7 +83,7 @@ def run_payment_job(services: Services, job: PaymentJob) -> None:
     if card is None:  # the call ended or the flow failed first: the card is already gone
         log.info("payment job for session %s attempt %s found no card", job.session_id, job.attempt)
         return
-    gateway_card = GatewayCard(
+    gateway_card = Card(
         number=card.number,
         exp_month=card.exp_month,
         exp_year=card.exp_year,
@@ -111,7 +111,7 @@ def run_payment_job(services: Services, job: PaymentJob) -> None:
             end_call(tx, job.call_sid, now=services.clock())
 
 
-def attempt_result(services: Services, session_id: str, number: int) -> flow.PaymentResult | None:
+def attempt_result(services: Services, session_id: str, number: int) -> flow.GatewayAnswer | None:
     """The gateway's answer for one attempt as the flow hears it; None while it is still running."""
     with services.db.transaction() as tx:
         attempt = tx.scalar(
@@ -123,5 +123,5 @@ def attempt_result(services: Services, session_id: str, number: int) -> flow.Pay
             return None  # running, or awaiting reconciliation: the caller keeps holding
         if attempt.state == AttemptState.SUCCEEDED:
             session = tx.get_one(PaymentSession, session_id)
-            return flow.PaymentResult(approved=True, confirmation=session.confirmation_code or "")
-        return flow.PaymentResult(approved=False, decline_code=attempt.error_code or "")
+            return flow.GatewayAnswer(approved=True, confirmation=session.confirmation_code or "")
+        return flow.GatewayAnswer(approved=False, decline_code=attempt.error_code or "")

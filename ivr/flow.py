@@ -1,8 +1,8 @@
 """The call as a pure state machine: ``(state, event, context) -> Turn``; no Flask, DB or I/O.
 
-A ``Turn`` carries the next ``CallState`` (store it, sealed, with ``ivr.callstate``), the ``Reply``
-to render (``render_twiml(reply.template, **reply.context(), action_url=..., ...)``) and the
-``actions`` the webhook layer must carry out. How ``ivr/webhooks.py`` drives it, per request:
+A ``Turn`` carries the next ``CallState`` (store it, sealed, with ``ivr.callstate``), the
+``CallReply`` to render (``render_twiml(reply.template, **reply.context(), action_url=...)``)
+and the ``actions`` the webhook layer must carry out. How ``api/voice.py`` drives it, per request:
 
 1. A new call. Bound by SIP URI, SIP header or caller ID: ``greet(context)``. Otherwise
    ``ask_access_code(language)``, with ``why=AMBIGUOUS_CALLER_ID`` when caller ID matched
@@ -14,7 +14,7 @@ to render (``render_twiml(reply.template, **reply.context(), action_url=..., ...
    While ``state.session_id`` is None: ``enter_access_code(state, event, lookup, language)``;
    ``lookup(code)`` returns the session's ``FlowContext`` or None. Then ``advance(state, event,
    context)``.
-3. The hold ``<Redirect>`` (the result URL): ``PaymentResult(...)`` once the gateway answered,
+3. The hold ``<Redirect>`` (the result URL): ``GatewayAnswer(...)`` once the gateway answered,
    ``PaymentPending()`` before; ``advance(state, event, context)``.
 4. Actions, in order:
    - ``Bind(session_id)``: the access code matched; bind the call (``collecting``, CallSid).
@@ -90,7 +90,7 @@ class Outcome(StrEnum):
 
 
 @dataclass(frozen=True)
-class Card:
+class KeyedCard:
     """What the caller keyed; partial while entering. Radioactive: never shown by ``repr``."""
 
     number: str = field(default="", repr=False)
@@ -99,7 +99,7 @@ class Card:
     postal_code: str = field(default="", repr=False)
 
     def __repr__(self) -> str:
-        return f"Card(brand={self.brand})"
+        return f"KeyedCard(brand={self.brand})"
 
     @property
     def brand(self) -> Brand | None:
@@ -127,7 +127,7 @@ class Card:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, str]) -> Card:
+    def from_dict(cls, data: dict[str, str]) -> KeyedCard:
         return cls(**data)
 
 
@@ -142,7 +142,7 @@ class CallState:
     attempt: int = 0  # payment attempts started
     polls: int = 0  # hold redirects during the current attempt
     decline_code: str = ""  # of the last declined attempt
-    card: Card = field(default_factory=Card)
+    card: KeyedCard = field(default_factory=KeyedCard)
 
     def to_bytes(self) -> bytes:
         return json.dumps(asdict(self)).encode()
@@ -158,7 +158,7 @@ class CallState:
             attempt=data["attempt"],
             polls=data["polls"],
             decline_code=data["decline_code"],
-            card=Card.from_dict(data["card"]),
+            card=KeyedCard.from_dict(data["card"]),
         )
 
 
@@ -211,7 +211,7 @@ class PaymentPending:
 
 
 @dataclass(frozen=True)
-class PaymentResult:
+class GatewayAnswer:
     """The gateway answered. ``decline_code`` uses the gateway error tree's codes
     (``card_declined``, ``insufficient_funds``, ``incorrect_cvc``, ``expired_card``,
     ``incorrect_zip``, ``processing_error``); unknown codes get a generic sentence."""
@@ -222,7 +222,7 @@ class PaymentResult:
 
 
 GatherEvent = Entry | Silence | Star
-Event = GatherEvent | PaymentPending | PaymentResult
+Event = GatherEvent | PaymentPending | GatewayAnswer
 
 
 def parse_gather(digits: str, finished_on_key: str = "", step: str | None = None) -> GatherEvent:
@@ -249,7 +249,7 @@ def parse_gather(digits: str, finished_on_key: str = "", step: str | None = None
 
 
 @dataclass(frozen=True)
-class Reply:
+class CallReply:
     """What to render: a template name and the sentences to say, in the caller's language."""
 
     template: str
@@ -272,7 +272,7 @@ class StartPayment:
     """Start the gateway call for ``attempt`` (1-based) with ``card``; at most once per attempt."""
 
     attempt: int
-    card: Card
+    card: KeyedCard
 
 
 @dataclass(frozen=True)
@@ -287,7 +287,7 @@ Action = Bind | StartPayment | Finish
 @dataclass(frozen=True)
 class Turn:
     state: CallState
-    reply: Reply
+    reply: CallReply
     actions: tuple[Action, ...] = ()
 
     @property
@@ -303,7 +303,7 @@ class _EntryRule:
     """How one keyed entry is checked and stored, and which step follows it."""
 
     field: str
-    check: Callable[[str, Card, FlowContext], Reason | None]
+    check: Callable[[str, KeyedCard, FlowContext], Reason | None]
     next: Step
 
 
@@ -335,8 +335,8 @@ _TEMPLATES: dict[Step, str] = {Step.PROCESSING: "hold", Step.DONE: "goodbye"}
 _ENDED_ELSEWHERE = frozenset({Status.CANCELLED, Status.EXPIRED, Status.ABANDONED})
 
 
-def _reply(step: Step, lines: list[str], language: str) -> Reply:
-    return Reply(
+def _reply(step: Step, lines: list[str], language: str) -> CallReply:
+    return CallReply(
         template=_TEMPLATES.get(step, step.value),
         say=tuple(lines),
         language=language,
@@ -408,7 +408,7 @@ def advance(state: CallState, event: Event, ctx: FlowContext) -> Turn:
         raise ValueError(f"advance() cannot run at step {state.step}")
     if ctx.status in _ENDED_ELSEWHERE:
         return _ended(state, ctx)
-    if isinstance(event, PaymentPending | PaymentResult):
+    if isinstance(event, PaymentPending | GatewayAnswer):
         if state.step is Step.PROCESSING:
             return _on_payment(state, event, ctx)
         return _ask(state, ctx)
@@ -434,10 +434,12 @@ def advance(state: CallState, event: Event, ctx: FlowContext) -> Turn:
     return _ask(_moved(state, next_step, card), ctx)
 
 
-def error_reply(language: str) -> Reply:
+def error_reply(language: str) -> CallReply:
     """The apology for ``error.xml``, when something on our side broke mid-call."""
     text = catalog(language)
-    return Reply(template="error", say=(text.say("error"),), language=language, voice=text.voice)
+    return CallReply(
+        template="error", say=(text.say("error"),), language=language, voice=text.voice
+    )
 
 
 def _ask(state: CallState, ctx: FlowContext, before: list[str] | None = None) -> Turn:
@@ -496,7 +498,7 @@ def _choose(state: CallState, choice: str | None, ctx: FlowContext) -> Turn:
     return replace(turn, actions=(StartPayment(attempt, state.card),))
 
 
-def _on_payment(state: CallState, event: PaymentPending | PaymentResult, ctx: FlowContext) -> Turn:
+def _on_payment(state: CallState, event: PaymentPending | GatewayAnswer, ctx: FlowContext) -> Turn:
     text = catalog(ctx.language)
     if isinstance(event, PaymentPending):
         polls = state.polls + 1
@@ -541,14 +543,14 @@ def _finish(state: CallState, ctx: FlowContext, finish: Finish, lines: list[str]
     return Turn(done, _reply(Step.DONE, [*lines, closing], ctx.language), (finish,))
 
 
-def _moved(state: CallState, step: Step, card: Card | None = None) -> CallState:
+def _moved(state: CallState, step: Step, card: KeyedCard | None = None) -> CallState:
     """``state`` at a new step: tries and polls start again; the card only if carried on."""
     return CallState(
         step=step,
         session_id=state.session_id,
         attempt=state.attempt,
         decline_code=state.decline_code,
-        card=card or Card(),
+        card=card or KeyedCard(),
     )
 
 

@@ -40,21 +40,21 @@ class PhoneError(Exception):
 
 
 @dataclass(frozen=True)
-class Reply:
+class HttpReply:
     status: int
     body: str
     headers: Mapping[str, str]
 
 
 # (path with query, form, headers) -> the server's reply
-Transport = Callable[[str, Mapping[str, str], Mapping[str, str]], Reply]
+Transport = Callable[[str, Mapping[str, str], Mapping[str, str]], HttpReply]
 
 
 def http_transport(server_url: str, *, timeout: float = 20.0) -> Transport:
     """Send webhooks to a server over HTTP."""
     base = server_url.rstrip("/")
 
-    def send(path: str, form: Mapping[str, str], headers: Mapping[str, str]) -> Reply:
+    def send(path: str, form: Mapping[str, str], headers: Mapping[str, str]) -> HttpReply:
         data = urllib.parse.urlencode(form).encode()
         request = urllib.request.Request(  # noqa: S310  # the operator's own server URL
             base + path,
@@ -64,9 +64,9 @@ def http_transport(server_url: str, *, timeout: float = 20.0) -> Transport:
         )
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-                return Reply(response.status, response.read().decode(), dict(response.headers))
+                return HttpReply(response.status, response.read().decode(), dict(response.headers))
         except urllib.error.HTTPError as error:
-            return Reply(error.code, error.read().decode(), dict(error.headers))
+            return HttpReply(error.code, error.read().decode(), dict(error.headers))
 
     return send
 
@@ -182,7 +182,7 @@ class Phone:
         *,
         status: str = "in-progress",
         signature: str | None = None,
-    ) -> Reply:
+    ) -> HttpReply:
         """POST one webhook to a public URL, signed like Twilio (or with `signature`)."""
         if not url.startswith(self.public_url + "/"):
             raise PhoneError(f"TwiML points outside {self.public_url}: {url}")

@@ -4,7 +4,7 @@
 is named after its ``flow.Step`` value; the others are ``hold``, ``goodbye``, ``dial_number``,
 ``dial_sip`` and ``error``. Variables (a missing one is an error, never an empty attribute):
 
-- every template: ``say`` (sentences), ``language``, ``voice`` (``flow.Reply.context()``);
+- every template: ``say`` (sentences), ``language``, ``voice`` (``flow.CallReply.context()``);
 - gathering steps: ``action_url``;
 - ``hold``: ``redirect_url``, optional ``pause`` seconds (default 3);
 - ``dial_number``: ``number``, ``dial_action_url``; ``dial_sip``: ``sip_uri``, ``dial_action_url``;

@@ -117,7 +117,7 @@ def _change(slug: str, patch: dict[str, object]) -> tuple[Project, str | None]:
     from pydantic import ValidationError
 
     from payments.accounts import get_project_by_slug
-    from payments.outbox import SECRET_PURPOSE as WEBHOOK_SECRET
+    from payments.outbox import WEBHOOK_SECRET_PURPOSE
     from payments.projects import change_project
 
     services = services_from_env()
@@ -130,7 +130,7 @@ def _change(slug: str, patch: dict[str, object]) -> tuple[Project, str | None]:
                 patch,
                 actor=CLI_ACTOR,
                 now=services.clock(),
-                sealer=services.sealer(WEBHOOK_SECRET),
+                sealer=services.sealer(WEBHOOK_SECRET_PURPOSE),
             )
     except ValidationError as error:
         raise CommandError(
@@ -202,8 +202,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> None:
 def cmd_gateway_set(args: argparse.Namespace) -> None:
     from gateways import required_credentials
     from payments.accounts import get_project_by_slug
-    from payments.credentials import PURPOSE as CREDENTIALS_PURPOSE
-    from payments.credentials import set_credentials
+    from payments.credentials import CREDENTIALS_PURPOSE, set_credentials
     from payments.model import Environment, Gateway
 
     values = parse_assignments(args.values)
@@ -330,7 +329,7 @@ def cmd_webhook_set(args: argparse.Namespace) -> None:
 
 def cmd_webhook_rotate(args: argparse.Namespace) -> None:
     from payments.accounts import get_project_by_slug
-    from payments.outbox import SECRET_PURPOSE as WEBHOOK_SECRET
+    from payments.outbox import WEBHOOK_SECRET_PURPOSE
     from payments.projects import rotate_webhook_secret
 
     services = services_from_env()
@@ -340,7 +339,7 @@ def cmd_webhook_rotate(args: argparse.Namespace) -> None:
             get_project_by_slug(tx, args.slug),
             actor=CLI_ACTOR,
             now=services.clock(),
-            sealer=services.sealer(WEBHOOK_SECRET),
+            sealer=services.sealer(WEBHOOK_SECRET_PURPOSE),
         )
     print(f"new signing secret for {args.slug} (shown once; the old one stops working now):")
     print(f"  {secret}")

@@ -18,10 +18,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as Tx
 
-from gateways.base import BillingAddress as GatewayBillingAddress
 from gateways.base import (
     Card,
     CardDeclined,
+    CardholderAddress,
     GatewayConfigurationError,
     GatewayError,
     GatewayOutcomeUnknown,
@@ -177,7 +177,7 @@ def _start(
 def _request(
     session: PaymentSession, key: str, card: Card, postal_code: str | None
 ) -> PaymentRequest:
-    billing = GatewayBillingAddress(**session.billing_address) if session.billing_address else None
+    billing = CardholderAddress(**session.billing_address) if session.billing_address else None
     return PaymentRequest(
         amount_cents=session.amount_cents,
         currency=session.currency,

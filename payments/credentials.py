@@ -16,7 +16,7 @@ from payments.model import Environment, Gateway
 from payments.services import Services
 from payments.store import GatewayCredential, Project
 
-PURPOSE = "gateway-credentials"
+CREDENTIALS_PURPOSE = "gateway-credentials"
 
 
 def set_credentials(
@@ -86,7 +86,7 @@ def project_gateway(
     """The project's adapter for a gateway and mode (the simulator in test mode without keys)."""
     with services.db.transaction() as tx:
         credentials = load_credentials(
-            tx, project_id, gateway, environment, sealer=services.sealer(PURPOSE)
+            tx, project_id, gateway, environment, sealer=services.sealer(CREDENTIALS_PURPOSE)
         )
     return build_gateway(
         gateway,

@@ -33,8 +33,8 @@ from sqlalchemy import ColumnElement, CursorResult, select, update
 from payments.errors import NotFound
 from payments.model import Environment
 from payments.outbox import (
-    SECRET_PURPOSE,
     SIGNATURE_HEADER,
+    WEBHOOK_SECRET_PURPOSE,
     project_secret,
     record_test_event,
     signature_header,
@@ -225,7 +225,7 @@ def _prepare(services: Services, event_id: str) -> _Send:
     with services.db.transaction() as tx:
         event = tx.get_one(WebhookEvent, event_id)
         project = tx.get_one(Project, event.project_id)
-        secret = project_secret(project, services.sealer(SECRET_PURPOSE))
+        secret = project_secret(project, services.sealer(WEBHOOK_SECRET_PURPOSE))
         live = event.environment == Environment.LIVE
         return _Send(event.id, project.webhook_url, secret, event.payload.encode(), live)
 

@@ -26,7 +26,7 @@ from payments.project_settings import OptInEvent, project_settings
 from payments.store import OUTBOX, PaymentSession, Project, WebhookEvent
 from payments.views import session_out
 
-SECRET_PURPOSE = "webhook-secret"  # noqa: S105  # a key-derivation label, not a secret
+WEBHOOK_SECRET_PURPOSE = "webhook-secret"  # noqa: S105  # a key-derivation label, not a secret
 SECRET_PREFIX = "whsec_"  # noqa: S105  # the public prefix of every secret
 SIGNATURE_HEADER = "Maven-Signature"
 ALWAYS_SENT = frozenset({Status.PAYMENT_SUCCESS, Status.PAYMENT_AUTHORIZED, Status.PAYMENT_FAILED})

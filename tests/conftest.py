@@ -28,7 +28,7 @@ from gateways.simulator import SimulatorGateway
 from paydial.migrate import upgrade
 from payments.accounts import create_project, get_project_by_slug, issue_key
 from payments.model import Environment
-from payments.outbox import SECRET_PURPOSE
+from payments.outbox import WEBHOOK_SECRET_PURPOSE
 from payments.projects import Changed, change_project
 from payments.services import Services
 from payments.settings import Settings
@@ -269,7 +269,7 @@ def set_project(services: Services, slug: str, **patch: object) -> Changed:
             patch,
             actor="test",
             now=services.clock(),
-            sealer=services.sealer(SECRET_PURPOSE),
+            sealer=services.sealer(WEBHOOK_SECRET_PURPOSE),
         )
 
 

@@ -27,12 +27,11 @@ from gateways import required_credentials
 from gateways.cards import Brand
 from payments import refunds, reports
 from payments.accounts import account_projects, find_account_project, issue_key, revoke_key
-from payments.credentials import PURPOSE as CREDENTIALS_PURPOSE
-from payments.credentials import set_credentials
+from payments.credentials import CREDENTIALS_PURPOSE, set_credentials
 from payments.delivery import replay, send_test_event
 from payments.errors import Conflict, InvalidInput, NotFound
 from payments.model import Environment, Gateway, Status
-from payments.outbox import SECRET_PURPOSE
+from payments.outbox import WEBHOOK_SECRET_PURPOSE
 from payments.project_settings import (
     DEFAULT_LABELS,
     LABEL_KEYS,
@@ -488,7 +487,7 @@ def settings(slug: str) -> ResponseReturnValue:
                 _settings_patch(request.form),
                 actor=current_user().actor,
                 now=services.clock(),
-                sealer=services.sealer(SECRET_PURPOSE),
+                sealer=services.sealer(WEBHOOK_SECRET_PURPOSE),
             )
     except ValidationError as error:
         errors = {
@@ -568,7 +567,7 @@ def webhook(slug: str) -> ResponseReturnValue:
                 {"webhook_url": request.form.get("webhook_url") or None},
                 actor=current_user().actor,
                 now=services.clock(),
-                sealer=services.sealer(SECRET_PURPOSE),
+                sealer=services.sealer(WEBHOOK_SECRET_PURPOSE),
             )
     except ValidationError as error:
         return _developers_page(slug, status=422, webhook_error=error.errors()[0]["msg"])
@@ -588,7 +587,7 @@ def rotate(slug: str) -> ResponseReturnValue:
             _project(tx, slug),
             actor=current_user().actor,
             now=services.clock(),
-            sealer=services.sealer(SECRET_PURPOSE),
+            sealer=services.sealer(WEBHOOK_SECRET_PURPOSE),
         )
     return _developers_page(slug, new_secret=secret)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from werkzeug import Request, Response
 
-from gateways.base import BillingAddress, Card, LookUp, PaymentRequest
+from gateways.base import Card, CardholderAddress, LookUp, PaymentRequest
 
 # Short client timeouts against a server that stalls longer keep the timeout tests fast.
 CLIENT_TIMEOUT = 0.5
@@ -34,7 +34,7 @@ def make_request(
         card=Card(number, 12, 2031, cvc),
         idempotency_key=key or f"pd-sess{uuid.uuid4().hex[:12]}-1",
         description=description,
-        billing_address=BillingAddress(
+        billing_address=CardholderAddress(
             "1 Main St", "Springfield", "IL", "62701", first_name="Ada", last_name="Lovelace"
         )
         if billing

@@ -16,7 +16,7 @@ from pytest_httpserver import HTTPServer
 from gateways.base import Card
 from payments.accounts import get_project_by_slug
 from payments.attempts import pay
-from payments.credentials import PURPOSE, set_credentials
+from payments.credentials import CREDENTIALS_PURPOSE, set_credentials
 from payments.model import Channel, Environment, Gateway, PaymentMode, Status
 from payments.services import Services
 from payments.sessions import NewSession, create_session
@@ -43,7 +43,7 @@ def open_session(services: Services, make_project: Callable[..., str]) -> Callab
                 gateway,
                 Environment.TEST,
                 credentials,
-                sealer=services.sealer(PURPOSE),
+                sealer=services.sealer(CREDENTIALS_PURPOSE),
                 now=services.clock(),
             )
             session = create_session(

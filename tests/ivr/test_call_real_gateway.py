@@ -9,7 +9,7 @@ import pytest
 
 from ivr.phone import Phone, ScriptedKeypad
 from payments.accounts import get_project_by_slug
-from payments.credentials import PURPOSE, set_credentials
+from payments.credentials import CREDENTIALS_PURPOSE, set_credentials
 from payments.model import Environment, Gateway
 from payments.services import Services
 from tests.ivr.conftest import APPROVED, CVV, EXPIRY
@@ -27,7 +27,7 @@ def stripe_sandbox(services: Services, merchant: dict[str, str], localstripe_url
             Gateway.STRIPE,
             Environment.TEST,
             {"secret_key": "sk_test_paydial", "api_base": localstripe_url},
-            sealer=services.sealer(PURPOSE),
+            sealer=services.sealer(CREDENTIALS_PURPOSE),
             now=services.clock(),
         )
 

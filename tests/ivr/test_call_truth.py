@@ -29,7 +29,7 @@ from ivr.transfer import (
     verify,
 )
 from payments.accounts import get_project_by_slug
-from payments.credentials import PURPOSE, set_credentials
+from payments.credentials import CREDENTIALS_PURPOSE, set_credentials
 from payments.model import Environment, Gateway
 from payments.services import Services
 from payments.sessions import CALL_BOUND, expire_due
@@ -488,7 +488,7 @@ def test_a_live_session_without_live_gateway_credentials_is_refused_before_any_c
             Gateway.STRIPE,
             Environment.LIVE,
             {"secret_key": "sk_live_placeholder"},
-            sealer=services.sealer(PURPOSE),
+            sealer=services.sealer(CREDENTIALS_PURPOSE),
             now=services.clock(),
         )
     assert client.post(path, json=body, headers=live).status_code == 201

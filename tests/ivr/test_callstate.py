@@ -16,12 +16,12 @@ from ivr.callstate import (
     RedisCallStateStore,
     callstate_from_url,
 )
-from ivr.flow import CallState, Card, Step
+from ivr.flow import CallState, KeyedCard, Step
 from ivr.transfer import Transfer
 from payments.crypto import DecryptionError
 
 SECRET = "callstate-test-secret"
-CARD = Card(number="4242424242424242", expiry="1230", security_code="987", postal_code="94107")
+CARD = KeyedCard(number="4242424242424242", expiry="1230", security_code="987", postal_code="94107")
 STATE = CallState(step=Step.CONFIRM, session_id="sess_1", tries=1, card=CARD)
 
 

@@ -12,13 +12,13 @@ from ivr.flow import (
     AccessCodeLookup,
     Bind,
     CallState,
-    Card,
     Entry,
     Finish,
     FlowContext,
+    GatewayAnswer,
+    KeyedCard,
     Outcome,
     PaymentPending,
-    PaymentResult,
     Silence,
     Star,
     StartPayment,
@@ -64,8 +64,8 @@ def walk(ctx: FlowContext, *entries: str) -> Turn:
     return walk_from(greet(ctx), ctx, *entries)
 
 
-def second_card() -> Card:
-    return Card(number=VISA, expiry="1230", security_code="123")
+def second_card() -> KeyedCard:
+    return KeyedCard(number=VISA, expiry="1230", security_code="123")
 
 
 def at_confirm(ctx: FlowContext, number: str = VISA) -> Turn:
@@ -180,13 +180,13 @@ def test_pressing_1_starts_attempt_1_with_the_card_and_holds_at_once() -> None:
     assert turn.actions == (StartPayment(1, confirm.state.card),)
     assert turn.reply.template == "hold"
     assert turn.reply.say == ("Thank you. Please hold while we process your card.",)
-    assert turn.state.card == Card()  # the card left the state with StartPayment
+    assert turn.state.card == KeyedCard()  # the card left the state with StartPayment
 
 
 def test_approval_says_the_confirmation_code_in_groups_and_finishes() -> None:
     ctx = make_context()
     turn = advance(
-        processing(ctx).state, PaymentResult(approved=True, confirmation="40271953"), ctx
+        processing(ctx).state, GatewayAnswer(approved=True, confirmation="40271953"), ctx
     )
     assert turn.finish == Finish(Outcome.APPROVED)
     assert turn.state.step is Step.DONE
@@ -200,7 +200,7 @@ def test_approval_says_the_confirmation_code_in_groups_and_finishes() -> None:
 
 def test_approval_with_a_callback_says_it_transfers_back() -> None:
     ctx = make_context(has_callback=True, mode=PaymentMode.TOKENIZE)
-    turn = advance(processing(ctx).state, PaymentResult(approved=True), ctx)
+    turn = advance(processing(ctx).state, GatewayAnswer(approved=True), ctx)
     assert turn.reply.say == ("Your card has been saved.", "Transferring you back now.")
 
 
@@ -328,7 +328,7 @@ def test_confirm_2_starts_the_card_again_from_the_number() -> None:
     ctx = make_context()
     turn = key(at_confirm(ctx), "2", ctx)
     assert turn.state.step is Step.CARD_NUMBER
-    assert turn.state.card == Card()
+    assert turn.state.card == KeyedCard()
     assert turn.actions == ()
 
 
@@ -393,7 +393,7 @@ def test_holding_too_long_sends_the_caller_on_unresolved() -> None:
 def test_a_decline_gives_the_reason_and_offers_another_card() -> None:
     ctx = make_context()
     turn = advance(
-        processing(ctx).state, PaymentResult(False, decline_code="insufficient_funds"), ctx
+        processing(ctx).state, GatewayAnswer(False, decline_code="insufficient_funds"), ctx
     )
     assert turn.state.step is Step.DECLINED
     assert turn.reply.template == "declined"
@@ -411,14 +411,14 @@ def test_a_decline_gives_the_reason_and_offers_another_card() -> None:
 
 def test_an_unknown_decline_code_gets_the_generic_sentence() -> None:
     ctx = make_context()
-    turn = advance(processing(ctx).state, PaymentResult(False, decline_code="do_not_honor_x"), ctx)
+    turn = advance(processing(ctx).state, GatewayAnswer(False, decline_code="do_not_honor_x"), ctx)
     assert turn.reply.say[1] == "The payment could not be completed."
 
 
 def test_pressing_2_after_a_decline_ends_failed_with_the_decline_code() -> None:
     ctx = make_context(has_callback=True)
     declined = advance(
-        processing(ctx).state, PaymentResult(False, decline_code="card_declined"), ctx
+        processing(ctx).state, GatewayAnswer(False, decline_code="card_declined"), ctx
     )
     turn = key(declined, "2", ctx)
     assert turn.finish == Finish(Outcome.FAILED, "card_declined")
@@ -428,7 +428,7 @@ def test_pressing_2_after_a_decline_ends_failed_with_the_decline_code() -> None:
 def test_the_last_allowed_attempt_declined_ends_the_call() -> None:
     ctx = make_context(max_attempts=2)
     state = replace(processing(ctx).state, attempt=2)
-    turn = advance(state, PaymentResult(False, decline_code="expired_card"), ctx)
+    turn = advance(state, GatewayAnswer(False, decline_code="expired_card"), ctx)
     assert turn.finish == Finish(Outcome.FAILED, "expired_card")
     assert turn.reply.say == (
         "Sorry, the payment did not go through.",
@@ -442,11 +442,11 @@ def test_three_attempts_by_default_then_no_more() -> None:
     ctx = make_context()
     turn = processing(ctx)
     for attempt in (1, 2):
-        turn = advance(turn.state, PaymentResult(False, decline_code="card_declined"), ctx)
+        turn = advance(turn.state, GatewayAnswer(False, decline_code="card_declined"), ctx)
         assert turn.state.step is Step.DECLINED
         turn = key(walk_from(key(turn, "1", ctx), ctx, VISA, "1230", "123"), "1", ctx)
         assert turn.actions == (StartPayment(attempt + 1, second_card()),)
-    turn = advance(turn.state, PaymentResult(False, decline_code="card_declined"), ctx)
+    turn = advance(turn.state, GatewayAnswer(False, decline_code="card_declined"), ctx)
     assert turn.finish == Finish(Outcome.FAILED, "card_declined")
 
 
@@ -566,7 +566,7 @@ def test_an_error_reply_apologises_in_the_callers_language() -> None:
 
 def test_a_card_without_a_valid_expiry_has_no_month_and_says_no_digits() -> None:
     with pytest.raises(ValueError, match="no valid expiry") as caught:
-        _ = Card(number=VISA, expiry="1399").exp_month
+        _ = KeyedCard(number=VISA, expiry="1399").exp_month
     assert "1399" not in str(caught.value)
 
 

@@ -12,14 +12,16 @@ from urllib.parse import parse_qsl
 
 from flask.testing import FlaskClient
 
-from ivr.phone import Phone, Reply, Transport
+from ivr.phone import HttpReply, Phone, Transport
 from tests.conftest import PUBLIC_URL, TEST_TWILIO_TOKEN
 
 
 def flask_transport(client: FlaskClient) -> Transport:
-    def send(path: str, form: Mapping[str, str], headers: Mapping[str, str]) -> Reply:
+    def send(path: str, form: Mapping[str, str], headers: Mapping[str, str]) -> HttpReply:
         response = client.post(path, data=dict(form), headers=dict(headers))
-        return Reply(response.status_code, response.get_data(as_text=True), dict(response.headers))
+        return HttpReply(
+            response.status_code, response.get_data(as_text=True), dict(response.headers)
+        )
 
     return send
 

@@ -33,7 +33,7 @@ from ivr import flow
 from ivr.callstate import callstate_from_url
 from payments.accounts import get_project_by_slug
 from payments.attempts import PaymentOutcome, attempt_key, pay
-from payments.credentials import PURPOSE, set_credentials
+from payments.credentials import CREDENTIALS_PURPOSE, set_credentials
 from payments.errors import Conflict
 from payments.jobs import RQJobs
 from payments.model import Environment, Gateway
@@ -127,7 +127,7 @@ def stripe_via_hop(services: Services, merchant: dict[str, str], held_gateway: H
             Gateway.STRIPE,
             Environment.TEST,
             {"secret_key": STRIPE_KEY, "api_base": held_gateway.url},
-            sealer=services.sealer(PURPOSE),
+            sealer=services.sealer(CREDENTIALS_PURPOSE),
             now=services.clock(),
         )
 
@@ -195,7 +195,7 @@ def test_one_job_enqueued_twice_and_two_workers_make_one_stripe_charge(
     session_id = new_session(description=None)  # localstripe refuses descriptions on intents
     calls = callstate_from_url(redis_url, TEST_SECRET_KEY)
     calls.put(CALL_SID, flow.CallState(step=flow.Step.PROCESSING, session_id=session_id, attempt=1))
-    calls.put_card(CALL_SID, flow.Card(number=APPROVED, expiry=EXPIRY, security_code=CVV))
+    calls.put_card(CALL_SID, flow.KeyedCard(number=APPROVED, expiry=EXPIRY, security_code=CVV))
     job = PaymentJob(session_id, 1, CALL_SID)
     queue = RQJobs(redis_url)
     queue.submit(job)

@@ -24,7 +24,7 @@ from api.widget import CSRF_HEADER, csrf_token
 from gateways.base import Card
 from payments.accounts import get_project_by_slug
 from payments.attempts import pay
-from payments.credentials import PURPOSE, set_credentials
+from payments.credentials import CREDENTIALS_PURPOSE, set_credentials
 from payments.model import Environment, Gateway, Status
 from payments.reversals import reverse_due
 from payments.services import Services
@@ -108,7 +108,7 @@ def held(
             Gateway.STRIPE,
             Environment.TEST,
             {"secret_key": "sk_test_held", "api_base": httpserver.url_for("")},
-            sealer=services.sealer(PURPOSE),
+            sealer=services.sealer(CREDENTIALS_PURPOSE),
             now=services.clock(),
         )
     stripe = HeldStripe(httpserver)

@@ -28,7 +28,7 @@ from ivr import flow
 from ivr.callstate import callstate_from_url
 from ivr.phone import Phone, ScriptedKeypad
 from payments.accounts import get_project_by_slug
-from payments.credentials import PURPOSE, set_credentials
+from payments.credentials import CREDENTIALS_PURPOSE, set_credentials
 from payments.jobs import RQJobs
 from payments.model import Environment, Gateway
 from payments.services import PaymentJob, Services
@@ -107,7 +107,7 @@ def stripe_through(services: Services, url: str) -> None:
             Gateway.STRIPE,
             Environment.TEST,
             {"secret_key": STRIPE_KEY, "api_base": url},
-            sealer=services.sealer(PURPOSE),
+            sealer=services.sealer(CREDENTIALS_PURPOSE),
             now=services.clock(),
         )
 
@@ -117,7 +117,7 @@ def queue_payment(redis_url: str, session_id: str) -> PaymentJob:
     call_sid = "CA" + secrets.token_hex(16)
     calls = callstate_from_url(redis_url, TEST_SECRET_KEY)
     calls.put(call_sid, flow.CallState(step=flow.Step.PROCESSING, session_id=session_id, attempt=1))
-    calls.put_card(call_sid, flow.Card(number=APPROVED, expiry=EXPIRY, security_code=CVV))
+    calls.put_card(call_sid, flow.KeyedCard(number=APPROVED, expiry=EXPIRY, security_code=CVV))
     job = PaymentJob(session_id, 1, call_sid)
     RQJobs(redis_url).submit(job)
     return job

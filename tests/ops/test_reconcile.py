@@ -24,7 +24,7 @@ from gateways.base import (
 )
 from payments.accounts import get_project_by_slug
 from payments.attempts import pay
-from payments.credentials import PURPOSE, set_credentials
+from payments.credentials import CREDENTIALS_PURPOSE, set_credentials
 from payments.errors import Conflict
 from payments.model import Environment, Gateway
 from payments.reconcile import GIVE_UP_AFTER, reconcile_due
@@ -110,7 +110,7 @@ def ledger(
             Gateway.STRIPE,
             Environment.LIVE,
             {"secret_key": "sk_live_x"},
-            sealer=services.sealer(PURPOSE),
+            sealer=services.sealer(CREDENTIALS_PURPOSE),
             now=services.clock(),
         )
     yield LedgerGateway.ledger
