@@ -20,6 +20,7 @@ from gateways.base import Card
 from ivr import flow
 from ivr.binding import end_call
 from ivr.callstate import CALL_TTL, DEFAULT_TTL, CallStates, callstate_from_url
+from payments import logs
 from payments.attempts import pay, refuse
 from payments.errors import Conflict
 from payments.jobs import RQJobs, ThreadJobs, until_reachable
@@ -75,6 +76,11 @@ def start_payment(services: Services, job: PaymentJob, card: flow.KeyedCard) -> 
 
 def run_payment_job(services: Services, job: PaymentJob) -> None:
     """Take the card out of call state, run the attempt, and close the session if the call ended."""
+    with logs.bound(session_id=job.session_id):
+        _run_payment_job(services, job)
+
+
+def _run_payment_job(services: Services, job: PaymentJob) -> None:
     calls = callstates_of(services)
     # Redis may drop under a running job: its steps wait for it (no longer than the card lives)
     card = until_reachable(

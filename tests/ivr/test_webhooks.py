@@ -11,6 +11,7 @@ from flask.testing import FlaskClient
 from twilio.request_validator import RequestValidator
 
 from ivr.phone import Phone, ScriptedKeypad
+from payments import logs
 from payments.services import Services
 from tests.conftest import PUBLIC_URL, TEST_TWILIO_TOKEN
 from tests.ivr.conftest import APPROVED, CVV, EXPIRY, wire_backend
@@ -157,6 +158,7 @@ def test_the_fallback_apologises_hands_back_and_records_the_error(
     call = phone(to=created["sip_uri"])
     call.post(f"{PUBLIC_URL}/twilio/voice", status="ringing")
     caplog.set_level(logging.WARNING)
+    caplog.handler.addFilter(logs.AddContext())  # the session tag production handlers add
 
     reply = call.post(
         f"{PUBLIC_URL}/twilio/fallback",
@@ -176,6 +178,8 @@ def test_the_fallback_apologises_hands_back_and_records_the_error(
     else:
         assert number is not None and number.text == callback
     assert "11200" in caplog.text and "step=card_number" in caplog.text
+    [fallback_line] = [r for r in caplog.records if "twilio fallback" in r.getMessage()]
+    assert fallback_line.session_id == created["session_id"]  # type: ignore[attr-defined]
     assert services.callstates is not None and services.callstates.get(call.call_sid) is None
 
 
