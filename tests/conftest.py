@@ -27,7 +27,8 @@ from gateways.base import PaymentRequest, PaymentResult
 from gateways.simulator import SimulatorGateway
 from paydial.migrate import upgrade
 from payments.accounts import create_project, get_project_by_slug, issue_key
-from payments.model import Environment
+from payments.credentials import CREDENTIALS_PURPOSE, set_credentials
+from payments.model import Environment, Gateway
 from payments.outbox import WEBHOOK_SECRET_PURPOSE
 from payments.projects import Changed, change_project
 from payments.services import Services
@@ -258,6 +259,27 @@ def merchant(make_project: Callable[..., str], make_key: Callable[..., str]) -> 
         "test": f"Bearer {make_key('acme', 'test')}",
         "live": f"Bearer {make_key('acme', 'live')}",
     }
+
+
+def store_live_credentials(services: Services, slug: str, gateway: str = "stripe") -> None:
+    """Live credentials for a project, so live sessions may be created (they are never used)."""
+    with services.db.transaction() as tx:
+        set_credentials(
+            tx,
+            get_project_by_slug(tx, slug),
+            Gateway(gateway),
+            Environment.LIVE,
+            {"secret_key": "sk_live_never_called"},
+            sealer=services.sealer(CREDENTIALS_PURPOSE),
+            now=services.clock(),
+        )
+
+
+@pytest.fixture
+def live_merchant(services: Services, merchant: dict[str, str]) -> dict[str, str]:
+    """`merchant`, whose project also has live Stripe credentials (required for live sessions)."""
+    store_live_credentials(services, "acme")
+    return merchant
 
 
 def set_project(services: Services, slug: str, **patch: object) -> Changed:

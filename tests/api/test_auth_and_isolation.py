@@ -110,8 +110,9 @@ def test_a_project_of_the_same_account_is_usable_by_the_accounts_key(
 
 
 def test_a_test_key_cannot_see_live_sessions_nor_the_reverse(
-    client: FlaskClient, merchant: dict[str, str]
+    client: FlaskClient, live_merchant: dict[str, str]
 ) -> None:
+    merchant = live_merchant
     live = create(client, merchant["live"]).json["session_id"]
     test = create(client, merchant["test"]).json["session_id"]
     get = client.get

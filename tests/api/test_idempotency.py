@@ -57,11 +57,12 @@ def test_a_validation_failure_is_not_remembered(
 
 def test_keys_are_scoped_to_the_account_and_mode(
     client: FlaskClient,
-    merchant: dict[str, str],
+    live_merchant: dict[str, str],
     make_project,
     make_key,  # type: ignore[no-untyped-def]
 ) -> None:
     make_project("rival", "Rival")
+    merchant = live_merchant
     test_one = post(client, merchant["test"], "same")
     live_one = post(client, merchant["live"], "same")
     rival_one = post(client, f"Bearer {make_key('rival')}", "same", {**BODY, "project": "rival"})

@@ -317,13 +317,14 @@ def test_a_delivery_the_worker_claimed_but_never_sent_is_sent_after_the_lease(
 def test_a_live_event_is_kept_but_never_sent_over_plain_http(
     services: Services,
     client: FlaskClient,
-    merchant: dict[str, str],
+    live_merchant: dict[str, str],
     hook_secret: str,
     receiver: HTTPServer,
     new_session: Callable[..., str],
     opt_in: Callable[..., None],
 ) -> None:
     """The receiver here is http on loopback: test events go there, live ones wait for https."""
+    merchant = live_merchant
     opt_in("cancelled")
     accepted = checking_receiver(receiver, hook_secret, services.clock().timestamp())
     for mode in ("live", "test"):

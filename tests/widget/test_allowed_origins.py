@@ -13,6 +13,7 @@ from api.errors import wire_errors
 from payments.accounts import get_project_by_slug
 from payments.project_settings import ProjectSettings, WidgetSettings, project_settings
 from payments.services import Services
+from tests.conftest import store_live_credentials
 from tests.widget.test_frame import csp
 
 HOSTILE = [
@@ -109,6 +110,8 @@ def test_a_live_key_may_set_https_origins_only_and_a_test_key_http_too(
 def test_a_live_frame_is_embeddable_only_on_the_https_origins(
     client: FlaskClient, services: Services, make_widget_session: Callable[..., str]
 ) -> None:
+    make_widget_session()  # the project exists once it has a session
+    store_live_credentials(services, "shop")
     sid = make_widget_session(environment="live")
     with services.db.transaction() as tx:
         project = get_project_by_slug(tx, "shop")

@@ -14,7 +14,7 @@ from werkzeug.test import TestResponse
 
 from gateways.cards import BRANDS, Brand, BrandRules, IinRange
 from payments.services import Services
-from tests.conftest import set_project
+from tests.conftest import set_project, store_live_credentials
 
 PARENT = "https://shop.example"
 
@@ -110,8 +110,10 @@ def test_a_parent_origin_that_is_not_an_origin_is_refused(
 
 
 def test_a_live_session_of_a_project_without_allowed_origins_refuses_framing(
-    client: FlaskClient, make_widget_session: Callable[..., str]
+    client: FlaskClient, services: Services, make_widget_session: Callable[..., str]
 ) -> None:
+    make_widget_session()  # the project exists once it has a session
+    store_live_credentials(services, "shop")
     sid = make_widget_session(environment="live")
     standalone = client.get(f"/widget/{sid}")
     assert standalone.status_code == 200
