@@ -35,7 +35,6 @@ from api.validation import parse_body
 from gateways.base import Card
 from gateways.cards import BRANDS
 from ivr import cards
-from ivr.speech import brand_name
 from payments.accounts import get_project_by_slug
 from payments.attempts import pay
 from payments.errors import Conflict, NotFound
@@ -188,7 +187,7 @@ def frame_brands() -> dict[str, dict[str, Any]]:
     """``BRANDS`` as the frame reads it: name, code length, ``[low, high, lengths]`` ranges."""
     return {
         brand.value: {
-            "name": brand_name(brand),
+            "name": rules.name,
             "code": rules.security_code_length,
             "ranges": [[iin.low, iin.high, list(iin.lengths)] for iin in rules.ranges],
         }

@@ -43,6 +43,7 @@ class IinRange:
 
 @dataclass(frozen=True)
 class BrandRules:
+    name: str  # the proper name the phone speaks and the widget shows, in every language
     security_code_length: int
     ranges: tuple[IinRange, ...]
 
@@ -51,10 +52,15 @@ _LONG = (16, 17, 18, 19)
 _DINERS_INTERNATIONAL = (14, 15, 16, 17, 18, 19)
 
 BRANDS: Mapping[Brand, BrandRules] = {
-    Brand.VISA: BrandRules(3, (IinRange("4", "4", (13, 16, 19)),)),
-    Brand.MASTERCARD: BrandRules(3, (IinRange("51", "55", (16,)), IinRange("2221", "2720", (16,)))),
-    Brand.AMEX: BrandRules(4, (IinRange("34", "34", (15,)), IinRange("37", "37", (15,)))),
+    Brand.VISA: BrandRules("Visa", 3, (IinRange("4", "4", (13, 16, 19)),)),
+    Brand.MASTERCARD: BrandRules(
+        "Mastercard", 3, (IinRange("51", "55", (16,)), IinRange("2221", "2720", (16,)))
+    ),
+    Brand.AMEX: BrandRules(
+        "American Express", 4, (IinRange("34", "34", (15,)), IinRange("37", "37", (15,)))
+    ),
     Brand.DISCOVER: BrandRules(
+        "Discover",
         3,
         (
             IinRange("6011", "6011", _LONG),
@@ -63,8 +69,9 @@ BRANDS: Mapping[Brand, BrandRules] = {
             IinRange("65", "65", _LONG),
         ),
     ),
-    Brand.JCB: BrandRules(3, (IinRange("3528", "3589", _LONG),)),
+    Brand.JCB: BrandRules("JCB", 3, (IinRange("3528", "3589", _LONG),)),
     Brand.DINERS: BrandRules(
+        "Diners Club",
         3,
         (
             IinRange("300", "305", _DINERS_INTERNATIONAL),

@@ -10,23 +10,14 @@ import re
 
 from num2words import num2words
 
-from gateways.cards import Brand
+from gateways.cards import BRANDS, Brand
 from ivr.prompts import catalog
 from payments.project_settings import ProjectSettings
-
-_BRAND_NAMES = {
-    Brand.VISA: "Visa",
-    Brand.MASTERCARD: "Mastercard",
-    Brand.AMEX: "American Express",
-    Brand.DISCOVER: "Discover",
-    Brand.JCB: "JCB",
-    Brand.DINERS: "Diners Club",
-}
 
 
 def brand_name(brand: Brand) -> str:
     """Card brands are proper names, the same in every supported language."""
-    return _BRAND_NAMES[brand]
+    return BRANDS[brand].name
 
 
 def spell_number(value: int, language: str) -> str:

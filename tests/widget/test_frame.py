@@ -158,6 +158,7 @@ def test_the_frame_carries_the_servers_card_brand_table_and_the_brands_names(
     assert all(set(rules) == {"name", "code", "ranges"} for rules in table.values())
     served = {
         Brand(brand): BrandRules(
+            rules["name"],
             rules["code"],
             tuple(IinRange(low, high, tuple(lengths)) for low, high, lengths in rules["ranges"]),
         )
