@@ -55,7 +55,7 @@ def list_deliveries() -> Response:
 
 @bp.post("/webhook-deliveries/<delivery_id>/replay")
 @require_api_key
-@idempotent
+@idempotent()
 def replay_delivery(delivery_id: str) -> Response:
     caller = current_caller()
     view = replay(

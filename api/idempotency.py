@@ -1,4 +1,7 @@
-"""`Idempotency-Key` on POSTs: same key and body replay the first answer; another body is a 409.
+"""`Idempotency-Key` on POSTs: same key and request replay the first answer; another is a 409.
+
+Requests are compared by meaning, as Stripe does: the parsed body (key order, whitespace, `150`
+vs `"150.00"` and left-out defaults make no difference), not its raw bytes.
 
 A placeholder row is committed before the view runs, so two concurrent requests with one key
 cannot both act: the second sees the placeholder and gets a 409 until the first has answered.
@@ -14,6 +17,7 @@ from functools import wraps
 from typing import ParamSpec
 
 from flask import Response, make_response, request
+from pydantic import BaseModel
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as Tx
@@ -22,6 +26,7 @@ from werkzeug.exceptions import Conflict as HTTPConflict
 from api.auth import current_caller
 from api.errors import RequestValidationError
 from api.extension import current_services
+from api.validation import parse_body
 from payments.store import IdempotencyRecord
 
 P = ParamSpec("P")
@@ -39,7 +44,26 @@ def purge_expired(tx: Tx, now: datetime) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def idempotent(view: Callable[P, Response | tuple[Response, int]]) -> Callable[P, Response]:
+View = Callable[P, Response | tuple[Response, int]]
+
+
+def idempotent(body: type[BaseModel] | None = None) -> Callable[[View[P]], Callable[P, Response]]:
+    """Make a POST view idempotent; `body` is the model its request body is parsed as."""
+
+    def decorate(view: View[P]) -> Callable[P, Response]:
+        return _idempotent(view, body)
+
+    return decorate
+
+
+def _canonical_request(body: type[BaseModel] | None) -> bytes:
+    """The request's meaning: method, path and the validated body (a 422 when it is invalid)."""
+    data = request.get_data(cache=True)
+    meaning = parse_body(body).model_dump_json().encode() if body is not None and data else data
+    return request.method.encode() + b" " + request.path.encode() + b"\n" + meaning
+
+
+def _idempotent(view: View[P], body: type[BaseModel] | None) -> Callable[P, Response]:
     @wraps(view)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> Response:
         key = request.headers.get("Idempotency-Key")
@@ -57,9 +81,7 @@ def idempotent(view: Callable[P, Response | tuple[Response, int]]) -> Callable[P
             )
         caller = current_caller()
         scoped_key = f"{caller.environment.value}:{key}"
-        digest = hashlib.sha256(
-            request.method.encode() + b" " + request.path.encode() + b"\n" + request.get_data()
-        ).hexdigest()
+        digest = hashlib.sha256(_canonical_request(body)).hexdigest()
         services = current_services()
         now = services.clock()
         replay = _claim(services.db.transaction, caller.account_id, scoped_key, digest, now)

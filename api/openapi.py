@@ -10,8 +10,10 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, models_jso
 from pydantic_core import core_schema
 
 from api import schemas
+from api.deliveries import DeliveriesQuery
 from api.integrations.retell import RetellFunctionCall
 from api.integrations.vapi import VapiServerMessage
+from api.sessions import CallerQuery
 from api.widget import CSRF_HEADER, ChargeApproved, ChargeDeclined, ChargeRequest, WidgetSessionOut
 
 REF_TEMPLATE = "#/components/schemas/{model}"
@@ -35,6 +37,7 @@ class Operation:
     summary: str
     tags: tuple[str, ...]
     responses: dict[int, type[BaseModel] | str]
+    description: str | None = None
     request: type[BaseModel] | None = None
     request_content_type: str = "application/json"
     parameters: tuple[dict[str, Any], ...] = ()
@@ -42,11 +45,53 @@ class Operation:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def path_param(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+def path_param(name: str, schema_format: str | None = None) -> dict[str, Any]:
+    schema = {"type": "string"} | ({"format": schema_format} if schema_format else {})
+    return {"name": name, "in": "path", "required": True, "schema": schema}
 
 
-AUTH_ERRORS: dict[int, type[BaseModel] | str] = {401: schemas.Detail, 404: schemas.Detail}
+def query_params(model: type[BaseModel]) -> tuple[dict[str, Any], ...]:
+    """The query parameters a view parses with `model`, with the limits it enforces."""
+    schema = model.model_json_schema()
+    return tuple(
+        {
+            "name": name,
+            "in": "query",
+            "required": name in schema.get("required", []),
+            **({"description": field["description"]} if "description" in field else {}),
+            "schema": {k: v for k, v in field.items() if k not in ("title", "description")},
+        }
+        for name, field in schema["properties"].items()
+    )
+
+
+SESSION_ID = path_param("session_id", "uuid")
+# What each error status means on this API; every body is documented by its model.
+RESPONSE_DESCRIPTIONS = {
+    401: "Missing, malformed or revoked API key",
+    402: "The card was declined",
+    403: "The frame's CSRF token is missing or wrong",
+    404: "Not found, or outside the key's reach",
+    409: "Conflicts with the session's state, or the Idempotency-Key was used for another request",
+    410: "The session has expired",
+    422: "Validation Error",
+    429: "Too many requests; retry after `Retry-After` seconds",
+}
+RETRY_AFTER = {
+    "Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer", "minimum": 0}}
+}
+AUTH_ERRORS: dict[int, type[BaseModel] | str] = {401: schemas.Detail, 429: schemas.Detail}
+NOT_FOUND: dict[int, type[BaseModel] | str] = {404: schemas.Detail}
+CREATE_SESSION_DESCRIPTION = (
+    "Create a new payment session.\n\nReturns minimal identifiers needed for polling.\n\n"
+    "**Authentication:** API Key (Bearer token)"
+)
+CREATE_WIDGET_SESSION_DESCRIPTION = (
+    "Create a chat/web payment session.\n\nCall this from your **server** with your secret API "
+    "key. Hand the returned\n`session_id` to your frontend and mount the widget:\n"
+    '`Maven.createPayment({ sessionId }).mount("#slot")`.\n\nTheme, labels, and fields are set '
+    "once per project in the dashboard\n(Chat Payments tab → Customize) and applied automatically."
+)
 
 
 class TwilioWebhookForm(BaseModel):
@@ -70,6 +115,15 @@ class TwilioWebhookForm(BaseModel):
 _TWIML_RESPONSES = {
     "200": {"description": "TwiML", "content": {"text/xml": {"schema": {"type": "string"}}}},
     "403": {"description": "Missing or invalid X-Twilio-Signature (nothing was changed)"},
+    "422": {
+        "description": "A NUL character in the query or the form (nothing was changed)",
+        "content": {
+            "application/json": {
+                "schema": {"$ref": REF_TEMPLATE.format(model="HTTPValidationError")}
+            }
+        },
+    },
+    "429": {"description": "A request carrying an API key is rate-limited like the API"},
 }
 
 
@@ -127,6 +181,7 @@ def _page(
                 },
                 "404": {"description": "No such resource"},
                 "410": {"description": "The session has expired"},
+                "422": {"description": "A NUL character in the query"},
             }
         },
     )
@@ -134,6 +189,25 @@ def _page(
 
 WIDGET_OPERATIONS: list[Operation] = [
     _page("/widget/v1/widget.js", "widget_js_get", "The embeddable script", "text/javascript"),
+    Operation(
+        "get",
+        "/widget/v1/widget.{version}.js",
+        "widget_js_versioned_get",
+        "The embeddable script under its content hash (cached for a year, immutable)",
+        ("Widget",),
+        parameters=(path_param("version"),),
+        responses={},
+        api_key=False,
+        extra={
+            "responses": {
+                "200": {
+                    "description": "The script",
+                    "content": {"text/javascript": {"schema": {"type": "string"}}},
+                },
+                "302": {"description": "An old version: the current one's URL is in Location"},
+            }
+        },
+    ),
     _page(
         "/widget/assets/{filename}",
         "widget_asset_get",
@@ -194,9 +268,11 @@ OPERATIONS: list[Operation] = [
         "create_session_v1_sessions_post",
         "Create Session",
         ("Public API (v1)", "Sessions"),
+        description=CREATE_SESSION_DESCRIPTION,
         request=schemas.SessionCreate,
         responses={
             201: schemas.SessionCreateResponse,
+            **NOT_FOUND,
             409: schemas.Detail,
             422: schemas.HTTPValidationError,
             **AUTH_ERRORS,
@@ -208,8 +284,14 @@ OPERATIONS: list[Operation] = [
         "get_session_v1_sessions__session_id__get",
         "Get Session",
         ("Public API (v1)", "Sessions"),
-        parameters=(path_param("session_id"),),
-        responses={200: schemas.SessionOut, **AUTH_ERRORS},
+        description="The full session: status, amount, card, processor identifiers, error.",
+        parameters=(SESSION_ID,),
+        responses={
+            200: schemas.SessionGetResponse,
+            **NOT_FOUND,
+            422: schemas.HTTPValidationError,
+            **AUTH_ERRORS,
+        },
     ),
     Operation(
         "get",
@@ -217,10 +299,17 @@ OPERATIONS: list[Operation] = [
         "find_session_v1_sessions_get",
         "Most recent session for a caller",
         ("Public API (v1)", "Sessions"),
-        parameters=(
-            {"name": "caller", "in": "query", "required": True, "schema": {"type": "string"}},
+        description=(
+            "The caller's most recent active session, else the latest finished one. An unencoded "
+            "`+` in the query (read as a space) is accepted."
         ),
-        responses={200: schemas.SessionOut, 422: schemas.HTTPValidationError, **AUTH_ERRORS},
+        parameters=query_params(CallerQuery),
+        responses={
+            200: schemas.SessionGetResponse,
+            **NOT_FOUND,
+            422: schemas.HTTPValidationError,
+            **AUTH_ERRORS,
+        },
     ),
     Operation(
         "post",
@@ -228,9 +317,11 @@ OPERATIONS: list[Operation] = [
         "cancel_session_v1_sessions__session_id__cancel_post",
         "Cancel Session",
         ("Public API (v1)", "Sessions"),
-        parameters=(path_param("session_id"),),
+        description="Cancel a `pending` or `collecting` session; 409 once it has gone further.",
+        parameters=(SESSION_ID,),
         responses={
             204: "Cancelled",
+            **NOT_FOUND,
             409: schemas.Detail,
             422: schemas.HTTPValidationError,
             **AUTH_ERRORS,
@@ -249,6 +340,7 @@ OPERATIONS: list[Operation] = [
             201: schemas.RefundOut,
             409: schemas.Detail,
             422: schemas.HTTPValidationError,
+            **NOT_FOUND,
             **AUTH_ERRORS,
         },
     ),
@@ -259,7 +351,7 @@ OPERATIONS: list[Operation] = [
         "The session's refunds, oldest first",
         ("Public API (v1)", "After the payment"),
         parameters=(path_param("session_id"),),
-        responses={200: schemas.RefundList, **AUTH_ERRORS},
+        responses={200: schemas.RefundList, **NOT_FOUND, **AUTH_ERRORS},
     ),
     Operation(
         "post",
@@ -273,6 +365,7 @@ OPERATIONS: list[Operation] = [
             202: schemas.OperationOut,
             409: schemas.Detail,
             422: schemas.HTTPValidationError,
+            **NOT_FOUND,
             **AUTH_ERRORS,
         },
     ),
@@ -287,6 +380,7 @@ OPERATIONS: list[Operation] = [
             202: schemas.OperationOut,
             409: schemas.Detail,
             422: schemas.HTTPValidationError,
+            **NOT_FOUND,
             **AUTH_ERRORS,
         },
     ),
@@ -296,9 +390,11 @@ OPERATIONS: list[Operation] = [
         "create_widget_session_v1_widget_sessions_post",
         "Create a chat payment session",
         ("Widget Sessions",),
+        description=CREATE_WIDGET_SESSION_DESCRIPTION,
         request=schemas.CreateWidgetSession,
         responses={
             201: schemas.WidgetSessionCreated,
+            **NOT_FOUND,
             409: schemas.Detail,
             422: schemas.HTTPValidationError,
             **AUTH_ERRORS,
@@ -310,13 +406,11 @@ OPERATIONS: list[Operation] = [
         "list_webhook_deliveries_v1_webhook_deliveries_get",
         "Webhook delivery attempts for a session",
         ("Webhooks",),
-        parameters=(
-            {"name": "session_id", "in": "query", "required": True, "schema": {"type": "string"}},
-        ),
+        parameters=query_params(DeliveriesQuery),
         responses={
             200: schemas.WebhookDeliveryList,
+            **NOT_FOUND,
             422: schemas.HTTPValidationError,
-            429: schemas.Detail,
             **AUTH_ERRORS,
         },
     ),
@@ -329,9 +423,9 @@ OPERATIONS: list[Operation] = [
         parameters=(path_param("delivery_id"),),
         responses={
             201: schemas.WebhookDeliveryOut,
+            **NOT_FOUND,
             409: schemas.Detail,
             422: schemas.HTTPValidationError,
-            429: schemas.Detail,
             **AUTH_ERRORS,
         },
     ),
@@ -341,7 +435,7 @@ OPERATIONS: list[Operation] = [
         "auth_check_v1_auth_check_get",
         "Check the API key: its mode and account",
         ("Public API (v1)", "Account"),
-        responses={200: schemas.AuthCheck, 401: schemas.Detail},
+        responses={200: schemas.AuthCheck, **AUTH_ERRORS},
     ),
     Operation(
         "get",
@@ -349,7 +443,7 @@ OPERATIONS: list[Operation] = [
         "list_projects_v1_projects_get",
         "The key's account's projects",
         ("Public API (v1)", "Account"),
-        responses={200: schemas.ProjectList, 401: schemas.Detail},
+        responses={200: schemas.ProjectList, **AUTH_ERRORS},
     ),
     Operation(
         "get",
@@ -358,7 +452,7 @@ OPERATIONS: list[Operation] = [
         "A project and its settings",
         ("Public API (v1)", "Account"),
         parameters=(path_param("slug"),),
-        responses={200: schemas.ProjectOut, **AUTH_ERRORS},
+        responses={200: schemas.ProjectOut, **NOT_FOUND, **AUTH_ERRORS},
     ),
     Operation(
         "patch",
@@ -369,7 +463,12 @@ OPERATIONS: list[Operation] = [
         ("Public API (v1)", "Account"),
         request=schemas.ProjectChanges,
         parameters=(path_param("slug"),),
-        responses={200: schemas.ProjectOut, 422: schemas.HTTPValidationError, **AUTH_ERRORS},
+        responses={
+            200: schemas.ProjectOut,
+            **NOT_FOUND,
+            422: schemas.HTTPValidationError,
+            **AUTH_ERRORS,
+        },
     ),
     Operation(
         "get",
@@ -470,15 +569,51 @@ OPERATIONS: list[Operation] = [
 ]
 
 
+# What Paydial POSTs to the project's webhook URL on each status change it announces.
+WEBHOOKS = {
+    "session-status": {
+        "post": {
+            "summary": "A session reached a status the project is told about",
+            "description": (
+                "Sent for payment-success, payment-authorized and payment-failed, and for expired, "
+                "cancelled and abandoned when the project opted in. Verify `Maven-Signature`: "
+                '`t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>`.'
+            ),
+            "operationId": "session_status_webhook",
+            "parameters": [
+                {
+                    "name": "Maven-Signature",
+                    "in": "header",
+                    "required": True,
+                    "schema": {"type": "string"},
+                }
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": REF_TEMPLATE.format(model="SessionWebhook")}
+                    }
+                },
+            },
+            "responses": {"2XX": {"description": "Received; any other answer is retried"}},
+        }
+    }
+}
+
+
 def _response(status: int, body: type[BaseModel] | str) -> dict[str, Any]:
     if isinstance(body, str):
         return {"description": body}
-    return {
-        "description": "Successful Response" if status < 300 else body.__name__,
+    response: dict[str, Any] = {
+        "description": RESPONSE_DESCRIPTIONS.get(status, "Successful Response"),
         "content": {
             "application/json": {"schema": {"$ref": REF_TEMPLATE.format(model=body.__name__)}}
         },
     }
+    if status == 429:
+        response["headers"] = RETRY_AFTER
+    return response
 
 
 def build_document(operations: list[Operation]) -> dict[str, Any]:
@@ -488,6 +623,7 @@ def build_document(operations: list[Operation]) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "tags": list(op.tags),
             "summary": op.summary,
+            **({"description": op.description} if op.description else {}),
             "operationId": op.operation_id,
             **op.extra,
             "responses": {  # extra responses (other media types) join the JSON ones
@@ -511,6 +647,7 @@ def build_document(operations: list[Operation]) -> dict[str, Any]:
         if op.api_key:
             entry["security"] = [{"API Key": []}]
         paths.setdefault(op.path, {})[op.method] = entry
+    models.add(schemas.SessionWebhook)
     ordered = sorted(models, key=lambda m: m.__name__)
     _, definitions = models_json_schema(
         [(m, "validation") for m in ordered],
@@ -525,6 +662,7 @@ def build_document(operations: list[Operation]) -> dict[str, Any]:
             "version": "1.0.0",
         },
         "paths": paths,
+        "webhooks": WEBHOOKS,
         "components": {
             "schemas": definitions.get("$defs", {}),
             "securitySchemes": {

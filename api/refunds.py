@@ -46,7 +46,7 @@ def _answer(model: BaseModel, status: int) -> Response:
 
 @bp.post("/refunds")
 @require_api_key
-@idempotent
+@idempotent(RefundCreate)
 def create_refund(session_id: str) -> Response:
     body = _optional_body(RefundCreate)
     out = refunds.refund(
@@ -68,7 +68,7 @@ def list_refunds(session_id: str) -> Response:
 
 @bp.post("/capture")
 @require_api_key
-@idempotent
+@idempotent(CaptureCreate)
 def capture(session_id: str) -> Response:
     body = _optional_body(CaptureCreate)
     out = refunds.capture(
@@ -79,6 +79,6 @@ def capture(session_id: str) -> Response:
 
 @bp.post("/void")
 @require_api_key
-@idempotent
+@idempotent()
 def void(session_id: str) -> Response:
     return _answer(refunds.void(current_services(), session_id, _reach()), 202)

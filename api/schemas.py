@@ -14,20 +14,23 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictInt,
     WithJsonSchema,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
 from ivr.transfer import MAX_SIP_CALLBACK_LENGTH
-from payments.model import Environment, Gateway, PaymentMode
+from payments.model import Environment, Gateway, PaymentMode, Status
 from payments.project_settings import ProjectChanges as ProjectChanges  # the PATCH body
-from payments.views import OperationOut as OperationOut  # re-exported like SessionOut
+from payments.views import OperationOut as OperationOut  # re-exported: the API contract
 from payments.views import RefundOut as RefundOut
-from payments.views import SessionOut as SessionOut  # re-exported: the API contract names it
+from payments.views import SessionGetResponse as SessionGetResponse
+from payments.views import SessionWebhook as SessionWebhook
 
 AMOUNT_PATTERN = r"^(?!^[-+.]*$)[+-]?0*\d*\.?\d*$"
 MAX_AMOUNT = Decimal("1000000.00")
+MAX_AMOUNT_CENTS = int(MAX_AMOUNT * 100)
 MAX_MEMORY_CHARS = 20_000
 # sip:user@host[:port][;params][?headers] (RFC 3261 section 19.1.1), stricter where Twilio turns the
 # URI into an INVITE: no "?" or "&" in the user part or the parameters, so nothing before the
@@ -42,6 +45,12 @@ SIP_URI = re.compile(
 SIP_PLAIN_HEADERS = frozenset(
     {"user-to-user", "remote-party-id", "p-preferred-identity", "p-called-party-id"}
 )
+MAX_DESCRIPTION_CHARS = 500
+E164_PATTERN = r"^\+[1-9]\d{1,14}$"
+E164_EXAMPLE = "+14155550100"
+CALLBACK_PATTERN = f"(?:{E164_PATTERN})|(?:{SIP_URI.pattern})"
+MAX_CALLBACK_CHARS = 256
+SESSION_STATUS_SCHEMA = {"type": "string", "enum": [status.value for status in Status]}
 # Numbers that bill the dialler extra: a transfer to one would be toll fraud on our account.
 TOLL_FRAUD_TYPES = frozenset(
     {
@@ -80,14 +89,17 @@ def _parse_amount(value: Any) -> Decimal:
 
 
 def e164(value: str) -> str:
+    invalid = PydanticCustomError(
+        "phone_number",
+        "Value is not a valid E.164 phone number, e.g. {example}",
+        {"example": E164_EXAMPLE},
+    )
     try:
         number = phonenumbers.parse(value, None)
     except phonenumbers.NumberParseException:
-        raise PydanticCustomError(
-            "phone_number", "Value is not a valid E.164 phone number"
-        ) from None
+        raise invalid from None
     if not phonenumbers.is_valid_number(number):
-        raise PydanticCustomError("phone_number", "Value is not a valid E.164 phone number")
+        raise invalid
     formatted = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     if formatted != value:
         raise PydanticCustomError(
@@ -160,7 +172,7 @@ Amount = Annotated[
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "number", "minimum": 0},
+                {"type": "number", "minimum": 0, "maximum": int(MAX_AMOUNT)},
                 {"type": "string", "pattern": AMOUNT_PATTERN},
             ],
             "title": "Amount",
@@ -214,7 +226,9 @@ class SessionCreate(BaseModel):
 
     project: str = Field(title="Project", description="Project identifier (UUID or slug)")
     caller: Annotated[str, AfterValidator(e164)] = Field(
-        title="Caller", description="Phone number in E.164 format"
+        title="Caller",
+        description="Phone number in E.164 format",
+        json_schema_extra={"pattern": E164_PATTERN},
     )
     amount: Amount
     mode: PaymentMode = Field(description="Payment mode: 'charge' or 'tokenize'")
@@ -222,16 +236,37 @@ class SessionCreate(BaseModel):
         description="Payment gateway: 'stripe', 'authorizenet', 'braintree', or 'shift4'"
     )
     description: str | None = Field(
-        None, max_length=500, title="Description", description="Charge description"
-    )
-    callback: Annotated[str | None, AfterValidator(_callback)] = Field(
         None,
-        max_length=256,
+        max_length=MAX_DESCRIPTION_CHARS,
+        title="Description",
+        description="Charge description",
+    )
+    callback: Annotated[
+        str | None,
+        AfterValidator(_callback),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {
+                        "type": "string",
+                        "maxLength": MAX_CALLBACK_CHARS,
+                        "pattern": CALLBACK_PATTERN,
+                    },
+                    {"type": "null"},
+                ]
+            }
+        ),
+    ] = Field(
+        None,
+        max_length=MAX_CALLBACK_CHARS,
         title="Callback",
         description="Callback phone number or SIP URI for transfer-back",
     )
     memory: str | None = Field(
-        None, title="Memory", description="Call context passed back on transfer"
+        None,
+        max_length=MAX_MEMORY_CHARS,
+        title="Memory",
+        description="Call context passed back on transfer",
     )
     billing_address: BillingAddress | None = Field(
         None,
@@ -255,20 +290,18 @@ class SessionCreate(BaseModel):
             raise PydanticCustomError(
                 "greater_than", "Amount must be greater than 0 for charge mode", {"gt": 0}
             )
-        if self.memory is not None and len(self.memory) > MAX_MEMORY_CHARS:
-            raise PydanticCustomError(
-                "string_too_long",
-                "Memory should have at most {max_length} characters",
-                {"max_length": MAX_MEMORY_CHARS},
-            )
         return self
 
 
 class SessionCreateResponse(BaseModel):
     """Minimal response after creating a session."""
 
-    session_id: str = Field(title="Session Id", description="Session UUID")
-    status: str = Field(title="Status", description="Session status")
+    session_id: str = Field(
+        title="Session Id", description="Session UUID", json_schema_extra={"format": "uuid"}
+    )
+    status: Annotated[Status, WithJsonSchema(SESSION_STATUS_SCHEMA)] = Field(
+        title="Status", description="Session status"
+    )
     phone_number: str | None = Field(
         None, title="Phone Number", description="IVR phone number to call"
     )
@@ -284,35 +317,25 @@ class SessionCreateResponse(BaseModel):
 
 class CreateWidgetSession(BaseModel):
     project: str = Field(title="Project", description="Project UUID or slug")
-    amount_cents: int = Field(
+    amount_cents: StrictInt = Field(  # `true` is not 1 cent, nor "1250" or 12.0 an amount
         ge=0,
-        strict=True,  # `true` is not 1 cent, nor "1250" or 12.0 an amount: an integer only
+        le=MAX_AMOUNT_CENTS,
         title="Amount Cents",
         description="Charge amount in cents. For mode='tokenize' may be 0.",
     )
     gateway: Annotated[str, AfterValidator(_known_gateway)] = Field(
-        title="Gateway", description="stripe | authorizenet | braintree | shift4"
+        title="Gateway",
+        description="stripe | authorizenet | braintree | shift4",
+        json_schema_extra={"enum": [gateway.value for gateway in Gateway]},
     )
     mode: str = Field("charge", pattern=r"^(charge|tokenize)$", title="Mode")
-    description: str | None = Field(None, title="Description")
+    description: str | None = Field(None, max_length=MAX_DESCRIPTION_CHARS, title="Description")
 
     @model_validator(mode="after")
     def _business_rules(self) -> CreateWidgetSession:
         if self.mode == PaymentMode.CHARGE and self.amount_cents <= 0:
             raise PydanticCustomError(
                 "greater_than", "amount_cents must be greater than 0 for charge mode", {"gt": 0}
-            )
-        if self.amount_cents > int(MAX_AMOUNT * 100):
-            raise PydanticCustomError(
-                "less_than_equal",
-                "amount_cents must be at most {le}",
-                {"le": int(MAX_AMOUNT * 100)},
-            )
-        if self.description is not None and len(self.description) > 500:
-            raise PydanticCustomError(
-                "string_too_long",
-                "Description should have at most 500 characters",
-                {"max_length": 500},
             )
         return self
 
@@ -352,10 +375,12 @@ class RefundList(BaseModel):
 
 
 class WidgetSessionCreated(BaseModel):
-    session_id: str
-    status: str
+    """The chat session: hand `session_id` to the page, or open `widget_url`."""
+
+    session_id: str = Field(json_schema_extra={"format": "uuid"})
+    status: Annotated[Status, WithJsonSchema(SESSION_STATUS_SCHEMA)]
     widget_url: str
-    expires_at: datetime
+    expires_at: datetime = Field(description="When the unused session expires (5 minutes)")
 
 
 class WebhookDeliveryOut(BaseModel):
@@ -425,16 +450,14 @@ class ProjectOut(ProjectChanges):
     )
 
 
-class ValidationErrorItem(BaseModel):
-    model_config = ConfigDict(title="ValidationError")
-
+class ValidationError(BaseModel):
     loc: list[str | int] = Field(title="Location")
     msg: str = Field(title="Message")
     type: str = Field(title="Error Type")
 
 
 class HTTPValidationError(BaseModel):
-    detail: list[ValidationErrorItem] = Field(default_factory=list, title="Detail")
+    detail: list[ValidationError] = Field(default_factory=list, title="Detail")
 
 
 class Detail(BaseModel):

@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
+from uuid import UUID
 
 from flask import Blueprint, Response, jsonify
-from pydantic import AfterValidator, BaseModel
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 
 from api.auth import current_caller, require_api_key
 from api.extension import current_services
 from api.idempotency import idempotent
 from api.schemas import (
+    E164_PATTERN,
     CreateWidgetSession,
     SessionCreate,
     SessionCreateResponse,
     WidgetSessionCreated,
     e164,
 )
-from api.validation import parse_body, parse_query
+from api.validation import parse_body, parse_path, parse_query
 from payments.model import Channel, Gateway, PaymentMode
 from payments.sessions import (
     NewSession,
@@ -34,8 +36,26 @@ from payments.views import session_out
 bp = Blueprint("sessions", __name__, url_prefix="/v1")
 
 
+def _unencoded_plus(value: Any) -> Any:
+    """`?caller=+1415...` sent unencoded arrives as " 1415...": read the space as the `+`."""
+    if isinstance(value, str) and value.startswith(" "):
+        return "+" + value[1:]
+    return value
+
+
 class CallerQuery(BaseModel):
-    caller: Annotated[str, AfterValidator(e164)]
+    caller: Annotated[str, BeforeValidator(_unencoded_plus), AfterValidator(e164)] = Field(
+        description="Phone number in E.164 format", json_schema_extra={"pattern": E164_PATTERN}
+    )
+
+
+class SessionPath(BaseModel):
+    session_id: UUID
+
+
+def _session_id(session_id: str) -> str:
+    """The path's id in the form sessions are stored under; a malformed one is a 422."""
+    return str(parse_path(SessionPath, session_id=session_id).session_id)
 
 
 def _created(model: BaseModel) -> Response:
@@ -45,7 +65,7 @@ def _created(model: BaseModel) -> Response:
 
 
 def _render(session: PaymentSession, project: Project) -> Response:
-    return jsonify(session_out(session, project.slug).model_dump(mode="json"))
+    return jsonify(session_out(session, project).model_dump(mode="json"))
 
 
 def voice_session(body: SessionCreate, settings: Settings) -> NewSession:
@@ -116,7 +136,7 @@ def _open(new: NewSession) -> PaymentSession:
 
 @bp.post("/sessions")
 @require_api_key
-@idempotent
+@idempotent(SessionCreate)
 def create_voice_session() -> Response:
     settings = current_services().settings
     session = _open(voice_session(parse_body(SessionCreate), settings))
@@ -131,7 +151,7 @@ def get_session(session_id: str) -> Response:
     with services.db.transaction() as tx:
         session = load_session(
             tx,
-            session_id,
+            _session_id(session_id),
             now=services.clock(),
             account_id=caller.account_id,
             environment=caller.environment,
@@ -158,14 +178,14 @@ def find_session() -> Response:
 
 @bp.post("/sessions/<session_id>/cancel")
 @require_api_key
-@idempotent
+@idempotent()
 def cancel(session_id: str) -> Response:
     services = current_services()
     caller = current_caller()
     with services.db.transaction() as tx:
         cancel_session(
             tx,
-            session_id,
+            _session_id(session_id),
             account_id=caller.account_id,
             environment=caller.environment,
             now=services.clock(),
@@ -175,7 +195,7 @@ def cancel(session_id: str) -> Response:
 
 @bp.post("/widget-sessions")
 @require_api_key
-@idempotent
+@idempotent(CreateWidgetSession)
 def create_widget_session() -> Response:
     settings = current_services().settings
     session = _open(chat_session(parse_body(CreateWidgetSession), settings))

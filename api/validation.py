@@ -72,6 +72,14 @@ def parse_query(model: type[M]) -> M:
         raise RequestValidationError(wire_errors(error.errors(), ("query",))) from None
 
 
+def parse_path(model: type[M], **values: str) -> M:
+    """Path parameters as `model`: a malformed one is a 422, as FastAPI answers (the seeds)."""
+    try:
+        return model.model_validate(values)
+    except ValidationError as error:
+        raise RequestValidationError(wire_errors(error.errors(), ("path",))) from None
+
+
 def init_app(app: Flask) -> None:
     """Register before anything that reads the request (the rate limiter looks up sessions)."""
 

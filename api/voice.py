@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, request, url_for
+from flask import Blueprint, Response, jsonify, request, url_for
 from twilio.request_validator import RequestValidator
 from werkzeug.exceptions import HTTPException
 
+from api.errors import RequestValidationError
 from api.extension import current_services
 from ivr.call import Call
 
@@ -66,6 +67,10 @@ def _safe_twiml(error: Exception) -> Response:
     """Whatever broke, the caller hears an apology instead of Twilio's canned error."""
     if isinstance(error, HTTPException):
         return Response(error.description or "", status=error.code or 500, mimetype="text/plain")
+    if isinstance(error, RequestValidationError):  # refused before the signature was checked
+        response = jsonify({"detail": error.errors})
+        response.status_code = 422
+        return response
     log.error("twilio webhook %s failed: %s", request.path, type(error).__name__, exc_info=error)
     call = _call(request.form.get("CallSid", ""))
     return _twiml(call, call.error())

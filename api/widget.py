@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from datetime import date, datetime, timedelta
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from flask import (
     render_template,
     request,
     send_from_directory,
+    url_for,
 )
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session as Tx
@@ -53,6 +55,8 @@ from payments.store import PaymentSession, Project
 from payments.velocity import VelocityLimited
 
 WIDGET_DIR = Path(__file__).resolve().parent.parent / "widget"
+LOADER_MAX_AGE = 300  # seconds: /widget/v1/widget.js picks up a new script within 5 minutes
+IMMUTABLE_MAX_AGE = 31_536_000  # a year: the versioned URL's content never changes
 CSRF_HEADER = "X-Paydial-CSRF"
 DEMO_PROJECT = "demo"
 
@@ -255,9 +259,32 @@ def _security_headers(response: Response) -> Response:
     return response
 
 
+@cache
+def loader_version() -> str:
+    """The loader's content hash: its versioned URL changes whenever the script does."""
+    return hashlib.sha256((WIDGET_DIR / "v1" / "widget.js").read_bytes()).hexdigest()[:16]
+
+
 @bp.get("/widget/v1/widget.js")
 def loader() -> Response:
-    return send_from_directory(WIDGET_DIR / "v1", "widget.js", max_age=300)
+    """Always the current script, cached briefly; names the immutable URL it is also under."""
+    response = send_from_directory(WIDGET_DIR / "v1", "widget.js", max_age=LOADER_MAX_AGE)
+    response.headers["Cache-Control"] = f"public, max-age={LOADER_MAX_AGE}"
+    versioned = url_for("widget.versioned_loader", version=loader_version())
+    response.headers["Link"] = f'<{versioned}>; rel="canonical"'
+    return response
+
+
+@bp.get("/widget/v1/widget.<version>.js")
+def versioned_loader(version: str) -> Response:
+    """The script under its content hash, cacheable for a year; an old hash finds the current."""
+    current = url_for("widget.versioned_loader", version=loader_version())
+    if version != loader_version():
+        headers = {"Location": current, "Cache-Control": f"public, max-age={LOADER_MAX_AGE}"}
+        return Response(status=302, headers=headers)
+    response = send_from_directory(WIDGET_DIR / "v1", "widget.js", max_age=IMMUTABLE_MAX_AGE)
+    response.headers["Cache-Control"] = f"public, max-age={IMMUTABLE_MAX_AGE}, immutable"
+    return response
 
 
 @bp.get("/widget/assets/<path:filename>")
@@ -442,5 +469,5 @@ def demo() -> Response:
                 description="Demo order: a bag of coffee beans",
             ),
         )
-    body = render_template("demo.html", session_id=session.id)
+    body = render_template("demo.html", session_id=session.id, loader_version=loader_version())
     return _html(body, 200, f"{BASE_CSP}; frame-src 'self'; frame-ancestors 'none'")

@@ -52,6 +52,9 @@ _installed = False
 # How long Authorize.net rejects a resubmission of the same invoice, card and amount (its maximum).
 DUPLICATE_WINDOW_SECONDS = 28800
 RECONCILE_PAGE = 1000
+# A fresh transaction's status in Authorize.net's own words (getTransactionDetails
+# `transactionStatus`): https://developer.authorize.net/api/reference/index.html
+CAPTURE_STATUS = {"captured": "capturedPendingSettlement", "authorized": "authorizedPendingCapture"}
 
 # transactionResponse error codes (response reason codes) -> our reasons.
 _REASONS: dict[str, DeclineReason] = {
@@ -369,6 +372,8 @@ class AuthorizeNetGateway:
             response_code=response_code,
             avs=_text(transaction, "AVSResponse"),
             cvv=_text(transaction, "cardCodeResponse"),
+            network_trans_id=_text(transaction, "networkTransId"),
+            capture_status=_text(transaction, "transactionStatus"),
         )
 
     def _transact(self, request: PaymentRequest, kind: str, outcome: ResultKind) -> PaymentResult:
@@ -407,6 +412,9 @@ class AuthorizeNetGateway:
                 response_code=response_code,
                 avs=_text(result, "avsResultCode"),
                 cvv=_text(result, "cvvResultCode"),
+                cavv=_text(result, "cavvResultCode"),
+                network_trans_id=_text(result, "networkTransId"),
+                capture_status=CAPTURE_STATUS[outcome],
             )
         if response_code in ("2", "3"):
             error = _child(result, "errors", "error")
@@ -457,6 +465,9 @@ class AuthorizeNetGateway:
         response_code: str | None,
         avs: str | None,
         cvv: str | None,
+        cavv: str | None = None,
+        network_trans_id: str | None = None,
+        capture_status: str | None = None,
     ) -> PaymentResult:
         return PaymentResult(
             outcome,
@@ -470,6 +481,9 @@ class AuthorizeNetGateway:
                 authnet_response_code=response_code,
                 authnet_avs_result_code=avs,
                 authnet_cvv_result_code=cvv,
+                authnet_cavv_result_code=cavv,
+                authnet_network_trans_id=network_trans_id,
+                authnet_capture_status=capture_status,
             ),
         )
 

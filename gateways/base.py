@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal, Protocol
 
+from pydantic import BaseModel
+
 from gateways.cards import card_brand
 
 DeclineReason = Literal[
@@ -32,29 +34,66 @@ DeclineReason = Literal[
 ResultKind = Literal["captured", "authorized", "tokenized"]
 ReversalKind = Literal["void", "refund", "capture"]
 
+
+class ProcessorCard(BaseModel):
+    """What every gateway's `processor` object carries: the card that paid."""
+
+    card_brand: str | None
+    card_last4: str | None
+
+
+class StripeProcessor(ProcessorCard):
+    """Stripe's identifiers for the payment; null when not applicable."""
+
+    stripe_payment_intent_id: str | None
+    stripe_charge_id: str | None
+    payment_method_id: str | None
+    stripe_customer_id: str | None
+    receipt_url: str | None
+
+
+class AuthorizenetProcessor(ProcessorCard):
+    """Authorize.net's identifiers and result codes; null when the gateway gave none."""
+
+    authnet_transaction_id: str | None
+    authnet_auth_code: str | None
+    authnet_response_code: str | None
+    authnet_avs_result_code: str | None
+    authnet_cvv_result_code: str | None
+    authnet_cavv_result_code: str | None
+    authnet_network_trans_id: str | None
+    authnet_capture_status: str | None
+    authnet_customer_profile_id: str | None
+    authnet_payment_profile_id: str | None
+
+
+class BraintreeProcessor(ProcessorCard):
+    """Braintree's identifiers for the payment; null when not applicable."""
+
+    braintree_transaction_id: str | None
+    braintree_customer_id: str | None
+    braintree_payment_method_token: str | None
+
+
+class Shift4Processor(ProcessorCard):
+    """Shift4's identifiers for the payment; null when not applicable."""
+
+    shift4_charge_id: str | None
+    shift4_customer_id: str | None
+    shift4_card_id: str | None
+
+
+# The `processor` object per gateway (PRODUCT.md and Maven's session docs).
+PROCESSOR_MODELS: dict[str, type[ProcessorCard]] = {
+    "stripe": StripeProcessor,
+    "authorizenet": AuthorizenetProcessor,
+    "braintree": BraintreeProcessor,
+    "shift4": Shift4Processor,
+}
+# What an adapter fills in; the card fields come from the session.
 PROCESSOR_FIELDS: dict[str, tuple[str, ...]] = {
-    "stripe": (
-        "stripe_payment_intent_id",
-        "stripe_charge_id",
-        "payment_method_id",
-        "stripe_customer_id",
-        "receipt_url",
-    ),
-    "authorizenet": (
-        "authnet_transaction_id",
-        "authnet_auth_code",
-        "authnet_response_code",
-        "authnet_avs_result_code",
-        "authnet_cvv_result_code",
-        "authnet_customer_profile_id",
-        "authnet_payment_profile_id",
-    ),
-    "braintree": (
-        "braintree_transaction_id",
-        "braintree_customer_id",
-        "braintree_payment_method_token",
-    ),
-    "shift4": ("shift4_charge_id", "shift4_customer_id", "shift4_card_id"),
+    gateway: tuple(name for name in model.model_fields if name not in ProcessorCard.model_fields)
+    for gateway, model in PROCESSOR_MODELS.items()
 }
 
 

@@ -2,10 +2,10 @@
 
 `record_status_change` runs inside `payments.sessions.transition`, so the event row commits or
 rolls back together with the status it announces; `payments.delivery` sends it later. The body is
-the session object plus `event_id`, `source` and `caller`, signed as
-`Maven-Signature: t=<unix>,v1=<hex>`. An event about the project itself (`record_project_event`,
-e.g. the widget breaker's `widget-charges-paused`) has no session: its body is `event_id`, `event`
-and what it reports.
+`payments.views.SessionWebhook` (the session object, `amount` as a JSON number, plus `event_id` and
+`source`), signed as `Maven-Signature: t=<unix>,v1=<hex>`. An event about the project itself
+(`record_project_event`, e.g. the widget breaker's `widget-charges-paused`) has no session: its
+body is `event_id`, `event` and what it reports.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from sqlalchemy.orm import Session as Tx
 
 from payments.crypto import Sealer
 from payments.errors import Conflict
-from payments.model import Channel, Status
+from payments.model import Status
 from payments.project_settings import OptInEvent, project_settings
 from payments.store import OUTBOX, PaymentSession, Project, WebhookEvent
-from payments.views import session_out
+from payments.views import webhook_body
 
 WEBHOOK_SECRET_PURPOSE = "webhook-secret"  # noqa: S105  # a key-derivation label, not a secret
 SECRET_PREFIX = "whsec_"  # noqa: S105  # the public prefix of every secret
@@ -100,14 +100,9 @@ def _record(
     now: datetime,
     extra: dict[str, object],
 ) -> str:
-    body = session_out(session, project.slug).model_dump(mode="json")
-    source = Channel(session.channel)
-    body |= {
-        "source": source.value,
-        "caller": session.caller if source is Channel.VOICE else None,
-        **extra,
-    }
-    return _add(tx, project, session.id, session.environment, event_type, now, body)
+    event_id = new_event_id()
+    body = webhook_body(session, project, event_id).model_dump(mode="json") | extra
+    return _add(tx, project, session.id, session.environment, event_type, now, body, event_id)
 
 
 def record_project_event(
@@ -131,8 +126,9 @@ def _add(
     event_type: str,
     now: datetime,
     body: dict[str, object],
+    event_id: str | None = None,
 ) -> str:
-    event_id = new_event_id()
+    event_id = event_id or new_event_id()
     tx.add(
         WebhookEvent(
             id=event_id,

@@ -267,7 +267,7 @@ def _session_page(slug: str, session_id: str, **context: Any) -> str:
             project,
             detail=detail,
             cancellable=found.status in (Status.PENDING.value, Status.COLLECTING.value),
-            money=session_out(found, project.slug),
+            money=session_out(found, project),
             **context,
         )
 

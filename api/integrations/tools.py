@@ -187,8 +187,7 @@ def open_for_call(
 
 
 def _session_view(session: PaymentSession, tx: Tx) -> dict[str, Any]:
-    slug = tx.get_one(Project, session.project_id).slug
-    return session_out(session, slug).model_dump(mode="json")
+    return session_out(session, tx.get_one(Project, session.project_id)).model_dump(mode="json")
 
 
 def create_payment_session(

@@ -84,7 +84,7 @@ def test_a_nul_character_in_a_nested_field_or_a_query_is_a_422(
         ("POST", "/v1/sessions/abc%00def/cancel", True),
         ("GET", "/v1/widget-sessions/abc%00def", False),
         ("GET", "/widget/abc%00def", False),
-        ("GET", f"/v1/sessions/{'9' * 400}", True),
+        ("GET", f"/v1/widget-sessions/{'9' * 400}", False),  # (a session id is a 422: uuid)
     ],
 )
 def test_an_id_in_a_path_that_cannot_exist_is_a_404(
@@ -167,14 +167,15 @@ def test_retry_after_is_only_on_429_and_503_each_with_its_own_value(
     created = post(client, "/v1/sessions", merchant["test"], VOICE)
     assert created.status_code == 201
     assert "Retry-After" not in created.headers
-    missing = client.get("/v1/sessions/nope", headers={"Authorization": merchant["test"]})
+    unknown = "/v1/sessions/00000000-0000-4000-8000-000000000000"
+    missing = client.get(unknown, headers={"Authorization": merchant["test"]})
     assert missing.status_code == 404
     assert "Retry-After" not in missing.headers
 
     limited = app_for(tuned(services, rate_limit_test="1/hour")).test_client()
     auth = {"Authorization": merchant["test"]}
-    assert "Retry-After" not in limited.get("/v1/sessions/nope", headers=auth).headers
-    refused = limited.get("/v1/sessions/nope", headers=auth)
+    assert "Retry-After" not in limited.get(unknown, headers=auth).headers
+    refused = limited.get(unknown, headers=auth)
     assert refused.status_code == 429
     assert 3500 < int(refused.headers["Retry-After"]) <= 3600
 

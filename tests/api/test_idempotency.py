@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
 from flask.testing import FlaskClient
 
 from api.idempotency import purge_expired
@@ -46,6 +49,43 @@ def test_the_same_key_with_another_body_is_a_conflict(
     response = post(client, merchant["test"], "order-1", {**BODY, "amount": 6})
     assert response.status_code == 409
     assert "different request" in response.json["detail"]
+
+
+@pytest.mark.parametrize(
+    "same_meaning",
+    [
+        '{"gateway":"braintree","mode":"charge","amount":5,"caller":"+14155552671","project":"acme"}',
+        '{ "project" : "acme",\n "caller": "+14155552671", "amount": 5.00,'
+        ' "mode": "charge", "gateway": "braintree" }',
+        json.dumps({**BODY, "amount": "5.00"}),
+        json.dumps({**BODY, "amount": "5"}),
+        json.dumps({**BODY, "description": None, "billing_address": None}),  # the defaults
+    ],
+)
+def test_the_same_request_written_differently_replays_the_first_response(
+    client: FlaskClient, merchant: dict[str, str], same_meaning: str
+) -> None:
+    first = post(client, merchant["test"], "order-1")
+    second = client.post(
+        "/v1/sessions",
+        data=same_meaning,
+        content_type="application/json",
+        headers={"Authorization": merchant["test"], "Idempotency-Key": "order-1"},
+    )
+    assert second.status_code == 201, second.json
+    assert second.headers["Idempotent-Replayed"] == "true"
+    assert second.json == first.json
+
+
+@pytest.mark.parametrize(
+    "other_meaning",
+    [{"amount": "5.01"}, {"memory": ""}, {"mode": "tokenize"}, {"callback": "+16135550123"}],
+)
+def test_a_request_that_means_something_else_is_still_a_conflict(
+    client: FlaskClient, merchant: dict[str, str], other_meaning: dict[str, str]
+) -> None:
+    post(client, merchant["test"], "order-1")
+    assert post(client, merchant["test"], "order-1", {**BODY, **other_meaning}).status_code == 409
 
 
 def test_a_validation_failure_is_not_remembered(

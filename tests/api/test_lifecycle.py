@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
@@ -61,8 +62,9 @@ def test_get_returns_the_whole_session_object(
         "is_terminal": False,
         "environment": "test",
         "project": "acme",
+        "project_slug": "acme",
         "amount": "25.00",
-        "currency": "usd",
+        "currency": "USD",
         "mode": "charge",
         "gateway": "stripe",
         "caller": "+14155552671",
@@ -78,6 +80,7 @@ def test_get_returns_the_whole_session_object(
             "first_name": None,
             "last_name": None,
         },
+        "language": "en-US",
         "created_at": "2026-11-21T12:00:00Z",
         "updated_at": "2026-11-21T12:00:00Z",
         "expires_at": "2026-11-21T12:30:00Z",
@@ -97,9 +100,35 @@ def test_get_returns_the_whole_session_object(
 
 
 def test_unknown_session_is_404(client: FlaskClient, merchant: dict[str, str]) -> None:
-    response = client.get("/v1/sessions/0000", headers={"Authorization": merchant["test"]})
+    response = client.get(
+        "/v1/sessions/00000000-0000-4000-8000-000000000000",
+        headers={"Authorization": merchant["test"]},
+    )
     assert response.status_code == 404
     assert response.json == {"detail": "Session not found"}
+
+
+@pytest.mark.parametrize("path", ["/v1/sessions/0000", "/v1/sessions/not-a-uuid/cancel"])
+def test_a_malformed_session_id_is_a_422_naming_the_path(
+    client: FlaskClient, merchant: dict[str, str], path: str
+) -> None:
+    method = client.post if path.endswith("/cancel") else client.get
+    response = method(path, headers={"Authorization": merchant["test"]})
+    assert response.status_code == 422
+    assert [(d["loc"], d["type"]) for d in response.json["detail"]] == [
+        (["path", "session_id"], "uuid_parsing")
+    ]
+
+
+def test_a_session_id_in_capitals_reads_the_same_session(
+    client: FlaskClient, merchant: dict[str, str]
+) -> None:
+    session_id = create(client, merchant["test"])
+    response = client.get(
+        f"/v1/sessions/{session_id.upper()}", headers={"Authorization": merchant["test"]}
+    )
+    assert response.status_code == 200
+    assert response.json["session_id"] == session_id
 
 
 def test_find_by_caller_prefers_the_active_session_over_newer_finished_ones(
@@ -124,8 +153,21 @@ def test_find_by_caller_validates_the_number(client: FlaskClient, merchant: dict
     assert missing.json["detail"][0]["loc"] == ["query", "caller"]
     bad = client.get("/v1/sessions", query_string={"caller": "555"}, headers=auth)
     assert bad.status_code == 422
+    assert "+14155550100" in bad.json["detail"][0]["msg"]  # the message shows an example
     none = client.get("/v1/sessions", query_string={"caller": "+14155550000"}, headers=auth)
     assert none.status_code == 404
+
+
+def test_find_by_caller_reads_an_unencoded_plus_as_a_plus(
+    client: FlaskClient, merchant: dict[str, str]
+) -> None:
+    session_id = create(client, merchant["test"])
+    # The common mistake: "+" left unencoded in the query string decodes to a space.
+    found = client.get(
+        "/v1/sessions?caller=+14155552671", headers={"Authorization": merchant["test"]}
+    )
+    assert found.status_code == 200
+    assert found.json["session_id"] == session_id
 
 
 def test_cancel_moves_pending_to_cancelled_once(

@@ -49,6 +49,7 @@ def with_(**changes: Any) -> dict[str, Any]:
         {"callback": None},
         {"memory": "café \"quoted\" 'single' <tag> & more"},
         {"memory": None},
+        {"memory": "m" * 20_000},
         {"billing_address": ADDRESS},
         {"billing_address": {**ADDRESS, "country": "CA", "first_name": "A" * 50, "last_name": "B"}},
         {"billing_address": None},
@@ -100,7 +101,7 @@ def test_valid_bodies_create_a_session(
         ({"callback": "4155552671"}, ["body", "callback"], "callback"),
         ({"callback": "sip:no-host"}, ["body", "callback"], "sip_uri"),
         ({"callback": "http://example.com"}, ["body", "callback"], "callback"),
-        ({"memory": "m" * 20_001}, ["body"], "string_too_long"),
+        ({"memory": "m" * 20_001}, ["body", "memory"], "string_too_long"),
         ({"billing_address": {}}, ["body", "billing_address", "street"], "missing"),
         (
             {"billing_address": {**ADDRESS, "street": ""}},
@@ -206,7 +207,7 @@ def test_amounts_read_back_as_dollar_strings(client: FlaskClient, merchant: dict
         f"/v1/sessions/{created['session_id']}", headers={"Authorization": merchant["test"]}
     ).json
     assert read["amount"] == "150.50"
-    assert read["currency"] == "usd"
+    assert read["currency"] == "USD"
 
 
 def test_the_contract_describes_billing_address_as_the_code_uses_it(client: FlaskClient) -> None:

@@ -26,6 +26,8 @@ def post(client: FlaskClient, auth: str, body: Any) -> Any:
         {"description": "Order #123"},
         {"description": None},
         {"amount_cents": 1},
+        {"amount_cents": 100_000_000},
+        {"description": "d" * 500},
     ],
 )
 def test_valid_widget_bodies_create_a_session(
@@ -48,14 +50,17 @@ def test_valid_widget_bodies_create_a_session(
         ({"gateway": ...}, ["body", "gateway"], "missing"),
         ({"amount_cents": -1}, ["body", "amount_cents"], "greater_than_equal"),
         ({"amount_cents": 1.5}, ["body", "amount_cents"], "int_type"),
+        ({"amount_cents": "1999"}, ["body", "amount_cents"], "int_type"),
+        ({"amount_cents": 1999.0}, ["body", "amount_cents"], "int_type"),
         ({"amount_cents": "ten"}, ["body", "amount_cents"], "int_type"),
+        ({"amount_cents": True}, ["body", "amount_cents"], "int_type"),
         ({"amount_cents": 0}, ["body"], "greater_than"),
-        ({"amount_cents": 100_000_001}, ["body"], "less_than_equal"),
+        ({"amount_cents": 100_000_001}, ["body", "amount_cents"], "less_than_equal"),
         ({"gateway": "paypal"}, ["body", "gateway"], "enum"),
         ({"gateway": 3}, ["body", "gateway"], "string_type"),
         ({"mode": "refund"}, ["body", "mode"], "string_pattern_mismatch"),
         ({"mode": "charge "}, ["body", "mode"], "string_pattern_mismatch"),
-        ({"description": "d" * 501}, ["body"], "string_too_long"),
+        ({"description": "d" * 501}, ["body", "description"], "string_too_long"),
         ({"description": 5}, ["body", "description"], "string_type"),
     ],
 )

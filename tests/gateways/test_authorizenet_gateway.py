@@ -67,9 +67,11 @@ def transaction_answer(
         + f"<transactionResponse><responseCode>{response_code}</responseCode>"
         + ("<authCode>ABC123</authCode>" if approved else "<authCode />")
         + "<avsResultCode>Y</avsResultCode><cvvResultCode>M</cvvResultCode>"
+        + "<cavvResultCode>2</cavvResultCode>"
         + f"<transId>{trans_id if approved else '0'}</transId>"
         + "<accountNumber>XXXX4242</accountNumber><accountType>Visa</accountType>"
         + errors
+        + "<networkTransId>NTID0123456789ABCDEFGHI</networkTransId>"
         + "</transactionResponse></createTransactionResponse>"
     )
 
@@ -139,6 +141,9 @@ def test_a_charge_sends_amount_card_avs_address_and_duplicate_window(
         "authnet_response_code": "1",
         "authnet_avs_result_code": "Y",
         "authnet_cvv_result_code": "M",
+        "authnet_cavv_result_code": "2",
+        "authnet_network_trans_id": "NTID0123456789ABCDEFGHI",
+        "authnet_capture_status": "capturedPendingSettlement",
         "authnet_customer_profile_id": None,
         "authnet_payment_profile_id": None,
     }

@@ -66,8 +66,11 @@ def test_a_payment_result_reaches_the_merchant_signed_and_verifiable(
     assert body["status"] == "payment-success"
     assert body["source"] == "voice"
     assert body["caller"] == "+14155550100"
-    assert body["amount"] == "25.00"
+    assert body["amount"] == 25.0  # a JSON number in the webhook, as Maven sends it
+    assert (body["currency"], body["project_slug"], body["language"]) == ("USD", "acme", "en-US")
     assert body["card_last4"] == "4242"
+    assert isinstance(body["processor"], dict)
+    assert (body["processor"]["card_brand"], body["processor"]["card_last4"]) == ("visa", "4242")
     assert body["memory"] == "agent context"
     assert "4242424242424242" not in json.dumps(body)
 
@@ -81,7 +84,7 @@ def test_the_receivers_check_rejects_a_changed_body_or_another_secret(
     body, header = request.get_data(), request.headers["Maven-Signature"]
     now = services.clock().timestamp()
     assert verify(hook_secret, header, body, now)
-    assert not verify(hook_secret, header, body.replace(b"25.00", b"2500.00"), now)
+    assert not verify(hook_secret, header, body.replace(b'"amount":25.0', b'"amount":2500.0'), now)
     assert not verify("whsec_other", header, body, now)
     assert not verify(hook_secret, header, body, now + 3600)  # a replayed old request
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable
@@ -206,6 +207,26 @@ def test_the_loader_script_is_javascript_that_defines_both_names(client: FlaskCl
     assert "event.origin" in source and "event.source" in source
 
 
+def test_the_loader_is_immutable_under_its_content_hash_and_brief_without_one(
+    client: FlaskClient,
+) -> None:
+    with client.get("/widget/v1/widget.js") as current:
+        assert current.headers["Cache-Control"] == "public, max-age=300"
+        link = current.headers["Link"]
+        source = current.get_data()
+    versioned = link.removeprefix("<").split(">;")[0]
+    assert link.endswith('; rel="canonical"')
+    assert versioned == f"/widget/v1/widget.{hashlib.sha256(source).hexdigest()[:16]}.js"
+    with client.get(versioned) as response:
+        assert response.status_code == 200
+        assert response.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+        assert response.mimetype in ("text/javascript", "application/javascript")
+        assert response.get_data() == source
+    stale = client.get("/widget/v1/widget.0123456789abcdef.js")
+    assert (stale.status_code, stale.headers["Location"]) == (302, versioned)
+    assert stale.headers["Cache-Control"] == "public, max-age=300"
+
+
 def test_the_session_read_gives_what_the_frame_renders_and_nothing_else(
     client: FlaskClient, services: Services, make_widget_session: Callable[..., str]
 ) -> None:
@@ -237,10 +258,10 @@ def test_the_demo_page_creates_a_test_session_and_mounts_the_widget(
     response = client.get("/demo")
     assert response.status_code == 200
     page = Elements(response.get_data(as_text=True))
-    assert [a["src"] for t, a in page.tags if t == "script"] == [
-        "/widget/v1/widget.js",
-        "/widget/assets/demo.js",
-    ]
+    loader, script = [a["src"] for t, a in page.tags if t == "script"]
+    assert script == "/widget/assets/demo.js"
+    with client.get(loader) as versioned:  # the loader's immutable URL
+        assert versioned.headers["Cache-Control"].endswith("immutable")
     assert csp(response)["frame-src"] == "'self'"
     sid = page.by_id("payment")["data-session-id"]
     session = client.get(f"/v1/widget-sessions/{sid}").get_json()
