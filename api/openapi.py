@@ -80,8 +80,11 @@ RESPONSE_DESCRIPTIONS = {
 RETRY_AFTER = {
     "Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer", "minimum": 0}}
 }
-AUTH_ERRORS: dict[int, type[BaseModel] | str] = {401: schemas.Detail, 429: schemas.Detail}
-NOT_FOUND: dict[int, type[BaseModel] | str] = {404: schemas.Detail}
+AUTH_ERRORS: dict[int, type[BaseModel] | str] = {
+    401: schemas.Detail,
+    404: schemas.Detail,
+    429: schemas.Detail,
+}
 CREATE_SESSION_DESCRIPTION = (
     "Create a new payment session.\n\nReturns minimal identifiers needed for polling.\n\n"
     "**Authentication:** API Key (Bearer token)"
@@ -272,7 +275,6 @@ OPERATIONS: list[Operation] = [
         request=schemas.SessionCreate,
         responses={
             201: schemas.SessionCreateResponse,
-            **NOT_FOUND,
             409: schemas.Detail,
             422: schemas.HTTPValidationError,
             **AUTH_ERRORS,
@@ -288,7 +290,6 @@ OPERATIONS: list[Operation] = [
         parameters=(SESSION_ID,),
         responses={
             200: schemas.SessionGetResponse,
-            **NOT_FOUND,
             422: schemas.HTTPValidationError,
             **AUTH_ERRORS,
         },
@@ -306,7 +307,6 @@ OPERATIONS: list[Operation] = [
         parameters=query_params(CallerQuery),
         responses={
             200: schemas.SessionGetResponse,
-            **NOT_FOUND,
             422: schemas.HTTPValidationError,
             **AUTH_ERRORS,
         },
@@ -321,7 +321,6 @@ OPERATIONS: list[Operation] = [
         parameters=(SESSION_ID,),
         responses={
             204: "Cancelled",
-            **NOT_FOUND,
             409: schemas.Detail,
             422: schemas.HTTPValidationError,
             **AUTH_ERRORS,
@@ -340,7 +339,6 @@ OPERATIONS: list[Operation] = [
             201: schemas.RefundOut,
             409: schemas.Detail,
             422: schemas.HTTPValidationError,
-            **NOT_FOUND,
             **AUTH_ERRORS,
         },
     ),
@@ -351,7 +349,7 @@ OPERATIONS: list[Operation] = [
         "The session's refunds, oldest first",
         ("Public API (v1)", "After the payment"),
         parameters=(path_param("session_id"),),
-        responses={200: schemas.RefundList, **NOT_FOUND, **AUTH_ERRORS},
+        responses={200: schemas.RefundList, **AUTH_ERRORS},
     ),
     Operation(
         "post",
@@ -365,7 +363,6 @@ OPERATIONS: list[Operation] = [
             202: schemas.OperationOut,
             409: schemas.Detail,
             422: schemas.HTTPValidationError,
-            **NOT_FOUND,
             **AUTH_ERRORS,
         },
     ),
@@ -380,7 +377,6 @@ OPERATIONS: list[Operation] = [
             202: schemas.OperationOut,
             409: schemas.Detail,
             422: schemas.HTTPValidationError,
-            **NOT_FOUND,
             **AUTH_ERRORS,
         },
     ),
@@ -394,7 +390,6 @@ OPERATIONS: list[Operation] = [
         request=schemas.CreateWidgetSession,
         responses={
             201: schemas.WidgetSessionCreated,
-            **NOT_FOUND,
             409: schemas.Detail,
             422: schemas.HTTPValidationError,
             **AUTH_ERRORS,
@@ -409,7 +404,6 @@ OPERATIONS: list[Operation] = [
         parameters=query_params(DeliveriesQuery),
         responses={
             200: schemas.WebhookDeliveryList,
-            **NOT_FOUND,
             422: schemas.HTTPValidationError,
             **AUTH_ERRORS,
         },
@@ -423,7 +417,6 @@ OPERATIONS: list[Operation] = [
         parameters=(path_param("delivery_id"),),
         responses={
             201: schemas.WebhookDeliveryOut,
-            **NOT_FOUND,
             409: schemas.Detail,
             422: schemas.HTTPValidationError,
             **AUTH_ERRORS,
@@ -452,7 +445,7 @@ OPERATIONS: list[Operation] = [
         "A project and its settings",
         ("Public API (v1)", "Account"),
         parameters=(path_param("slug"),),
-        responses={200: schemas.ProjectOut, **NOT_FOUND, **AUTH_ERRORS},
+        responses={200: schemas.ProjectOut, **AUTH_ERRORS},
     ),
     Operation(
         "patch",
@@ -465,7 +458,6 @@ OPERATIONS: list[Operation] = [
         parameters=(path_param("slug"),),
         responses={
             200: schemas.ProjectOut,
-            **NOT_FOUND,
             422: schemas.HTTPValidationError,
             **AUTH_ERRORS,
         },
@@ -482,7 +474,7 @@ OPERATIONS: list[Operation] = [
                 "name": "last_event_id",
                 "in": "query",
                 "required": False,
-                "schema": {"type": "string"},
+                "schema": {"type": "string", "pattern": "^[0-9]+$"},
                 "description": "Resume after this event id (or send the Last-Event-ID header)",
             },
         ),
@@ -503,7 +495,24 @@ OPERATIONS: list[Operation] = [
         "The MCP server (Streamable HTTP, stateless, JSON answers): tools for AI agents",
         ("AI agents",),
         responses={},
-        extra={"responses": {"default": {"description": "The MCP SDK's JSON-RPC answer"}}},
+        extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["jsonrpc", "method"],
+                            "properties": {
+                                "jsonrpc": {"const": "2.0"},
+                                "method": {"type": "string"},
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {"default": {"description": "The MCP SDK's JSON-RPC answer"}},
+        },
     ),
     Operation(
         "post",
@@ -533,8 +542,8 @@ OPERATIONS: list[Operation] = [
         parameters=(path_param("project"),),
         responses={
             200: '`{"results": [{"toolCallId", "result" or "error"}]}`',
-            401: schemas.Detail,
             422: schemas.HTTPValidationError,
+            **AUTH_ERRORS,
         },
     ),
     _twilio("/twilio/voice", "Voice URL of the number and the SIP domain: bind the call"),

@@ -364,16 +364,17 @@ class AuthorizeNetGateway:
                 "authorizenet transaction is in an unexpected state", processor_code=response_code
             )
         kind = _text(transaction, "transactionType")
+        outcome: Outcome = "authorized" if kind == "authOnlyTransaction" else "captured"
         return self._paid(
             look_up,
-            "authorized" if kind == "authOnlyTransaction" else "captured",
+            outcome,
             trans_id,
             auth_code=_text(transaction, "authCode"),
             response_code=response_code,
             avs=_text(transaction, "AVSResponse"),
             cvv=_text(transaction, "cardCodeResponse"),
             network_trans_id=_text(transaction, "networkTransId"),
-            capture_status=_text(transaction, "transactionStatus"),
+            capture_status=_text(transaction, "transactionStatus") or CAPTURE_STATUS[outcome],
         )
 
     def _transact(self, request: PaymentRequest, kind: str, outcome: ResultKind) -> PaymentResult:
