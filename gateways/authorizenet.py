@@ -364,7 +364,7 @@ class AuthorizeNetGateway:
                 "authorizenet transaction is in an unexpected state", processor_code=response_code
             )
         kind = _text(transaction, "transactionType")
-        outcome: Outcome = "authorized" if kind == "authOnlyTransaction" else "captured"
+        outcome: ResultKind = "authorized" if kind == "authOnlyTransaction" else "captured"
         return self._paid(
             look_up,
             outcome,
