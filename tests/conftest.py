@@ -261,13 +261,15 @@ def merchant(make_project: Callable[..., str], make_key: Callable[..., str]) -> 
     }
 
 
-def store_live_credentials(services: Services, slug: str, gateway: str = "stripe") -> None:
+def store_live_credentials(
+    services: Services, slug: str, gateway: Gateway = Gateway.STRIPE
+) -> None:
     """Live credentials for a project, so live sessions may be created (they are never used)."""
     with services.db.transaction() as tx:
         set_credentials(
             tx,
             get_project_by_slug(tx, slug),
-            Gateway(gateway),
+            gateway,
             Environment.LIVE,
             {"secret_key": "sk_live_never_called"},
             sealer=services.sealer(CREDENTIALS_PURPOSE),
@@ -277,8 +279,10 @@ def store_live_credentials(services: Services, slug: str, gateway: str = "stripe
 
 @pytest.fixture
 def live_merchant(services: Services, merchant: dict[str, str]) -> dict[str, str]:
-    """`merchant`, whose project also has live Stripe credentials (required for live sessions)."""
-    store_live_credentials(services, "acme")
+    """`merchant`, whose project also has live credentials for every gateway (required for live
+    sessions; never used: these tests do not pay)."""
+    for gateway in Gateway:
+        store_live_credentials(services, "acme", gateway)
     return merchant
 
 

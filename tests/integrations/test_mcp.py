@@ -170,12 +170,13 @@ def test_a_bad_amount_is_a_tool_error_naming_the_field(
 
 def test_a_key_of_another_account_or_mode_sees_nothing(
     server_url: str,
-    merchant: dict[str, str],
+    live_merchant: dict[str, str],
     make_project: Callable[..., str],
     make_key: Callable[..., str],
 ) -> None:
     make_project("rival", "Rival LLC")
     rival = f"Bearer {make_key('rival', 'test')}"
+    merchant = live_merchant
 
     async def scenario() -> list[types.CallToolResult]:
         async with mcp_client(server_url, merchant["test"]) as client:
