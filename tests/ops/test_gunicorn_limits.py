@@ -142,9 +142,9 @@ def gunicorn(database_url: str, redis_url: str, tmp_path: Path) -> Iterator[Guni
 @pytest.mark.redis
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_one_key_gets_one_budget_per_endpoint_whichever_worker_answers(
-    gunicorn: Gunicorn, merchant: dict[str, str], make_key: Callable[..., str]
+    gunicorn: Gunicorn, live_merchant: dict[str, str], make_key: Callable[..., str]
 ) -> None:
-    live = merchant["live"]
+    live = live_merchant["live"]
     created = call(gunicorn.connect(), "POST", "/v1/sessions", live, VOICE_SESSION)
     assert created.status == 201, created.body
     path = f"/v1/sessions/{created.body['session_id']}"
