@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 
 from flask.testing import FlaskClient
@@ -41,12 +42,9 @@ def test_live_keys_get_the_live_limit(
     app = app_for(tuned(services, rate_limit_live="2/hour", rate_limit_test="50/hour"))
     limited = app.test_client()
     live, test = {"Authorization": merchant["live"]}, {"Authorization": merchant["test"]}
-    assert [limited.get("/v1/sessions/nope", headers=live).status_code for _ in range(3)] == [
-        404,
-        404,
-        429,
-    ]
-    assert limited.get("/v1/sessions/nope", headers=test).status_code == 404
+    absent = f"/v1/sessions/{uuid.uuid4()}"  # well formed, so an unknown id is a 404
+    assert [limited.get(absent, headers=live).status_code for _ in range(3)] == [404, 404, 429]
+    assert limited.get(absent, headers=test).status_code == 404
 
 
 def test_requests_without_a_key_are_not_counted(services: Services) -> None:

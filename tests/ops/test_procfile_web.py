@@ -47,10 +47,10 @@ class Web:
             if self.process.poll() is not None:
                 pytest.fail(f"the web process exited: {self.output.read_text()}")
             try:
-                connection = self.connect()
-                connection.request("GET", "/health")
-                if connection.getresponse().status == 200:
-                    return
+                with contextlib.closing(self.connect()) as connection:
+                    connection.request("GET", "/health")
+                    if connection.getresponse().status == 200:
+                        return
             except OSError:
                 time.sleep(0.2)
         pytest.fail("the web process did not answer /health")
@@ -86,14 +86,14 @@ def web(database_url: str, redis_url: str, tmp_path: Path) -> Iterator[Web]:
 def test_a_card_number_in_a_url_is_masked_in_the_access_log(
     web: Web, merchant: dict[str, str]
 ) -> None:
-    connection = web.connect()
     spaced = "4242-4242-4242-4242"
-    connection.request(
-        "GET",
-        f"/v1/sessions?caller={CARD}&note={spaced}&order=12345678",
-        headers={"Authorization": merchant["test"]},
-    )
-    assert connection.getresponse().status == 422
+    with contextlib.closing(web.connect()) as connection:  # gthread keeps connections alive
+        connection.request(
+            "GET",
+            f"/v1/sessions?caller={CARD}&note={spaced}&order=12345678",
+            headers={"Authorization": merchant["test"]},
+        )
+        assert connection.getresponse().status == 422
     output = web.stop()
     [line] = [line for line in output.splitlines() if "/v1/sessions?" in line]
     assert CARD not in output and spaced not in output
@@ -122,6 +122,7 @@ def test_a_chunked_body_over_the_limit_is_a_413_with_the_json_error_body(
     assert streamed.status == 413
     assert streamed.getheader("Content-Type") == "application/json"
     body = json.loads(streamed.read())
+    connection.close()
     # The same answer as for a body that says its length up front.
     sized = web.connect()
     with contextlib.suppress(OSError):  # answered and closed before the body was all sent
@@ -133,4 +134,5 @@ def test_a_chunked_body_over_the_limit_is_a_413_with_the_json_error_body(
         )
     answer = sized.getresponse()
     assert (answer.status, json.loads(answer.read())) == (413, body)
+    sized.close()
     assert set(body) == {"detail"} and body["detail"]

@@ -78,6 +78,7 @@ def test_http_on_a_loopback_host_is_accepted_for_test_mode_events_only(
     cli_env: str, capsys: pytest.CaptureFixture[str], url: str
 ) -> None:
     main(["project", "create", "shop"])
+    main(["gateway", "set", "shop", "stripe", "--mode", "live", "secret_key=sk_live_never_called"])
     capsys.readouterr()
     assert main(["webhook", "set", "shop", url]) == 0
     out = capsys.readouterr().out
