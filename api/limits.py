@@ -3,7 +3,9 @@
 With `REDIS_URL` every web process (gunicorn worker, machine) counts in one place, so a key gets
 the same answer and the same `Retry-After` wherever its request lands. Without Redis the counts
 live in the process, which is right for the one-process embedded setup. Requests without a
-bearer key (health, Twilio, the widget frame) are not counted by those.
+bearer key (health, Twilio, the widget frame) are not counted by those. Blueprints no limit applies
+to (`init_app(unlimited=...)`: Twilio's webhooks, signed by Twilio rather than keyed by a merchant)
+are skipped before the limiter does any work: it would cost every webhook of every call its time.
 
 The widget's charge endpoint has no key and no caller, so card testing through it is counted by
 client address and by project instead (`guard_widget_charges`): every charge per address; only
@@ -21,10 +23,10 @@ request making them when Redis hangs; the other requests of an outage do not tou
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from flask import Flask, Response, g, request
+from flask import Blueprint, Flask, Response, g, request
 from flask_limiter import HeaderNames, Limiter
 
 from api.auth import bearer_token
@@ -106,7 +108,7 @@ def guard_widget_charges(app: Flask, limiter: Limiter) -> None:
     app.view_functions[WIDGET_CHARGE_ENDPOINT] = view
 
 
-def init_app(app: Flask) -> Limiter:
+def init_app(app: Flask, *, unlimited: Iterable[Blueprint] = ()) -> Limiter:
     services: Services = app.extensions[EXTENSION]
     settings = services.settings
 
@@ -141,6 +143,8 @@ def init_app(app: Flask) -> Limiter:
         in_memory_fallback_enabled=True,
         key_prefix="paydial-limits",
     )
+    skipped = frozenset(blueprint.name for blueprint in unlimited)
+    limiter.request_filter(lambda: request.blueprint in skipped)
     app.extensions[LIMITER_EXTENSION] = limiter
     guard_widget_charges(app, limiter)
     return limiter

@@ -16,9 +16,11 @@ The call itself is `ivr.call.Call`; this module is only its HTTP edge. TwiML res
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from urllib.parse import urlparse
 
 from flask import Blueprint, Response, jsonify, request, url_for
-from twilio.request_validator import RequestValidator
+from twilio.request_validator import RequestValidator, add_port, compare, remove_port
 from werkzeug.exceptions import HTTPException
 
 from api.errors import RequestValidationError
@@ -48,6 +50,23 @@ class PublicUrls:
         return self._base + url_for("twilio.dial_done")
 
 
+def signed_by_twilio(token: str, url: str, form: Mapping[str, str], signature: str) -> bool:
+    """Whether `signature` is Twilio's for this URL and form, computed once for a genuine request.
+
+    Twilio signs the URL as it was configured, with or without an explicit port
+    (`RequestValidator.validate` accepts either and so computes both every time); the URL as
+    configured is tried first, and the other form only when that does not match.
+    """
+    if not signature:
+        return False
+    validator = RequestValidator(token)
+    if compare(validator.compute_signature(url, form), signature):
+        return True
+    parsed = urlparse(url)
+    other = remove_port(parsed) if parsed.port else add_port(parsed)
+    return other != url and compare(validator.compute_signature(other, form), signature)
+
+
 @bp.before_request
 def _require_twilio_signature() -> Response | None:
     """403 before anything happens unless Twilio signed exactly this public URL and form."""
@@ -55,8 +74,7 @@ def _require_twilio_signature() -> Response | None:
     query = request.query_string.decode()
     url = services.settings.public_url.rstrip("/") + request.path + (f"?{query}" if query else "")
     signature = request.headers.get("X-Twilio-Signature", "")
-    token = services.secrets.twilio_auth_token
-    if not signature or not RequestValidator(token).validate(url, request.form, signature):
+    if not signed_by_twilio(services.secrets.twilio_auth_token, url, request.form, signature):
         log.warning("rejected %s: missing or invalid X-Twilio-Signature", request.path)
         return Response("Invalid Twilio signature\n", status=403, mimetype="text/plain")
     return None

@@ -85,6 +85,29 @@ def test_the_signature_covers_the_query_string_and_every_parameter(
     assert twiml(genuine.get_data(as_text=True)).find("Gather") is not None
 
 
+def test_a_genuine_webhook_has_its_signature_computed_once(
+    client: FlaskClient,
+    new_session: Callable[..., dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    created = new_session()
+    form = {**CALL, "To": created["sip_uri"]}
+    url = f"{PUBLIC_URL}/twilio/voice"
+    signature = _signed(url, form)
+    computed: list[str] = []
+    compute = RequestValidator.compute_signature
+
+    def counted(self: RequestValidator, uri: str, params: Any, algorithm: Any = None) -> str:
+        computed.append(uri)
+        return compute(self, uri, params, algorithm)
+
+    monkeypatch.setattr(RequestValidator, "compute_signature", counted)
+    response = client.post("/twilio/voice", data=form, headers={"X-Twilio-Signature": signature})
+
+    assert response.status_code == 200
+    assert computed == [url]
+
+
 def test_a_repeated_voice_webhook_repeats_the_prompt_without_losing_progress(
     new_session: Callable[..., dict[str, Any]],
     phone: Callable[..., Phone],

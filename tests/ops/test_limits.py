@@ -5,10 +5,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
+import pytest
 from flask.testing import FlaskClient
+from twilio.request_validator import RequestValidator
 
+from api.limits import LIMITER_EXTENSION
 from payments.services import Services
-from tests.conftest import free_port
+from tests.conftest import PUBLIC_URL, TEST_TWILIO_TOKEN, free_port
 from tests.ops.conftest import app_for, tuned
 
 
@@ -67,3 +70,29 @@ def test_with_redis_unreachable_the_limits_still_hold_in_each_process(
     assert [r.status_code for r in answers] == [200, 200, 429, 429]
     assert answers[2].get_json() == {"detail": "2 per 1 hour"}
     assert all(0 < int(r.headers["Retry-After"]) <= 3600 for r in answers[2:])
+
+
+def test_twilio_webhooks_are_not_looked_at_by_the_limiter(
+    services: Services, merchant: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = app_for(services)
+    manager = app.extensions[LIMITER_EXTENSION].limit_manager
+    resolved: list[str | None] = []
+    resolve = manager.resolve_limits
+
+    def spied(app: object, endpoint: str | None, *args: object, **kwargs: object) -> object:
+        resolved.append(endpoint)
+        return resolve(app, endpoint, *args, **kwargs)
+
+    monkeypatch.setattr(manager, "resolve_limits", spied)
+    client = app.test_client()
+    form = {"CallSid": "CA" + "0" * 32, "CallStatus": "in-progress"}
+    signature = RequestValidator(TEST_TWILIO_TOKEN).compute_signature(
+        f"{PUBLIC_URL}/twilio/status", form
+    )
+
+    webhook = client.post("/twilio/status", data=form, headers={"X-Twilio-Signature": signature})
+    keyed = client.get(f"/v1/sessions/{uuid.uuid4()}", headers={"Authorization": merchant["test"]})
+
+    assert (webhook.status_code, keyed.status_code) == (200, 404)
+    assert resolved == ["sessions.get_session"]
