@@ -5,20 +5,24 @@ process sees the same counts); past the limit, sign-in is refused, even with the
 until the window has moved on.
 
 A user may add a second factor: a TOTP secret (RFC 6238, `pyotp`), stored sealed, asked for after
-the password; wrong codes count as failed sign-ins.
+the password; wrong codes count as failed sign-ins. A code is good once: the user's last accepted
+time step is kept, and a code of that step or an earlier one is refused (RFC 6238 section 5.2), so a
+code seen over a shoulder or replayed from a captured form is worth nothing after its first use.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import CursorResult, or_, select, update
 from sqlalchemy.orm import Session as Tx
 
 from payments.crypto import Sealer
@@ -145,9 +149,37 @@ def totp_uri(secret: str, email: str) -> str:
     return pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=TOTP_ISSUER)
 
 
-def _code_matches(secret: str, code: str, now: datetime) -> bool:
+def _matching_step(secret: str, code: str, now: datetime) -> int | None:
+    """The time step whose code `code` is, within the allowed drift around `now`; else None."""
     code = code.strip().replace(" ", "")
-    return code.isdigit() and pyotp.TOTP(secret).verify(code, for_time=now, valid_window=TOTP_DRIFT)
+    if not code.isdigit():
+        return None
+    totp = pyotp.TOTP(secret)
+    step = totp.timecode(now)
+    for offset in range(-TOTP_DRIFT, TOTP_DRIFT + 1):
+        if hmac.compare_digest(totp.at(now, counter_offset=offset), code):
+            return step + offset
+    return None
+
+
+def _use_code(tx: Tx, user: DashboardUser, secret: str, code: str, now: datetime) -> bool:
+    """True when `code` is right and of a step later than any used before; that step is spent.
+
+    The conditional update makes two requests racing with one code accept it once.
+    """
+    step = _matching_step(secret, code, now)
+    if step is None:
+        return False
+    spent: CursorResult[Any] = tx.execute(  # type: ignore[assignment]  # an UPDATE's result
+        update(DashboardUser)
+        .where(
+            DashboardUser.id == user.id,
+            or_(DashboardUser.totp_last_step.is_(None), DashboardUser.totp_last_step < step),
+        )
+        .values(totp_last_step=step)
+        .execution_options(synchronize_session=False)
+    )
+    return spent.rowcount == 1
 
 
 def enable_totp(
@@ -155,10 +187,12 @@ def enable_totp(
 ) -> bool:
     """Turn the second factor on when `code` proves the app has `secret`; False otherwise."""
     user = tx.get_one(DashboardUser, user_id)
-    if not _code_matches(secret, code, now):
+    if _matching_step(secret, code, now) is None:
         return False
     user.totp_secret_sealed = sealer.seal(secret.encode())
-    return True
+    user.totp_last_step = None
+    tx.flush()
+    return _use_code(tx, user, secret, code, now)
 
 
 def disable_totp(tx: Tx, user_id: str, code: str, *, sealer: Sealer, now: datetime) -> bool:
@@ -166,9 +200,10 @@ def disable_totp(tx: Tx, user_id: str, code: str, *, sealer: Sealer, now: dateti
     user = tx.get_one(DashboardUser, user_id)
     if user.totp_secret_sealed is None:
         return True
-    if not _code_matches(sealer.open(user.totp_secret_sealed).decode(), code, now):
+    if not _use_code(tx, user, sealer.open(user.totp_secret_sealed).decode(), code, now):
         return False
     user.totp_secret_sealed = None
+    user.totp_last_step = None
     return True
 
 
@@ -184,7 +219,7 @@ def check_second_factor(
     _refuse_while_throttled(tx, subjects, now)
     if user.totp_secret_sealed is None:
         return True
-    if not _code_matches(sealer.open(user.totp_secret_sealed).decode(), code, now):
+    if not _use_code(tx, user, sealer.open(user.totp_secret_sealed).decode(), code, now):
         _count_failure(tx, subjects, now)
         return False
     user.last_login_at = now

@@ -7,8 +7,10 @@ Flask-WTF then also checks that a POST's Referer is this site, as a browser woul
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
-from datetime import datetime
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 from typing import Any
 
 import pyotp
@@ -27,7 +29,7 @@ from payments.projects import setting_changes
 from payments.refunds import run_operation
 from payments.services import Services
 from payments.store import DashboardUser
-from payments.users import EMAIL_FAILURES, create_user
+from payments.users import EMAIL_FAILURES, TOTP_PURPOSE, check_second_factor, create_user
 from tests.conftest import PUBLIC_URL, Clock, set_project
 from tests.leakscan import LeakScan
 from tests.ops.conftest import QueuedJobs, app_for
@@ -414,6 +416,52 @@ def test_two_step_sign_in_is_enrolled_with_a_code_then_asked_for_after_the_passw
     assert browser.get("/dashboard/acme/").status_code == 200
 
 
+def test_a_code_signs_in_once_and_never_again(
+    signed_in: FlaskClient, browser: FlaskClient, user: str, clock: Clock
+) -> None:
+    secret = enrol(signed_in, clock)
+    post(signed_in, "/dashboard/logout", page="/dashboard/security")
+    clock.advance(seconds=30)
+    code = {"code": code_at(secret, clock())}
+    sign_in(browser, user)
+    assert post(browser, "/dashboard/login/code", code, "/dashboard/login/code").status_code == 302
+    post(browser, "/dashboard/logout", page="/dashboard/acme/")
+
+    sign_in(browser, user)
+    replayed = post(browser, "/dashboard/login/code", code, "/dashboard/login/code")
+    assert replayed.status_code == 401, "a code already used is refused within its window"
+    earlier = {"code": code_at(secret, clock() - timedelta(seconds=30))}
+    older = post(browser, "/dashboard/login/code", earlier, "/dashboard/login/code")
+    assert older.status_code == 401, "and so is the code of an earlier step"
+    clock.advance(seconds=30)
+    fresh = {"code": code_at(secret, clock())}
+    assert post(browser, "/dashboard/login/code", fresh, "/dashboard/login/code").status_code == 302
+
+
+def test_one_code_racing_in_two_sign_ins_is_accepted_once(
+    signed_in: FlaskClient, services: Services, user: str, clock: Clock
+) -> None:
+    secret = enrol(signed_in, clock)
+    clock.advance(seconds=30)
+    code = code_at(secret, clock())
+    sealer = services.sealer(TOTP_PURPOSE)
+    with services.db.transaction() as tx:
+        [row] = [u for u in tx.query(DashboardUser)]
+        user_id = row.id
+    barrier = threading.Barrier(2)
+
+    def check(address: str) -> bool:
+        barrier.wait()
+        with services.db.transaction() as tx:
+            return check_second_factor(
+                tx, user_id, code, address=address, sealer=sealer, now=clock()
+            )
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(check, ["192.0.2.1", "192.0.2.2"]))
+    assert sorted(results) == [False, True]
+
+
 def test_wrong_codes_are_throttled_and_a_late_code_starts_again(
     signed_in: FlaskClient, browser: FlaskClient, user: str, clock: Clock
 ) -> None:
@@ -441,6 +489,11 @@ def test_two_step_sign_in_is_turned_off_only_with_a_current_code(
     page = "/dashboard/security"
     refused = post(signed_in, "/dashboard/security/totp/disable", {"code": "12345"}, page)
     assert refused.status_code == 422
+    spent = post(
+        signed_in, "/dashboard/security/totp/disable", {"code": code_at(secret, clock())}, page
+    )
+    assert spent.status_code == 422, "the code that turned it on is spent"
+    clock.advance(seconds=30)
     off = post(
         signed_in, "/dashboard/security/totp/disable", {"code": code_at(secret, clock())}, page
     )
