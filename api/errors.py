@@ -1,5 +1,8 @@
 """The one place that turns exceptions into JSON: 422 `detail` lists, 401, 404, 409, 429, 5xx.
 
+A 503 with `Retry-After` means nothing was done and the same request may be made again: the
+database is unreachable, or a gateway did not answer a check the request depends on.
+
 A 429 says why in `detail`; the widget breaker's also carries `error_code: "charges_paused"` and
 `resume_at`, which the frame hands to `onFailure`.
 """
@@ -18,11 +21,12 @@ from werkzeug.exceptions import HTTPException
 
 from api.schemas import ChargeRefused
 from payments.breaker import ChargesPaused
-from payments.errors import Conflict, InvalidInput, NotFound
+from payments.errors import Conflict, GatewayUnreachable, InvalidInput, NotFound
 from payments.velocity import VelocityLimited
 
 log = logging.getLogger(__name__)
 DATABASE_RETRY_AFTER = 5  # seconds
+GATEWAY_RETRY_AFTER = 30  # seconds
 
 
 class RequestValidationError(Exception):
@@ -84,6 +88,12 @@ def init_app(app: Flask) -> None:
         body = ChargeRefused(detail=str(error), error_code=error.code, resume_at=error.resume_at)
         response = _json(429, body.model_dump(mode="json"))
         response.headers["Retry-After"] = str(error.retry_after)
+        return response
+
+    @app.errorhandler(GatewayUnreachable)
+    def _gateway_unreachable(error: GatewayUnreachable) -> Response:
+        response = _json(503, {"detail": str(error)})
+        response.headers["Retry-After"] = str(GATEWAY_RETRY_AFTER)
         return response
 
     @app.errorhandler(DBAPIError)

@@ -76,6 +76,7 @@ RESPONSE_DESCRIPTIONS = {
     410: "The session has expired",
     422: "Validation Error",
     429: "Too many requests; retry after `Retry-After` seconds",
+    503: "Nothing was done; retry after `Retry-After` seconds",
 }
 RETRY_AFTER = {
     "Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer", "minimum": 0}}
@@ -333,12 +334,19 @@ OPERATIONS: list[Operation] = [
         "Refund all or part of the session's captured payment (sent to the gateway off the"
         " request: `pending` until it answers)",
         ("Public API (v1)", "After the payment"),
+        description=(
+            "The gateway is asked first whether it would refund the payment now: Authorize.net "
+            "and Braintree refund settled payments only, so an unsettled one is a 409 saying to "
+            "void it instead (`POST /v1/sessions/{session_id}/void`). If the gateway cannot be "
+            "asked, nothing is recorded and the answer is a 503 with `Retry-After`."
+        ),
         request=schemas.RefundCreate,
         parameters=(path_param("session_id"),),
         responses={
             201: schemas.RefundOut,
             409: schemas.Detail,
             422: schemas.HTTPValidationError,
+            503: schemas.Detail,
             **AUTH_ERRORS,
         },
     ),
@@ -620,7 +628,7 @@ def _response(status: int, body: type[BaseModel] | str) -> dict[str, Any]:
             "application/json": {"schema": {"$ref": REF_TEMPLATE.format(model=body.__name__)}}
         },
     }
-    if status == 429:
+    if status in (429, 503):
         response["headers"] = RETRY_AFTER
     return response
 

@@ -254,16 +254,14 @@ class AuthorizeNetGateway:
             processor_code=_text(result, "errors", "error", "errorCode"),
         )
 
+    def check_refundable(self, reference: str) -> None:
+        """getTransactionDetails: refundTransaction takes settled payments only."""
+        self._settled(reference)
+
     def refund(self, reference: str, amount_cents: int, *, idempotency_key: str) -> ReversalResult:
-        """refundTransaction takes settled payments only and needs the card's last four, which the
-        transaction details give; an unsettled one must be voided instead (NotRefundable)."""
-        found = self._details(reference)
-        status = _text(found, "transaction", "transactionStatus")
-        if status != SETTLED:
-            raise NotRefundable(
-                "authorizenet refunds only settled payments; void this one instead",
-                processor_code=status,
-            )
+        """refundTransaction needs the card's last four, which the transaction details give; they
+        are read again here, since the payment may not have settled yet (NotRefundable)."""
+        found = self._settled(reference)
         masked = _text(found, "transaction", "payment", "creditCard", "cardNumber") or ""
         card = contracts.creditCardType()
         card.cardNumber = masked[-4:]
@@ -305,6 +303,17 @@ class AuthorizeNetGateway:
             amount = _text(transaction, "settleAmount") or _text(transaction, "authAmount")
             return ReversalResult("capture", reference, reference, _cents(amount))
         return None
+
+    def _settled(self, trans_id: str) -> Any:
+        """The transaction's details, or NotRefundable while it has not settled: void it instead."""
+        found = self._details(trans_id)
+        status = _text(found, "transaction", "transactionStatus")
+        if status != SETTLED:
+            raise NotRefundable(
+                "authorizenet refunds only settled payments; void this one instead",
+                processor_code=status,
+            )
+        return found
 
     def _details(self, trans_id: str) -> Any:
         details = contracts.getTransactionDetailsRequest()

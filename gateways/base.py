@@ -239,6 +239,11 @@ class PaymentGateway(Protocol):
         """Capture `amount_cents` of an authorization (at most what was authorized)."""
         ...
 
+    def check_refundable(self, reference: str) -> None:
+        """Before a refund is accepted: NotRefundable if the gateway would refuse it for not being
+        settled yet. Read-only; a gateway that refunds any captured payment asks nothing."""
+        ...
+
     def find_reversal(
         self, kind: ReversalKind, reference: str, *, idempotency_key: str
     ) -> ReversalResult | None:

@@ -63,6 +63,8 @@ CUSTOMER_ID_TAKEN = "91609"
 # settlement_pending" (developer.paypal.com/braintree/docs/reference/general/validation-errors)
 CANNOT_VOID = "91504"
 CANNOT_REFUND_UNSETTLED = "91506"  # "Cannot refund a transaction unless it is settled."
+_REFUNDABLE = {"settling", "settled"}
+UNSETTLED = "braintree refunds only settled transactions; void it"
 _CAPTURED = {"submitted_for_settlement", "settling", "settled", "settlement_pending"}
 _PAID = {"authorized", "submitted_for_settlement", "settling", "settled", "settlement_pending"}
 _UNEXPECTED_STATUS = re.compile(r"HTTP_RESPONSE (\d{3})")
@@ -209,6 +211,12 @@ class BraintreeGateway:
             raise NotVoidable("braintree can no longer void this transaction; refund it")
         raise self._validation_error(result)
 
+    def check_refundable(self, reference: str) -> None:
+        """transaction.find: Braintree refunds a sale once it is settling or settled (91506)."""
+        sale = self._call(lambda: self._gateway.transaction.find(reference), money_at_stake=False)
+        if sale.status not in _REFUNDABLE:
+            raise NotRefundable(UNSETTLED, processor_code=sale.status)
+
     def refund(self, reference: str, amount_cents: int, *, idempotency_key: str) -> ReversalResult:
         """The refund carries our key as its order id, which is how `find_reversal` finds it."""
         params = {
@@ -221,7 +229,7 @@ class BraintreeGateway:
         )
         if not result.is_success:
             if any(e.code == CANNOT_REFUND_UNSETTLED for e in result.errors.deep_errors):
-                raise NotRefundable("braintree refunds only settled transactions; void it")
+                raise NotRefundable(UNSETTLED)
             raise self._validation_error(result)
         return ReversalResult("refund", reference, result.transaction.id, amount_cents)
 

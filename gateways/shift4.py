@@ -162,6 +162,9 @@ class Shift4Gateway:
         self._refund(reference, None, idempotency_key)
         return ReversalResult("void", reference, None)
 
+    def check_refundable(self, reference: str) -> None:
+        """Shift4 refunds a charge as soon as it is captured: nothing to ask."""
+
     def refund(self, reference: str, amount_cents: int, *, idempotency_key: str) -> ReversalResult:
         refund_id = self._refund(reference, amount_cents, idempotency_key)
         return ReversalResult("refund", reference, refund_id, amount_cents)

@@ -183,6 +183,9 @@ class SimulatorGateway:
             found = self.reversals.get((self.name, idempotency_key))
         return found if found is not None and found.kind == kind else None
 
+    def check_refundable(self, reference: str) -> None:
+        """The simulator refunds any payment: nothing to ask."""
+
     def refund(self, reference: str, amount_cents: int, *, idempotency_key: str) -> ReversalResult:
         refund_id = "re_sim" + _digest(self.name, idempotency_key)[:20]
         return self._reverse(

@@ -191,6 +191,9 @@ class StripeGateway:
             raise _translate(exc) from None
         return ReversalResult("void", reference, None)
 
+    def check_refundable(self, reference: str) -> None:
+        """Stripe refunds a payment as soon as it is captured: nothing to ask."""
+
     def refund(self, reference: str, amount_cents: int, *, idempotency_key: str) -> ReversalResult:
         params: Any = {
             "payment_intent": reference,

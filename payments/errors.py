@@ -4,6 +4,7 @@ PaydialError                          raised on purpose by the core
 ├── NotFound                          absent, or outside the caller's reach
 ├── Conflict                          present, but its state forbids the change
 ├── InvalidInput                      allowed by the schema, refused by the rules
+├── GatewayUnreachable                a check the gateway must answer first went unanswered
 ├── VelocityLimited (velocity.py)     too many failures: nothing goes to the gateway
 │   ├── CardLocked                    ... for this card, whoever tries it
 │   └── CallerLockedOut               ... for this phone number, before any card entry
@@ -40,3 +41,8 @@ class InvalidInput(PaydialError):
         self.loc = loc
         self.message = message
         self.kind = kind
+
+
+class GatewayUnreachable(PaydialError):
+    """The gateway could not be asked a read-only question the request depends on (is this payment
+    settled?); nothing was recorded, so the request may simply be made again."""

@@ -3,13 +3,24 @@
 A request is checked against the session under its row lock and recorded as a `MoneyOperation`
 (state `pending`) before anything is sent; its idempotency key is derived from the session, the
 kind and the operation's number, so a refund can never be sent under two keys, nor two refunds
-under one. The gateway call runs off the request (`JobRunner.operate` -> `run_operation`), which
-claims the row (`sending`) so that only one runner ever sends it. A call whose answer is lost
+under one. Before a refund is recorded the gateway is asked, read-only, whether it would take it
+now (`check_refundable`): Authorize.net and Braintree refund settled payments only, so an
+unsettled one is a Conflict naming the void, and a gateway that cannot say is GatewayUnreachable
+(a 503: nothing recorded). The job-side answer stays as the backstop: a refund the gateway still
+refuses as unsettled when it is sent fails `void_required` and gives its amount back.
+
+The gateway call runs off the request (`JobRunner.operate` -> `run_operation`), which claims the
+row (`sending`) so that only one runner ever sends it. A call whose answer is lost
 (`GatewayOutcomeUnknown`, or a runner that died mid-call) is never sent again: it is looked up at
-the gateway (`find_reversal`) until the gateway says; found, it succeeded; not there, it failed.
+the gateway (`find_reversal`), `payments.backoff.next_pause` apart; found, it succeeded; not
+there, it failed. After `MAX_LOOK_UPS` look-ups that could not tell (about a day) the sweep stops
+asking. The operation may have moved money, so it is never marked failed: it stays `unknown`
+(`pending` to the merchant, a refund keeps its amount reserved) with `error.code`
+`outcome_unconfirmed` on the API and the dashboard, and a WARNING names its session.
 
     pending --run_operation--> sending --> succeeded | failed
                                       \\-> unknown --reconcile_operations--> succeeded | failed
+                                                   \\--MAX_LOOK_UPS--> unknown, not looked up
 
 Refunds reserve their amount when requested, so two concurrent requests can never add up to more
 than was captured; a failed refund gives its amount back. The session keeps its status and gains
@@ -31,12 +42,15 @@ from sqlalchemy.orm import Session as Tx
 from gateways.base import (
     GatewayError,
     GatewayOutcomeUnknown,
+    NotRefundable,
     PaymentGateway,
     ReversalKind,
     ReversalResult,
 )
+from payments import logs
+from payments.backoff import next_pause
 from payments.credentials import project_gateway
-from payments.errors import Conflict, InvalidInput
+from payments.errors import Conflict, GatewayUnreachable, InvalidInput
 from payments.model import (
     AttemptState,
     Environment,
@@ -63,8 +77,8 @@ WHOLE_CAPTURE_ONLY = frozenset({Gateway.SHIFT4.value})
 # Where a captured payment can no longer be voided at all (refund it instead).
 VOID_BEFORE_CAPTURE_ONLY = frozenset({Gateway.STRIPE.value, Gateway.SHIFT4.value})
 STALE_AFTER_TIMEOUTS = 3
-FIRST_PAUSE = timedelta(seconds=30)
-MAX_PAUSE = timedelta(hours=1)
+# Look-ups of an operation whose answer was lost, `next_pause` apart: about a day of asking.
+MAX_LOOK_UPS = 30
 PLAIN_MESSAGES = {
     "void_required": (
         "The gateway refunds only settled payments and this one has not settled yet; "
@@ -72,6 +86,10 @@ PLAIN_MESSAGES = {
     ),
     "not_voidable": "The payment has settled and can no longer be voided; refund it instead.",
     "not_found_at_gateway": "The gateway never received this request; nothing moved.",
+    "outcome_unconfirmed": (
+        "The gateway has not confirmed whether this went through, and Paydial has stopped asking. "
+        "It may have moved money, so it stays pending: look it up in the gateway's console."
+    ),
 }
 
 
@@ -95,29 +113,57 @@ def refund(
     amount_cents: int | None,
     reason: str | None,
 ) -> RefundOut:
-    """Record a refund (all that is left when no amount is given) and send it off the request."""
+    """Record a refund (all that is left when no amount is given) and send it off the request.
+
+    The gateway is asked first, outside any row lock, whether it would refund the payment now.
+    """
+    with services.db.transaction() as tx:
+        session = load_session(tx, session_id, now=services.clock(), **reach)
+        _refund_amount(tx, session, amount_cents)
+        where = (session.project_id, session.gateway, session.environment)
+        reference = _paid_transaction(tx, session.id)
+    _check_refundable(services, where, reference)
     with services.db.transaction() as tx:
         session = _locked(services, tx, session_id, reach)
-        _must_have_a_payment(session, "refund")
-        if session.captured_cents is None:
-            raise Conflict(
-                "The payment is authorized but not captured: void it, or capture it first"
-            )
-        left = session.captured_cents - _committed_refunds(tx, session.id)
-        if left <= 0:
-            raise Conflict("The payment has already been refunded in full")
-        amount = left if amount_cents is None else amount_cents
-        if amount > left:
-            raise InvalidInput(
-                ("body", "amount"),
-                f"Refunds may not exceed the captured amount; {cents_to_decimal_string(left)}"
-                " is left to refund",
-                "refund_exceeds_captured",
-            )
+        amount = _refund_amount(tx, session, amount_cents)  # again: others may have refunded
         operation = _record(services, tx, session, REFUND, amount, reason)
         out = refund_out(operation)
     _submit(services, operation.id)
     return out
+
+
+def _refund_amount(tx: Tx, session: PaymentSession, amount_cents: int | None) -> int:
+    """What the refund will be, or why the session has nothing (or not that much) to refund."""
+    _must_have_a_payment(session, "refund")
+    if session.captured_cents is None:
+        raise Conflict("The payment is authorized but not captured: void it, or capture it first")
+    left = session.captured_cents - _committed_refunds(tx, session.id)
+    if left <= 0:
+        raise Conflict("The payment has already been refunded in full")
+    amount = left if amount_cents is None else amount_cents
+    if amount > left:
+        raise InvalidInput(
+            ("body", "amount"),
+            f"Refunds may not exceed the captured amount; {cents_to_decimal_string(left)}"
+            " is left to refund",
+            "refund_exceeds_captured",
+        )
+    return amount
+
+
+def _check_refundable(services: Services, where: tuple[str, str, str], reference: str) -> None:
+    """A 409 naming the void while the payment is unsettled (Authorize.net, Braintree); a 503 when
+    the gateway cannot say, rather than accepting a refund it would refuse."""
+    try:
+        project_gateway(services, *where).check_refundable(reference)
+    except NotRefundable:
+        raise Conflict(PLAIN_MESSAGES["void_required"]) from None
+    except GatewayError as error:
+        log.warning("refund check at %s went unanswered: %s", where[1], error.code)
+        raise GatewayUnreachable(
+            f"{where[1]} could not say whether the payment has settled ({error.code}); "
+            "no refund was recorded: try again shortly"
+        ) from None
 
 
 def capture(
@@ -370,7 +416,7 @@ def _finish(
         session = tx.get_one(PaymentSession, operation.session_id, with_for_update=True)
         if result is None:
             operation.state = OperationState.UNKNOWN
-            operation.next_check_at = now + _pause(operation.reconcile_checks)
+            operation.next_check_at = now + next_pause(operation.reconcile_checks)
             return
         operation.finished_at, operation.next_check_at = now, None
         if isinstance(result, GatewayError):
@@ -411,10 +457,6 @@ def _event(operation: MoneyOperation) -> OptInEvent | None:
     return OptInEvent.PAYMENT_CAPTURED if operation.kind == CAPTURE else OptInEvent.PAYMENT_VOIDED
 
 
-def _pause(checks: int) -> timedelta:
-    return min(FIRST_PAUSE * int(2**checks), MAX_PAUSE)
-
-
 def reconcile_operations(services: Services, *, limit: int = 20) -> int:
     """The sweep: run operations no runner took, look up those whose answer was lost.
 
@@ -438,18 +480,18 @@ def reconcile_operations(services: Services, *, limit: int = 20) -> int:
             if (
                 operation.state == OperationState.UNKNOWN
             ):  # the claim: others skip it until the pause is over
-                operation.next_check_at = now + _pause(operation.reconcile_checks)
+                operation.next_check_at = now + next_pause(operation.reconcile_checks)
                 operation.reconcile_checks += 1
-            work.append((operation.id, operation.state))
-    for operation_id, state in work:
+            work.append((operation.id, operation.state, operation.reconcile_checks))
+    for operation_id, state, checks in work:
         if state == OperationState.PENDING:
             run_operation(services, operation_id)
         else:
-            _reconcile(services, operation_id)
+            _reconcile(services, operation_id, last=checks >= MAX_LOOK_UPS)
     return len(work)
 
 
-def _reconcile(services: Services, operation_id: int) -> None:
+def _reconcile(services: Services, operation_id: int, *, last: bool) -> None:
     with services.db.transaction() as tx:
         operation = tx.get_one(MoneyOperation, operation_id)
         session = tx.get_one(PaymentSession, operation.session_id)
@@ -458,8 +500,31 @@ def _reconcile(services: Services, operation_id: int) -> None:
         found = claimed.look_up(services)
     except GatewayError as error:  # still cannot tell: try again after the pause
         log.info("operation %s not confirmed yet: %s", claimed.key, error.code)
+        if last:
+            _stop_looking(services, operation_id)
         return
     _finish(services, operation_id, found if found is not None else NeverReceived())
+
+
+def _stop_looking(services: Services, operation_id: int) -> None:
+    """The last look-up could not tell either: stay `pending`, say so, and look no more."""
+    with services.db.transaction() as tx:
+        operation = tx.get_one(MoneyOperation, operation_id, with_for_update=True)
+        if operation.state != OperationState.UNKNOWN:  # another look-up recorded an answer
+            return
+        operation.next_check_at = None
+        operation.error_code = "outcome_unconfirmed"
+        operation.error_message = PLAIN_MESSAGES["outcome_unconfirmed"]
+        session_id, public_id = operation.session_id, operation.public_id
+        kind, checks = operation.kind, operation.reconcile_checks
+    with logs.bound(session_id=session_id):
+        log.warning(
+            "%s %s of session %s unconfirmed after %d look-ups; no more automatic look-ups",
+            kind,
+            public_id,
+            session_id,
+            checks,
+        )
 
 
 class NeverReceived(GatewayError):

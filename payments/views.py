@@ -45,6 +45,12 @@ def _dollars(cents: int | None) -> str | None:
     return None if cents is None else cents_to_decimal_string(cents)
 
 
+ERROR_DESCRIPTION = (
+    "Why it failed; on a `pending` one, `outcome_unconfirmed`: the gateway never said whether it"
+    " went through, Paydial has stopped asking, and it may have moved money"
+)
+
+
 class ErrorInfo(BaseModel):
     code: str
     message: str
@@ -60,7 +66,7 @@ class RefundOut(BaseModel):
     reason: str | None
     transaction_id: str = Field(description="The gateway's payment that is refunded")
     gateway_refund_id: str | None = Field(description="The gateway's id for the refund")
-    error: ErrorInfo | None
+    error: ErrorInfo | None = Field(description=ERROR_DESCRIPTION)
     created_at: datetime
     completed_at: datetime | None
 
@@ -74,13 +80,14 @@ class OperationOut(BaseModel):
     amount: str | None
     status: PublicStatus
     transaction_id: str
-    error: ErrorInfo | None
+    error: ErrorInfo | None = Field(description=ERROR_DESCRIPTION)
     created_at: datetime
     completed_at: datetime | None
 
 
 def _error(operation: MoneyOperation) -> ErrorInfo | None:
-    if operation.state != OperationState.FAILED or not operation.error_code:
+    """Why it failed; on a `pending` one, why nobody asks the gateway about it any more."""
+    if operation.state == OperationState.SUCCEEDED or not operation.error_code:
         return None
     return ErrorInfo(code=operation.error_code, message=operation.error_message or "")
 

@@ -29,7 +29,7 @@ from payments import refunds, reports
 from payments.accounts import account_projects, find_account_project, issue_key, revoke_key
 from payments.credentials import CREDENTIALS_PURPOSE, set_credentials
 from payments.delivery import replay, send_test_event
-from payments.errors import Conflict, InvalidInput, NotFound
+from payments.errors import Conflict, GatewayUnreachable, InvalidInput, NotFound
 from payments.model import Environment, Gateway, Status
 from payments.outbox import WEBHOOK_SECRET_PURPOSE
 from payments.project_settings import (
@@ -337,6 +337,8 @@ def after_payment(slug: str, session_id: str, action: str) -> ResponseReturnValu
         return Response(_session_page(slug, session_id, notice=invalid.message), status=422)
     except Conflict as conflict:
         return Response(_session_page(slug, session_id, notice=str(conflict)), status=409)
+    except GatewayUnreachable as unanswered:
+        return Response(_session_page(slug, session_id, notice=str(unanswered)), status=503)
     flash(f"{action.capitalize()} requested; the gateway's answer shows here once it comes.")
     return _back("dashboard.session_page", slug=slug, session_id=session_id)
 

@@ -7,6 +7,7 @@ Stripe runs against localstripe; the others against local servers speaking their
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs
@@ -18,6 +19,7 @@ from werkzeug import Request, Response
 
 from gateways.base import (
     GatewayConfigurationError,
+    GatewayError,
     GatewayOutcomeUnknown,
     NotRefundable,
     short_reference,
@@ -30,6 +32,17 @@ from tests.gateways.test_braintree_gateway import serve as serve_bt
 from tests.gateways.test_shift4_gateway import CHARGE, make_shift4, s4
 from tests.gateways.test_shift4_gateway import serve as serve_s4
 from tests.gateways.test_stripe_gateway import local_request, make_stripe, stripe_json
+
+
+def answers_check(check: Callable[[], None], status: str, refundable: bool) -> None:
+    """A refundable payment passes the check; another says void instead, naming its status."""
+    if refundable:
+        check()
+        return
+    with pytest.raises(NotRefundable) as caught:
+        check()
+    assert (caught.value.code, caught.value.processor_code) == ("void_required", status)
+
 
 # --- Stripe (localstripe) ------------------------------------------------------------------------
 
@@ -199,6 +212,38 @@ def test_authorizenet_refuses_to_refund_an_unsettled_payment_so_it_must_be_voide
     assert kinds == ["getTransactionDetailsRequest"]  # no refundTransaction was sent
 
 
+@pytest.mark.parametrize(
+    ("status", "refundable"),
+    [
+        ("capturedPendingSettlement", False),
+        ("authorizedPendingCapture", False),
+        ("settledSuccessfully", True),
+    ],
+)
+def test_authorizenet_says_before_a_refund_whether_the_payment_has_settled_by_reading_only(
+    httpserver: HTTPServer, anet_url: str, status: str, refundable: bool
+) -> None:
+    seen = serve_anet(httpserver, anet_server(status))
+
+    answers_check(lambda: make_anet(anet_url).check_refundable("60012345678"), status, refundable)
+
+    [asked] = [xml_of(request["body"]) for request in seen]
+    assert etree.QName(asked).localname == "getTransactionDetailsRequest"
+    assert first(asked, "transId") == "60012345678"
+
+
+def test_authorizenet_that_cannot_be_asked_is_unavailable_not_refundable(
+    httpserver: HTTPServer, anet_url: str
+) -> None:
+    serve_anet(httpserver, lambda _: Response("busy", status=503))
+
+    with pytest.raises(GatewayError) as caught:
+        make_anet(anet_url).check_refundable("60012345678")
+
+    assert not isinstance(caught.value, NotRefundable)
+    assert caught.value.code == "gateway_unavailable"
+
+
 def test_authorizenet_refunds_part_of_a_settled_payment(
     httpserver: HTTPServer, anet_url: str
 ) -> None:
@@ -289,6 +334,28 @@ def test_braintree_refuses_to_refund_an_unsettled_sale_so_it_must_be_voided(
         make_braintree(httpserver.url_for("")).refund(
             "bt7x2k9q", 1999, idempotency_key="pd-b-refund-1"
         )
+
+
+@pytest.mark.parametrize(
+    ("status", "refundable"),
+    [
+        ("authorized", False),
+        ("submitted_for_settlement", False),
+        ("settling", True),
+        ("settled", True),
+    ],
+)
+def test_braintree_says_before_a_refund_whether_the_sale_has_settled_by_reading_only(
+    httpserver: HTTPServer, status: str, refundable: bool
+) -> None:
+    sale = SETTLING.replace("submitted_for_settlement", status)
+    found = serve_bt(httpserver, "/transactions/bt7x2k9q", bt(sale, status=200))
+    gateway = make_braintree(httpserver.url_for(""))
+
+    answers_check(lambda: gateway.check_refundable("bt7x2k9q"), status, refundable)
+
+    assert [request["path"] for request in found] == ["/merchants/mid/transactions/bt7x2k9q"]
+    assert all(request["body"] == b"" for request in found)  # a GET: nothing moves
 
 
 def test_braintree_a_refund_that_times_out_is_found_by_its_order_id_and_sent_once(

@@ -8,8 +8,10 @@ runs them, as a worker would.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any, ClassVar
 
 import pytest
@@ -27,9 +29,10 @@ from gateways.base import (
 )
 from gateways.simulator import SimulatorGateway
 from payments.attempts import pay
-from payments.refunds import reconcile_operations, run_operation
+from payments.backoff import next_pause
+from payments.refunds import MAX_LOOK_UPS, reconcile_operations, run_operation
 from payments.services import Services
-from payments.store import WebhookEvent
+from payments.store import MoneyOperation, WebhookEvent
 from tests.conftest import Clock, set_project
 from tests.ops.conftest import VOICE_SESSION, QueuedJobs
 
@@ -389,6 +392,55 @@ def test_a_refund_whose_answer_is_lost_is_looked_up_never_sent_again(
     assert len(simulator.sent) == 1
 
 
+def test_a_refund_the_gateway_never_confirms_stays_pending_and_is_looked_up_no_more(
+    client: FlaskClient,
+    services: Services,
+    queued: QueuedJobs,
+    clock: Clock,
+    auth: dict[str, str],
+    hook_secret: str,
+    opt_in: Callable[..., None],
+    paid: Callable[..., str],
+    simulator: type[CountingSimulator],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    opt_in("refund-succeeded", "refund-failed")
+    session_id = paid()
+    simulator.lose_answers = True
+    simulator.lookups_fail = 10 * MAX_LOOK_UPS  # the gateway never says
+    client.post(f"/v1/sessions/{session_id}/refunds", json={"amount": "5.00"}, headers=auth)
+    work(services, queued)
+
+    pauses = []
+    for _ in range(MAX_LOOK_UPS):
+        with services.db.transaction() as tx:
+            [operation] = tx.scalars(select(MoneyOperation)).all()
+            assert operation.next_check_at is not None
+            pauses.append(operation.next_check_at - clock())
+        clock.advance(seconds=pauses[-1].total_seconds())
+        assert reconcile_operations(services) == 1
+    clock.advance(days=30)
+
+    assert reconcile_operations(services) == 0  # nobody asks any more
+    # the first pause follows the look-up right after the timeout, the others each sweep's
+    assert pauses == [next_pause(0), *(next_pause(checks) for checks in range(MAX_LOOK_UPS - 1))]
+    assert sum(pauses, timedelta()) > timedelta(hours=23)
+    session = session_of(client, auth, session_id)
+    [refund] = session["refunds"]
+    assert refund["status"] == "pending"  # it may have moved money: never `failed`
+    assert refund["error"]["code"] == "outcome_unconfirmed"
+    assert "gateway's console" in refund["error"]["message"]
+    assert session["amount_refunded"] == "0.00"
+    too_much = client.post(
+        f"/v1/sessions/{session_id}/refunds", json={"amount": "20.01"}, headers=auth
+    )
+    assert too_much.status_code == 422  # its 5.00 stays reserved
+    assert len(simulator.sent) == 1 and hooks(services, session_id) == []
+    [warning] = [r for r in caplog.records if r.levelno == logging.WARNING and "look-ups" in r.msg]
+    assert session_id in warning.getMessage() and refund["refund_id"] in warning.getMessage()
+    assert getattr(warning, "session_id", None) == session_id
+
+
 def test_a_lost_refund_the_gateway_never_got_fails_and_gives_its_amount_back(
     client: FlaskClient,
     services: Services,
@@ -439,7 +491,7 @@ def test_merchants_who_opted_in_hear_of_refunds_captures_and_voids(
     assert [kind for kind, _ in hooks(services, released)][-1] == "payment-voided"
 
 
-def test_an_unsettled_authorizenet_refund_fails_saying_void_instead_and_gives_its_amount_back(
+def test_a_payment_still_unsettled_when_the_refund_is_sent_fails_saying_void_and_gives_it_back(
     client: FlaskClient,
     services: Services,
     queued: QueuedJobs,
@@ -451,7 +503,7 @@ def test_an_unsettled_authorizenet_refund_fails_saying_void_instead_and_gives_it
 ) -> None:
     opt_in("refund-failed")
     session_id = paid(gateway="authorizenet")
-    simulator.unsettled = True
+    simulator.unsettled = True  # the request's check said settled (the backstop for a race)
     client.post(f"/v1/sessions/{session_id}/refunds", headers=auth)
     work(services, queued)
 

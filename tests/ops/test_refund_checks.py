@@ -1,0 +1,152 @@
+"""A refund request asks the gateway first whether it would refund the payment now.
+
+Authorize.net refunds settled payments only, so an unsettled one must be voided instead: the
+request answers 409 saying so, and nothing is recorded or sent. The session is paid through the
+official SDK against the local server speaking Authorize.net's XML API; the refund's job waits in
+the queue (tests/ops/conftest.py `QueuedJobs`) until the test runs it, as a worker would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from lxml import etree
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+from gateways.base import short_reference
+from payments.attempts import pay
+from payments.model import Gateway, PaymentMode
+from payments.refunds import run_operation
+from payments.services import Services
+from tests.gateways.test_after_payment import anet_server
+from tests.gateways.test_authorizenet_gateway import serve, xml_of
+from tests.gateways.test_sessions_through_sdks import (
+    CARD,
+    anet_credentials,
+    open_session,  # noqa: F401  # a fixture
+)
+from tests.ops.conftest import QueuedJobs
+
+
+@pytest.fixture
+def shop(make_key: Callable[..., str], open_session: Callable[..., str]) -> dict[str, str]:  # noqa: F811
+    """Auth headers for project 'shop' (open_session creates it)."""
+    return {"Authorization": f"Bearer {make_key('shop')}"}
+
+
+@pytest.fixture
+def paid_at_authorizenet(
+    services: Services,
+    httpserver: HTTPServer,
+    open_session: Callable[..., str],  # noqa: F811
+) -> Callable[[Callable[[Request], Response]], tuple[str, list[dict[str, Any]]]]:
+    """A session paid by authCaptureTransaction at a server answering with `answer`; returns its
+    id and what the server was sent."""
+
+    def make(answer: Callable[[Request], Response]) -> tuple[str, list[dict[str, Any]]]:
+        seen = serve(httpserver, answer)
+        session_id = open_session(
+            Gateway.AUTHORIZENET, PaymentMode.CHARGE, anet_credentials(httpserver)
+        )
+        assert pay(services, session_id, CARD).approved
+        return session_id, seen
+
+    return make
+
+
+def kinds(seen: list[dict[str, Any]]) -> list[str]:
+    """What was asked of the gateway, in order: the request's root, or its transaction type."""
+    asked = [xml_of(request["body"]) for request in seen]
+    return [
+        next(iter(root.xpath("//*[local-name()='transactionType']/text()")), None)
+        or etree.QName(root).localname
+        for root in asked
+    ]
+
+
+def test_refunding_an_unsettled_authorizenet_payment_is_a_409_naming_the_void_and_sends_nothing(
+    client: FlaskClient,
+    queued: QueuedJobs,
+    shop: dict[str, str],
+    paid_at_authorizenet: Callable[..., tuple[str, list[dict[str, Any]]]],
+) -> None:
+    session_id, seen = paid_at_authorizenet(anet_server("capturedPendingSettlement"))
+
+    response = client.post(
+        f"/v1/sessions/{session_id}/refunds", json={"amount": "5.00"}, headers=shop
+    )
+
+    assert response.status_code == 409
+    detail = response.get_json()["detail"]
+    assert "void it instead" in detail and "/void" in detail
+    assert kinds(seen) == ["authCaptureTransaction", "getTransactionDetailsRequest"]
+    assert client.get(f"/v1/sessions/{session_id}/refunds", headers=shop).get_json()["data"] == []
+    assert queued.operations == []
+    voided = client.post(f"/v1/sessions/{session_id}/void", headers=shop)  # as it says
+    assert voided.status_code == 202
+
+
+def test_a_settled_authorizenet_payment_passes_the_check_and_is_refunded_once(
+    client: FlaskClient,
+    services: Services,
+    queued: QueuedJobs,
+    shop: dict[str, str],
+    paid_at_authorizenet: Callable[..., tuple[str, list[dict[str, Any]]]],
+) -> None:
+    session_id, seen = paid_at_authorizenet(anet_server("settledSuccessfully"))
+
+    response = client.post(
+        f"/v1/sessions/{session_id}/refunds", json={"amount": "7.00"}, headers=shop
+    )
+    assert response.status_code == 201, response.get_json()
+    [operation_id] = queued.operations
+    run_operation(services, operation_id)
+
+    [refund] = client.get(f"/v1/sessions/{session_id}/refunds", headers=shop).get_json()["data"]
+    assert (refund["status"], refund["gateway_refund_id"]) == ("succeeded", "60200")
+    assert kinds(seen) == [
+        "authCaptureTransaction",
+        "getTransactionDetailsRequest",  # the request's check
+        "getTransactionDetailsRequest",  # the refund's own read of the card's last four
+        "refundTransaction",
+    ]
+    sent = xml_of(seen[-1]["body"])
+    invoice = sent.xpath("//*[local-name()='invoiceNumber']/text()")
+    assert invoice == [short_reference(f"pd-{session_id}-refund-1")]
+
+
+def test_when_authorizenet_cannot_be_asked_the_refund_is_a_503_and_nothing_is_recorded(
+    client: FlaskClient,
+    queued: QueuedJobs,
+    shop: dict[str, str],
+    paid_at_authorizenet: Callable[..., tuple[str, list[dict[str, Any]]]],
+) -> None:
+    settled = anet_server("settledSuccessfully")
+    gateway_down = [True]
+
+    def answer(request: Request) -> Response:
+        asked = etree.QName(xml_of(request.get_data())).localname
+        if gateway_down[0] and asked == "getTransactionDetailsRequest":
+            return Response("Service Unavailable", status=503)
+        return settled(request)  # type: ignore[no-any-return]
+
+    session_id, _ = paid_at_authorizenet(answer)
+    headers = {**shop, "Idempotency-Key": "refund-order-7"}
+    url = f"/v1/sessions/{session_id}/refunds"
+
+    refused = client.post(url, json={"amount": "5.00"}, headers=headers)
+
+    assert refused.status_code == 503
+    assert int(refused.headers["Retry-After"]) > 0
+    detail = refused.get_json()["detail"]
+    assert "authorizenet could not say whether the payment has settled" in detail
+    assert client.get(url, headers=shop).get_json()["data"] == []
+    assert queued.operations == []
+    gateway_down[0] = False
+    retried = client.post(url, json={"amount": "5.00"}, headers=headers)  # the same key
+    assert retried.status_code == 201, retried.get_json()
+    assert retried.headers.get("Idempotent-Replayed") != "true"
