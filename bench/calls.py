@@ -67,7 +67,7 @@ PAYDIAL = [sys.executable, "-c", "import sys; from paydial.cli import main; sys.
 # What a caller hears that ends the hold, and what each means.
 APPROVED = "Your payment was approved."
 DECLINED = "Sorry, the payment did not go through."
-UNRESOLVED = "The merchant will confirm the result with you."
+UNRESOLVED = "The merchant will be told the result"
 APOLOGY = "something went wrong on our side"
 
 
@@ -1058,7 +1058,7 @@ class Bench:
         ]
         apology = [c for c in calls if any(APOLOGY in h for h in c.heard)]
         say(
-            f"  callers told 'the merchant will confirm' (hold limit): {len(unresolved)}, of "
+            f"  callers told 'the merchant will be told' (hold limit): {len(unresolved)}, of "
             f"which the payment never reached a result: {len(unresolved_lost)} "
             f"(statuses {dict(Counter(statuses.get(c.session_id) for c in unresolved))})"
         )

@@ -245,7 +245,10 @@ class Call:
                     services, PaymentJob(session_id, action.attempt, call_sid), action.card
                 )
         if finish is not None:
-            calls.delete(call_sid)
+            if finish.outcome is flow.Outcome.UNRESOLVED:  # the card waits for its job
+                calls.close(call_sid)
+            else:
+                calls.delete(call_sid)
             transfer = self._finish(session_id, finish) if session_id is not None else None
             return self._render(turn.reply, transfer)
         return self._render(turn.reply, None)
@@ -270,6 +273,10 @@ class Call:
                     now=now,
                     detail={"reason": finish.reason},
                 )
+            running = finish.outcome is flow.Outcome.UNRESOLVED
+            if running and not Status(session.status).is_terminal:  # its job decides, and tells
+                self.session_status = PROCESSING
+                return self._transfer(session, PROCESSING)
             self.session_status = session.status
             return self._transfer(session)
 

@@ -2,13 +2,17 @@
 
 Card digits live here and nowhere else between webhooks, so everything stored is AES-GCM
 ciphertext (``Sealer(secret, "callstate")``) under a short TTL, and is deleted the moment the
-gateway answers, the call ends or the flow fails. ``CallStates`` is the typed API the webhook
-layer and the gateway job use:
+gateway answers, the call ends or the flow fails; only a card already handed to its payment job
+outlives the call, until the job takes it or ``CARD_TTL`` runs out. ``CallStates`` is the typed
+API the webhook layer and the gateway job use:
 
 - ``get(call_sid) -> CallState | None``, ``put(call_sid, state, ttl=600)``, ``delete(call_sid)``
-  (state and any card handed to the gateway job);
-- ``put_card(call_sid, card)`` / ``take_card(call_sid)``: the card of a ``StartPayment`` waits
-  here for the gateway job, which takes it exactly once (atomic get-and-delete);
+  (everything, a card handed to the gateway job included), ``close(call_sid)`` (the call is over:
+  everything but a handed-over card and its ``ParkedPayment``);
+- ``park(call_sid, payment, card)`` / ``take_card(call_sid)``: the card of a ``StartPayment``
+  waits here for the gateway job, which takes it exactly once (atomic get-and-delete); the
+  ``ParkedPayment`` (which attempt, and until when its card waits) outlives the card, so the
+  call's end leaves the session to that payment and a sweep can time out one whose job never came;
 - ``claim(key, ttl) -> bool``: true for the first caller only, so a webhook Twilio delivers twice
   starts one gateway call (``claim(f"{session_id}:{attempt}", ...)``);
 - ``put_hand_back(call_sid, hand_back)`` / ``hand_back(call_sid)``: where the caller goes and in
@@ -25,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Protocol
 
 import redis
@@ -36,7 +41,26 @@ from payments.sessions import CALL_BOUND
 
 DEFAULT_TTL = 600
 CALL_TTL = int(CALL_BOUND.total_seconds())  # as long as any call: what must outlive its turns
+# The longest a card handed to its payment job waits for that job; then the payment times out.
+CARD_TTL = DEFAULT_TTL
 KEY_PREFIX = "paydial:call:"
+
+
+@dataclass(frozen=True)
+class ParkedPayment:
+    """A payment attempt handed to a job, whose card waits in call state until `until`."""
+
+    session_id: str
+    attempt: int
+    until: datetime
+
+    def to_bytes(self) -> bytes:
+        return json.dumps({**asdict(self), "until": self.until.isoformat()}).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> ParkedPayment:
+        data = json.loads(raw)
+        return cls(data["session_id"], data["attempt"], datetime.fromisoformat(data["until"]))
 
 
 @dataclass(frozen=True)
@@ -169,7 +193,18 @@ class CallStates:
         self._store.save(_state_key(call_sid), self._seal(call_sid, state.to_bytes()), ttl)
 
     def delete(self, call_sid: str) -> None:
-        self._store.delete(_state_key(call_sid), _card_key(call_sid), _hand_back_key(call_sid))
+        self._store.delete(
+            _state_key(call_sid),
+            _card_key(call_sid),
+            _hand_back_key(call_sid),
+            _payment_key(call_sid),
+        )
+
+    def close(self, call_sid: str) -> ParkedPayment | None:
+        """The call is over: its state goes, but a card handed to its payment job stays for the
+        job. Returns that payment, if any (the job, or its timing out, ends the session)."""
+        self._store.delete(_state_key(call_sid), _hand_back_key(call_sid))
+        return self.payment(call_sid)
 
     def put_hand_back(self, call_sid: str, hand_back: HandBack, ttl: int = CALL_TTL) -> None:
         self._store.save(_hand_back_key(call_sid), self._seal(call_sid, hand_back.to_bytes()), ttl)
@@ -178,9 +213,19 @@ class CallStates:
         raw = self._open(call_sid, self._store.load(_hand_back_key(call_sid)))
         return None if raw is None else HandBack.from_bytes(raw)
 
-    def put_card(self, call_sid: str, card: KeyedCard, ttl: int = DEFAULT_TTL) -> None:
+    def put_card(self, call_sid: str, card: KeyedCard, ttl: int = CARD_TTL) -> None:
         payload = json.dumps(card.to_dict()).encode()
         self._store.save(_card_key(call_sid), self._seal(call_sid, payload), ttl)
+
+    def park(self, call_sid: str, payment: ParkedPayment, card: KeyedCard) -> None:
+        """Hand `card` to the job of `payment`; the record of it outlives the card by far."""
+        self._store.save(_payment_key(call_sid), self._seal(call_sid, payment.to_bytes()), CALL_TTL)
+        self.put_card(call_sid, card)
+
+    def payment(self, call_sid: str) -> ParkedPayment | None:
+        """The payment last handed to a job on this call (its card may be taken or gone since)."""
+        raw = self._open(call_sid, self._store.load(_payment_key(call_sid)))
+        return None if raw is None else ParkedPayment.from_bytes(raw)
 
     def take_card(self, call_sid: str) -> KeyedCard | None:
         raw = self._open(call_sid, self._store.take(_card_key(call_sid)))
@@ -211,6 +256,10 @@ def _card_key(call_sid: str) -> str:
 
 def _hand_back_key(call_sid: str) -> str:
     return f"{KEY_PREFIX}hand_back:{call_sid}"
+
+
+def _payment_key(call_sid: str) -> str:
+    return f"{KEY_PREFIX}payment:{call_sid}"
 
 
 def callstate_from_url(redis_url: str | None, secret: str) -> CallStates:

@@ -7,19 +7,31 @@ and the CallSid. The job takes the card out of call state (atomically, so it exi
 runs `payments.attempts.pay`, whose attempt row is the second, durable guard. The result
 webhook polls `attempt_result` while the caller holds.
 
+A caller who stops holding (the hold limit, a hang-up) leaves the parked card to its job, which
+still runs the payment and closes the session; a job that has not taken the card within
+`CARD_TTL` never will: the sweep (`ivr.hangup.close_vanished_calls`) destroys the card and fails
+the session with `processing_timeout`.
+
 `wire_calls` is the one place a process gets its call state and job runner (web and worker).
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from sqlalchemy import select
 
 from gateways.base import Card
 from ivr import flow
 from ivr.binding import end_call
-from ivr.callstate import CALL_TTL, DEFAULT_TTL, CallStates, callstate_from_url
+from ivr.callstate import (
+    CALL_TTL,
+    CARD_TTL,
+    CallStates,
+    ParkedPayment,
+    callstate_from_url,
+)
 from payments import logs
 from payments.attempts import pay, refuse
 from payments.errors import Conflict
@@ -67,7 +79,8 @@ def start_payment(services: Services, job: PaymentJob, card: flow.KeyedCard) -> 
     # the claim outlives the call, so a late duplicate webhook still finds it
     if not calls.claim(f"pay:{job.session_id}:{job.attempt}", CALL_TTL):
         return False
-    calls.put_card(job.call_sid, card)
+    until = services.clock() + timedelta(seconds=CARD_TTL)
+    calls.park(job.call_sid, ParkedPayment(job.session_id, job.attempt, until), card)
     if services.jobs is None:
         raise RuntimeError("no job runner configured (ivr.charge.wire_calls)")
     services.jobs.submit(job)
@@ -84,7 +97,7 @@ def _run_payment_job(services: Services, job: PaymentJob) -> None:
     calls = callstates_of(services)
     # Redis may drop under a running job: its steps wait for it (no longer than the card lives)
     card = until_reachable(
-        lambda: calls.take_card(job.call_sid), give_up_after=DEFAULT_TTL, what=job.session_id
+        lambda: calls.take_card(job.call_sid), give_up_after=CARD_TTL, what=job.session_id
     )
     if card is None:  # the call ended or the flow failed first: the card is already gone
         log.info("payment job for session %s attempt %s found no card", job.session_id, job.attempt)
@@ -110,7 +123,7 @@ def _run_payment_job(services: Services, job: PaymentJob) -> None:
     except Exception as error:
         log.error("payment job for session %s failed: %s", job.session_id, type(error).__name__)
     call = until_reachable(
-        lambda: calls.get(job.call_sid), give_up_after=DEFAULT_TTL, what=job.session_id
+        lambda: calls.get(job.call_sid), give_up_after=CARD_TTL, what=job.session_id
     )
     if call is None:  # the caller hung up while the gateway worked
         with services.db.transaction() as tx:

@@ -23,6 +23,8 @@ and the ``actions`` the webhook layer must carry out. How ``api/voice.py`` drive
    - ``Finish(outcome, reason)``: record the outcome, delete the call state, and render
      ``dial_number``/``dial_sip`` instead of ``reply.template`` (``goodbye``) when the session
      has a callback, passing ``reply.say`` along (it already ends with "transferring you back").
+     ``UNRESOLVED`` (the caller held as long as they are asked to) leaves a card not yet taken
+     to its payment job, which still runs the payment and tells the merchant the result.
 
 Each entry gets ``MAX_TRIES`` tries (silence counts, ``*`` does not), then ``Finish(FAILED,
 "too-many-failed-attempts")``, or ``Finish(FAILED, "no_input")`` when every try was silence. A
@@ -84,7 +86,7 @@ class Step(StrEnum):
 class Outcome(StrEnum):
     APPROVED = "approved"  # the gateway approved: record the payment
     FAILED = "failed"  # entries or attempts exhausted, gave up or locked out: payment-failed
-    UNRESOLVED = "unresolved"  # no gateway answer while the caller held; the job settles it
+    UNRESOLVED = "unresolved"  # no answer while the caller held; the job runs on and settles it
     UNBOUND = "unbound"  # no session matched the access code; nothing to record
     ENDED = "ended"  # the session ended elsewhere (cancelled, expired...); nothing to record
 
@@ -536,7 +538,7 @@ def _ended(state: CallState, ctx: FlowContext) -> Turn:
 
 
 def _finish(state: CallState, ctx: FlowContext, finish: Finish, lines: list[str]) -> Turn:
-    """End the flow: the card is dropped and the caller hears how the call continues."""
+    """End the flow: the caller hears how the call continues."""
     text = catalog(ctx.language)
     closing = text.say("transfer") if ctx.has_callback else text.say("goodbye")
     done = _moved(state, Step.DONE)

@@ -9,6 +9,12 @@ sweep `close_vanished_calls` finishes the job: a bound, open session whose call 
 (deleted by the callback, or expired because no webhook came within its TTL) has no call left,
 so it ends `abandoned` at once rather than when its time runs out (a used session times out
 `abandoned` too, never `expired`: payments.sessions).
+
+A call that ends while its payment job has not started yet leaves the session to that job: the
+card stays parked for it (`CallStates.close`), and the job records the result and closes the
+session. Once the card's time (`ivr.callstate.CARD_TTL`) is up with no job, the sweep destroys
+the card and fails the session with `processing_timeout`, so a job that comes later charges
+nothing; the merchant hears of it like of any failed payment.
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from ivr.binding import end_call
+from ivr.callstate import ParkedPayment
 from ivr.charge import callstates_of
+from payments.attempts import attempt_recorded, time_out
 from payments.model import Channel, Status
 from payments.services import Services
 from payments.store import PaymentSession
@@ -34,20 +42,37 @@ GRACE = timedelta(minutes=1)
 
 
 def call_ended(services: Services, call_sid: str) -> None:
-    """Twilio says the call is over: destroy its card state, abandon its open session."""
+    """Twilio says the call is over: destroy its state, abandon its open session (unless a card
+    handed to a payment job still waits for it)."""
+    parked = None
     try:
-        callstates_of(services).delete(call_sid)
+        parked = callstates_of(services).close(call_sid)
     except RedisError as error:  # the state expires there; the sweep closes the session then
         log.error("call %s ended, call state unreachable: %s", call_sid, type(error).__name__)
     try:
-        with services.db.transaction() as tx:
-            end_call(tx, call_sid, now=services.clock())
+        _close_session(services, call_sid, parked)
     except SQLAlchemyError as error:  # its state is gone (or going): the sweep closes it
         log.error("call %s ended, database unreachable: %s", call_sid, type(error).__name__)
 
 
+def _close_session(
+    services: Services, call_sid: str, parked: ParkedPayment | None
+) -> PaymentSession | None:
+    """Abandon the session of a call that is over, except while its parked payment may still run;
+    a parked payment past its time is timed out instead (None: the session stays open)."""
+    now = services.clock()
+    if parked is not None and now >= parked.until:
+        callstates_of(services).take_card(call_sid)  # a job that turns up now finds no card
+        time_out(services, parked.session_id, parked.attempt)  # unless its job got there first
+    with services.db.transaction() as tx:
+        if parked is not None and not attempt_recorded(tx, parked.session_id, parked.attempt):
+            return None  # its job has the card, or is yet to take it: the job ends the session
+        return end_call(tx, call_sid, now=now)
+
+
 def close_vanished_calls(services: Services, *, limit: int = 500) -> int:
-    """The sweep: abandon open sessions whose call left no state behind; returns how many."""
+    """The sweep: abandon open sessions whose call left no state behind, and time out payments
+    whose card waited for a job in vain; returns how many sessions it abandoned."""
     calls = callstates_of(services)
     now = services.clock()
     closed = 0
@@ -65,7 +90,6 @@ def close_vanished_calls(services: Services, *, limit: int = 500) -> int:
     for call_sid in bound:
         if call_sid is None or calls.is_live(call_sid):
             continue
-        with services.db.transaction() as tx:
-            session = end_call(tx, call_sid, now=now)
-            closed += session is not None and session.status == Status.ABANDONED.value
+        session = _close_session(services, call_sid, calls.payment(call_sid))
+        closed += session is not None and session.status == Status.ABANDONED.value
     return closed

@@ -52,6 +52,9 @@ PLAIN_MESSAGES = {
     "gateway_unavailable": "The payment processor could not be reached.",
     "gateway_configuration": "The payment processor is not configured correctly.",
     "outcome_unknown": "The payment processor did not confirm the payment; it is being checked.",
+    "processing_timeout": (
+        "The payment could not be started before the card details expired; nothing was charged."
+    ),
     "outcome_unconfirmed": (
         "The payment processor never confirmed whether the payment went through; "
         "check the gateway's dashboard before charging again."
@@ -426,33 +429,78 @@ def refuse(services: Services, session_id: str, number: int, card: Card, reason:
         max_attempts = project_settings(
             tx.get_one(Project, session.project_id)
         ).max_payment_attempts
-        session.attempt_count = number
-        session.error_code, session.error_message = "velocity_limited", reason
-        session.updated_at = now
-        tx.add(
-            PaymentAttempt(
-                session_id=session.id,
-                number=number,
-                idempotency_key=attempt_key(session.id, number),
-                state=AttemptState.DECLINED,
-                card_brand=card.brand,
-                card_last4=card.last4,
-                error_code="velocity_limited",
-                error_message=reason,
-                created_at=now,
-                finished_at=now,
-                reconcile_checks=0,
-            )
+        _record_unsent(
+            tx,
+            session,
+            number,
+            (AttemptState.DECLINED, "velocity_limited", reason),
+            card=card,
+            now=now,
+            fail_as="payment_refused" if number >= max_attempts else None,
         )
-        if number >= max_attempts:
-            transition(
-                tx,
-                session,
-                Status.PAYMENT_FAILED,
-                cause="payment_refused",
-                now=now,
-                detail={"attempt": number, "error_code": "velocity_limited"},
-            )
+
+
+def time_out(services: Services, session_id: str, number: int) -> bool:
+    """Fail a payment whose job never took its card in time: `processing_timeout`, no money moved.
+
+    The attempt is recorded as failed, so a job that turns up later finds its outcome and never
+    reaches the gateway. False when the attempt ran after all or the session had already ended.
+    """
+    now = services.clock()
+    with services.db.transaction() as tx:
+        session = load_session(tx, session_id, now=now, for_update=True)
+        if Status(session.status).is_terminal or _attempt_row(tx, session.id, number) is not None:
+            return False
+        failed = (AttemptState.FAILED, "processing_timeout", PLAIN_MESSAGES["processing_timeout"])
+        _record_unsent(tx, session, number, failed, card=None, now=now, fail_as="payment_timed_out")
+        return True
+
+
+def attempt_recorded(tx: Tx, session_id: str, number: int) -> bool:
+    """Whether this attempt has its row: its job started it (or it was refused or timed out)."""
+    return _attempt_row(tx, session_id, number) is not None
+
+
+def _record_unsent(
+    tx: Tx,
+    session: PaymentSession,
+    number: int,
+    result: tuple[AttemptState, str, str],
+    *,
+    card: Card | None,
+    now: datetime,
+    fail_as: str | None,
+) -> None:
+    """An attempt that never reached the gateway: its row and the session's error; the session
+    fails (with `fail_as` as the cause) when it is given."""
+    state, code, message = result
+    session.attempt_count = number
+    session.error_code, session.error_message = code, message
+    session.updated_at = now
+    tx.add(
+        PaymentAttempt(
+            session_id=session.id,
+            number=number,
+            idempotency_key=attempt_key(session.id, number),
+            state=state,
+            card_brand=card.brand if card else None,
+            card_last4=card.last4 if card else None,
+            error_code=code,
+            error_message=message,
+            created_at=now,
+            finished_at=now,
+            reconcile_checks=0,
+        )
+    )
+    if fail_as is not None:
+        transition(
+            tx,
+            session,
+            Status.PAYMENT_FAILED,
+            cause=fail_as,
+            now=now,
+            detail={"attempt": number, "error_code": code},
+        )
 
 
 def _error_code(error: GatewayError) -> str:

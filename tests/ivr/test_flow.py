@@ -31,6 +31,7 @@ from ivr.flow import (
     greet,
     parse_gather,
 )
+from ivr.prompts import SUPPORTED_LANGUAGES
 from payments.model import PaymentMode, Status
 
 VISA = "4242424242424242"
@@ -388,6 +389,27 @@ def test_holding_too_long_sends_the_caller_on_unresolved() -> None:
     turn = advance(state, PaymentPending(), ctx)
     assert turn.finish == Finish(Outcome.UNRESOLVED, "payment-pending")
     assert turn.state.step is Step.DONE
+
+
+# What the caller at the hold limit hears: the job runs on after they leave, so no answer is
+# promised, nor said to be awaited; every language says it (a new one fails here until it does).
+HOLD_LIMIT = {
+    "en-US": "Your payment is still being processed. "
+    "The merchant will be told the result and will confirm it with you.",
+    "es-US": "Su pago todavía se está procesando. "
+    "El comercio recibirá el resultado y se lo confirmará.",
+}
+
+
+@pytest.mark.parametrize("language", sorted(SUPPORTED_LANGUAGES))
+def test_the_caller_at_the_hold_limit_hears_the_payment_is_still_being_processed(
+    language: str,
+) -> None:
+    ctx = make_context(language=language)
+    state = replace(processing(ctx).state, polls=MAX_HOLD_POLLS - 1)
+    turn = advance(state, PaymentPending(), ctx)
+    assert turn.finish == Finish(Outcome.UNRESOLVED, "payment-pending")
+    assert turn.reply.say[0] == HOLD_LIMIT[language]
 
 
 def test_a_decline_gives_the_reason_and_offers_another_card() -> None:
