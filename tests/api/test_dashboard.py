@@ -19,14 +19,16 @@ from flask import Flask
 from flask.testing import FlaskClient
 from pytest_httpserver import HTTPServer
 
+import gateways
 from api.dashboard import COOKIE_NAME
-from gateways.base import Card
+from gateways.base import Card, GatewayOutcomeUnknown, GatewayUnavailable, ReversalResult
+from gateways.simulator import SimulatorGateway
 from payments.accounts import get_project_by_slug
 from payments.attempts import pay
 from payments.delivery import deliver_due
 from payments.outbox import SIGNATURE_HEADER, signature_header
 from payments.projects import setting_changes
-from payments.refunds import run_operation
+from payments.refunds import MAX_LOOK_UPS, reconcile_operations, run_operation
 from payments.services import Services
 from payments.store import DashboardUser
 from payments.users import EMAIL_FAILURES, TOTP_PURPOSE, check_second_factor, create_user
@@ -363,6 +365,56 @@ def test_the_session_page_refunds_part_after_a_confirmation_and_captures_an_auth
     assert captured.status_code == 302
     run_operation(services, queued.operations.pop())
     assert "$30.00" in signed_in.get(held_path).get_data(as_text=True)
+
+
+class UnsureSimulator(SimulatorGateway):
+    """A gateway that never says: a refund's answer is lost and no look-up or check can tell."""
+
+    check_fails = False
+
+    def check_refundable(self, reference: str) -> None:
+        if self.check_fails:
+            raise GatewayUnavailable("simulated outage during the settlement check")
+
+    def refund(self, reference: str, amount_cents: int, *, idempotency_key: str) -> ReversalResult:
+        super().refund(reference, amount_cents, idempotency_key=idempotency_key)
+        raise GatewayOutcomeUnknown("simulated timeout after the refund was made")
+
+    def find_reversal(self, kind: Any, reference: str, *, idempotency_key: str) -> Any:
+        raise GatewayUnavailable("simulated outage during the look-up")
+
+
+def test_the_session_page_shows_a_refund_nobody_could_confirm_and_a_check_that_went_unanswered(
+    signed_in: FlaskClient,
+    user: str,
+    client: FlaskClient,
+    services: Services,
+    merchant: dict[str, str],
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(gateways, "SimulatorGateway", UnsureSimulator)
+    queued = services.jobs
+    assert isinstance(queued, QueuedJobs)
+    paid = new_session(client, merchant, "40.00")["session_id"]
+    assert pay(services, paid, Card(CARD, 12, 2030, "123"), attempt=1).approved
+    path = f"/dashboard/acme/sessions/{paid}"
+    form = {"mode": "test", "amount": "10.00", "confirm": "yes"}
+    assert post(signed_in, f"{path}/refund", form, page=path).status_code == 302
+    run_operation(services, queued.operations.pop())
+    for _ in range(MAX_LOOK_UPS):
+        clock.advance(hours=1)
+        reconcile_operations(services)
+    sign_in(signed_in, user)  # a day later: the dashboard asks again
+
+    monkeypatch.setattr(UnsureSimulator, "check_fails", True)
+    unanswered = post(signed_in, f"{path}/refund", form, page=path)
+
+    page = signed_in.get(path).get_data(as_text=True)
+    assert "pending (outcome_unconfirmed)" in page
+    assert unanswered.status_code == 503
+    assert "could not say whether the payment has settled" in unanswered.get_data(as_text=True)
+    assert queued.operations == []
 
 
 def code_at(secret: str, when: datetime) -> str:

@@ -289,18 +289,25 @@ def test_a_settled_transaction_cannot_be_voided(httpserver: HTTPServer) -> None:
         make_braintree(httpserver.url_for("")).void("bt7x2k9q", idempotency_key="pd-s-1-void")
 
 
-def test_refund_posts_the_amount_and_our_request_key(httpserver: HTTPServer) -> None:
-    credit = SETTLING.replace("bt7x2k9q", "btref01").replace("<type>sale", "<type>credit")
+@pytest.mark.parametrize(("cents", "amount"), [(1999, "19.99"), (700, "7.00")])  # full, part
+def test_refund_posts_the_amount_and_our_request_key(
+    httpserver: HTTPServer, cents: int, amount: str
+) -> None:
+    credit = (
+        SETTLING.replace("bt7x2k9q", "btref01")
+        .replace("<type>sale", "<type>credit")
+        .replace("19.99", amount)
+    )
     seen = serve(httpserver, "/transactions/bt7x2k9q/refund", bt(credit))
 
     reversal = make_braintree(httpserver.url_for("")).refund(
-        "bt7x2k9q", 1999, idempotency_key="pd-s-1-refund"
+        "bt7x2k9q", cents, idempotency_key="pd-s-1-refund"
     )
 
     sent = etree.fromstring(seen[0]["body"])
-    assert (sent.findtext("amount"), sent.findtext("api_request_key")) == ("19.99", "pd-s-1-refund")
+    assert (sent.findtext("amount"), sent.findtext("api_request_key")) == (amount, "pd-s-1-refund")
     assert (reversal.kind, reversal.reversal_id, reversal.amount_cents) == (
         "refund",
         "btref01",
-        1999,
+        cents,
     )

@@ -192,20 +192,28 @@ def test_reconcile_pages_past_more_than_a_hundred_newer_charges(httpserver: HTTP
     assert len(seen) == 2
 
 
-def test_refund_posts_the_amount_with_our_idempotency_key(httpserver: HTTPServer) -> None:
-    refunded = {**CHARGE, "refunded": True, "refunds": [{"id": "ref_1", "amount": 1999}]}
+@pytest.mark.parametrize("cents", [1999, 700])  # the whole charge, then a part of it
+def test_refund_posts_the_amount_with_our_idempotency_key(
+    httpserver: HTTPServer, cents: int
+) -> None:
+    refund = {"id": "ref_1", "amount": cents}
+    refunded = {**CHARGE, "refunded": cents == CHARGE["amount"], "refunds": [refund]}
     seen = serve(httpserver, "/charges/char_9kQx/refund", s4(refunded))
 
     reversal = make_shift4(httpserver.url_for("")).refund(
-        "char_9kQx", 1999, idempotency_key="pd-s-1-refund"
+        "char_9kQx", cents, idempotency_key="pd-s-1-refund"
     )
 
     assert json.loads(seen[0]["body"]) == {
-        "amount": 1999,
+        "amount": cents,
         "metadata": {"paydial_idempotency_key": "pd-s-1-refund"},
     }
     assert seen[0]["headers"]["Idempotency-Key"] == "pd-s-1-refund"
-    assert (reversal.kind, reversal.reversal_id, reversal.amount_cents) == ("refund", "ref_1", 1999)
+    assert (reversal.kind, reversal.reversal_id, reversal.amount_cents) == (
+        "refund",
+        "ref_1",
+        cents,
+    )
 
 
 def test_a_captured_charge_cannot_be_voided_and_an_uncaptured_one_is_released(

@@ -1,9 +1,11 @@
-"""A refund request asks the gateway first whether it would refund the payment now.
+"""Refunds of an Authorize.net payment through the API, the core and the official SDK.
 
-Authorize.net refunds settled payments only, so an unsettled one must be voided instead: the
-request answers 409 saying so, and nothing is recorded or sent. The session is paid through the
-official SDK against the local server speaking Authorize.net's XML API; the refund's job waits in
-the queue (tests/ops/conftest.py `QueuedJobs`) until the test runs it, as a worker would.
+A refund request asks the gateway first whether it would refund the payment now: Authorize.net
+refunds settled payments only, so an unsettled one must be voided instead, and the request answers
+409 saying so with nothing recorded or sent. A refund whose answer times out is found by the sweep
+and never sent twice. The session is paid through the SDK against the local server speaking
+Authorize.net's XML API; the refund's job waits in the queue (tests/ops/conftest.py `QueuedJobs`)
+until the test runs it, as a worker would.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from werkzeug import Request, Response
 from gateways.base import short_reference
 from payments.attempts import pay
 from payments.model import Gateway, PaymentMode
-from payments.refunds import run_operation
+from payments.refunds import reconcile_operations, run_operation
 from payments.services import Services
-from tests.gateways.test_after_payment import anet_server
-from tests.gateways.test_authorizenet_gateway import serve, xml_of
+from tests.conftest import Clock
+from tests.gateways.gateway_helpers import CLIENT_TIMEOUT, stall
+from tests.gateways.test_after_payment import accepted, anet_server
+from tests.gateways.test_authorizenet_gateway import anet, first, serve, xml_of
 from tests.gateways.test_sessions_through_sdks import (
     CARD,
     anet_credentials,
@@ -150,3 +154,46 @@ def test_when_authorizenet_cannot_be_asked_the_refund_is_a_503_and_nothing_is_re
     retried = client.post(url, json={"amount": "5.00"}, headers=headers)  # the same key
     assert retried.status_code == 201, retried.get_json()
     assert retried.headers.get("Idempotent-Replayed") != "true"
+
+
+def test_a_refund_whose_answer_times_out_is_found_by_the_sweep_and_never_sent_twice(
+    client: FlaskClient,
+    services: Services,
+    queued: QueuedJobs,
+    clock: Clock,
+    shop: dict[str, str],
+    paid_at_authorizenet: Callable[..., tuple[str, list[dict[str, Any]]]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    invoices: list[str] = []  # the refunds Authorize.net received, by invoice number
+    listing_fails = [1]  # the look-up right after the timeout cannot say either
+
+    def answer(request: Request) -> Response:
+        body = xml_of(request.get_data())
+        if first(body, "transactionType") == "refundTransaction":
+            invoices.append(first(body, "invoiceNumber") or "")
+            return stall(anet(accepted("60200")))(request)  # done, but too late for the client
+        if etree.QName(body).localname == "getUnsettledTransactionListRequest" and listing_fails[0]:
+            listing_fails[0] -= 1
+            return Response("Service Unavailable", status=503)
+        known = invoices[0] if invoices else None
+        return anet_server("settledSuccessfully", unsettled_invoice=known)(request)  # type: ignore[no-any-return]
+
+    session_id, seen = paid_at_authorizenet(answer)
+    monkeypatch.setattr(services.settings, "gateway_timeout_seconds", CLIENT_TIMEOUT)
+    url = f"/v1/sessions/{session_id}/refunds"
+    assert client.post(url, json={"amount": "7.00"}, headers=shop).status_code == 201
+    [operation_id] = queued.operations
+    run_operation(services, operation_id)
+    [lost] = client.get(url, headers=shop).get_json()["data"]
+    assert lost["status"] == "pending" and lost["error"] is None
+
+    clock.advance(minutes=1)
+    assert reconcile_operations(services) == 1
+
+    [found] = client.get(url, headers=shop).get_json()["data"]
+    assert (found["status"], found["gateway_refund_id"]) == ("succeeded", "60200")
+    session = client.get(f"/v1/sessions/{session_id}", headers=shop).get_json()
+    assert session["amount_refunded"] == "7.00"
+    assert kinds(seen).count("refundTransaction") == 1
+    assert invoices == [short_reference(f"pd-{session_id}-refund-1")]
