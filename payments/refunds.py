@@ -152,8 +152,8 @@ def _refund_amount(tx: Tx, session: PaymentSession, amount_cents: int | None) ->
 
 
 def _check_refundable(services: Services, where: tuple[str, str, str], reference: str) -> None:
-    """A 409 naming the void while the payment is unsettled (Authorize.net, Braintree); a 503 when
-    the gateway cannot say, rather than accepting a refund it would refuse."""
+    """A Conflict naming the void while the payment is unsettled (Authorize.net, Braintree);
+    GatewayUnreachable when the gateway cannot say, rather than accepting a refund blindly."""
     try:
         project_gateway(services, *where).check_refundable(reference)
     except NotRefundable:
