@@ -37,12 +37,14 @@ import redis
 from ivr.flow import CallState, KeyedCard
 from ivr.transfer import Transfer
 from payments.crypto import DecryptionError, Sealer
+from payments.jobs import PAYMENT_WAIT
 from payments.sessions import CALL_BOUND
 
 DEFAULT_TTL = 600
 CALL_TTL = int(CALL_BOUND.total_seconds())  # as long as any call: what must outlive its turns
-# The longest a card handed to its payment job waits for that job; then the payment times out.
-CARD_TTL = DEFAULT_TTL
+# The longest a card handed to its payment job waits for that job (as long as the job waits for a
+# worker); then the payment times out.
+CARD_TTL = PAYMENT_WAIT
 KEY_PREFIX = "paydial:call:"
 
 

@@ -30,11 +30,16 @@ with real processes: one worker has 8 Stripe calls in flight at once.
 
 A lane takes one job at a time off its queue (RQ's own list and job hash, so `RQJobs` enqueues as
 RQ always did), only while it has a free thread, and deletes the job once it ran: nothing of a
-payment outlives its run in Redis. A copy of a job this process is already running goes back to
-the queue for another worker (two copies exist only when a job was re-queued as presumed dead;
-the atomic card take and the attempt row make the second run harmless wherever it lands). When
-Redis drops, the lane waits with backoff and carries on when it answers again; a running job
-retries its own Redis steps the same way (`until_reachable`), so it finishes instead of dying.
+payment outlives its run in Redis, and a payment job no worker took expires with its card
+(`PAYMENT_WAIT`). Inside a worker, the webhook a payment's result commits goes straight to a free
+thread of the same process's webhook lane (`Lane.offer`), with no round trip through Redis; the
+queue takes it only when no such thread is free. A slow merchant still holds only webhook threads.
+
+A copy of a job this process is already running goes back to the queue for another worker (two
+copies exist only when a job was re-queued as presumed dead; the atomic card take and the attempt
+row make the second run harmless wherever it lands). When Redis drops, the lane waits with
+backoff and carries on when it answers again; a running job retries its own Redis steps the same
+way (`until_reachable`), so it finishes instead of dying.
 """
 
 from __future__ import annotations
@@ -61,6 +66,8 @@ log = logging.getLogger(__name__)
 QUEUE_NAME = "paydial"  # webhook sends and sweeps
 PAYMENT_QUEUE = "paydial-payments"  # gateway calls, served apart so nothing queues before them
 JOB_THREADS = 16  # the webhook lane: sweeps plus a few sends per merchant endpoint
+# The longest a payment job waits for a worker; its card waits no longer (ivr.callstate.CARD_TTL).
+PAYMENT_WAIT = 600
 BLOCK_SECONDS = 2  # a lane's longest wait on an empty queue before it looks at `stop` again
 DUPLICATE_PAUSE = 0.2  # between passes over a copy of a running job, left for others
 FIRST_BACKOFF = 0.5
@@ -134,9 +141,13 @@ class RQJobs:
             job.call_sid,
             job_id=f"pay-{job.session_id}-{job.attempt}",
             result_ttl=0,
+            ttl=PAYMENT_WAIT,
         )
 
     def deliver(self, event_id: str) -> None:
+        worker = _worker
+        if worker is not None and worker.webhooks.offer(lambda: rq_deliver_webhook(event_id)):
+            return  # a worker's own payment committed it: its webhook lane sends it now
         self._queue.enqueue(rq_deliver_webhook, event_id, result_ttl=0)
 
     def operate(self, operation_id: int) -> None:
@@ -162,6 +173,7 @@ class WorkerContext:
     services: Services
     tasks: Mapping[str, Task]
     pay: PaymentTask
+    webhooks: Lane
 
 
 _worker: WorkerContext | None = None
@@ -203,25 +215,47 @@ class Lane:
         self._free = threading.Semaphore(threads)
         self._running: set[str] = set()
         self._changed = threading.Condition()
+        self._pool: ThreadPoolExecutor | None = None  # while serving
 
     def serve(self, stop: threading.Event, *, burst: bool = False) -> None:
         """Run jobs until `stop` is set (or, in burst mode, until the queue stays empty)."""
         with ThreadPoolExecutor(self._threads, thread_name_prefix=self.name) as pool:
-            while not stop.is_set():
-                if not self._free.acquire(timeout=BLOCK_SECONDS):
-                    continue
-                job = self._next(stop)
-                if job is None:
-                    self._free.release()
-                    if burst:
-                        break
-                elif self._take(job):
-                    pool.submit(self._perform, job)
-                else:  # this process runs that job now: the copy is for another worker
-                    self._redis.rpush(self._key, job.id)
-                    self._free.release()
-                    with self._changed:  # or for this one, once its run ends
-                        self._changed.wait(timeout=DUPLICATE_PAUSE)
+            with self._changed:
+                self._pool = pool
+            try:
+                self._serve(pool, stop, burst=burst)
+            finally:
+                with self._changed:  # nothing is offered to a pool that is shutting down
+                    self._pool = None
+
+    def offer(self, work: Callable[[], object]) -> bool:
+        """Run `work` on a free thread of this lane now, as if it came off the queue; False when
+        the lane is not serving or every thread is busy (the caller enqueues it then)."""
+        if not self._free.acquire(blocking=False):
+            return False
+        with self._changed:
+            if self._pool is not None:
+                self._pool.submit(self._run, work, "offered job")
+                return True
+        self._free.release()
+        return False
+
+    def _serve(self, pool: ThreadPoolExecutor, stop: threading.Event, *, burst: bool) -> None:
+        while not stop.is_set():
+            if not self._free.acquire(timeout=BLOCK_SECONDS):
+                continue
+            job = self._next(stop)
+            if job is None:
+                self._free.release()
+                if burst:
+                    break
+            elif self._take(job):
+                pool.submit(self._perform, job)
+            else:  # this process runs that job now: the copy is for another worker
+                self._redis.rpush(self._key, job.id)
+                self._free.release()
+                with self._changed:  # or for this one, once its run ends
+                    self._changed.wait(timeout=DUPLICATE_PAUSE)
 
     def _next(self, stop: threading.Event) -> Job | None:
         """The next job, waiting out a Redis outage; None when the queue stayed empty."""
@@ -254,11 +288,8 @@ class Lane:
             return True
 
     def _perform(self, job: Job) -> None:
-        log.info("%s: job %s started", self.name, job.id)
         try:
-            job.func(*job.args, **job.kwargs)
-        except Exception as error:  # the job's own records say what happened; the type is enough
-            log.error("%s: job %s failed: %s", self.name, job.id, type(error).__name__)
+            self._run(lambda: job.func(*job.args, **job.kwargs), f"job {job.id}")
         finally:
             try:
                 until_reachable(lambda: self._redis.delete(job.key), give_up_after=60, what=job.id)
@@ -267,6 +298,16 @@ class Lane:
             with self._changed:
                 self._running.discard(job.id)
                 self._changed.notify_all()
+
+    def _run(self, work: Callable[[], object], what: str) -> None:
+        """Run one piece of work on this thread and give the thread back; an idle tick's sweeps
+        say nothing at INFO."""
+        log.debug("%s: %s started", self.name, what)
+        try:
+            work()
+        except Exception as error:  # the job's own records say what happened; the type is enough
+            log.error("%s: %s failed: %s", self.name, what, type(error).__name__)
+        finally:
             self._free.release()
 
 
@@ -284,7 +325,6 @@ def run_worker(
 
     if not services.settings.redis_url:
         raise RuntimeError("paydial worker needs REDIS_URL")
-    _worker = WorkerContext(services, tasks, pay)
     stop = stop or threading.Event()
     # A blocking pop must outlast its own timeout; anything slower is a dead connection.
     connection = Redis.from_url(
@@ -292,6 +332,7 @@ def run_worker(
     )
     payments = Lane(PAYMENT_QUEUE, connection, threads=services.settings.worker_threads)
     other = Lane(QUEUE_NAME, connection, threads=JOB_THREADS)
+    _worker = WorkerContext(services, tasks, pay, other)
     paying = threading.Thread(
         target=payments.serve, args=(stop,), kwargs={"burst": burst}, name="paydial-payments"
     )

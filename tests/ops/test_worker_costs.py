@@ -1,0 +1,135 @@
+"""Issue 13 item 4: a worker's payment costs Redis nothing after it ran, its merchant webhook no
+second trip through the queue, and an idle worker writes no log line per tick.
+
+The worker runs in this process (`run_worker`) on the real RQ queues, with Redis call state; the
+merchant endpoint is a real HTTP server.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+from flask import Flask
+from pytest_httpserver import HTTPServer
+from rq import Queue
+
+from api import maintenance_tasks
+from ivr.callstate import CARD_TTL, callstate_from_url
+from ivr.charge import run_payment_job, wire_calls
+from payments.jobs import QUEUE_NAME, RQJobs, run_worker
+from payments.services import Services
+from tests.conftest import TEST_SECRET_KEY
+from tests.ops.conftest import tuned
+from tests.ops.test_exactly_once import session_status
+from tests.ops.test_payment_lanes import DEADLINE, queue_payment
+from tests.ops.test_webhook_jobs import _received
+
+pytestmark = pytest.mark.redis
+
+OUR_LOGGERS = ("paydial", "api", "ivr", "payments", "gateways")
+
+
+@pytest.fixture
+def worker_services(services: Services, redis_url: str, app: Flask) -> Services:
+    """Wired as `paydial worker` is: Redis call state, the RQ queues, webhooks sent at commit
+    (after the test's web app wired its own)."""
+    wired = tuned(services, redis_url=redis_url)
+    wired.callstates = callstate_from_url(redis_url, TEST_SECRET_KEY)
+    wired.jobs = RQJobs(redis_url)
+    wire_calls(wired)
+    return wired
+
+
+@pytest.fixture
+def rq_redis(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+def rq_keys(client: redis.Redis) -> list[bytes]:
+    """What RQ keeps of jobs: their hashes and results."""
+    return sorted([*client.keys("rq:job:*"), *client.keys("rq:results:*")])
+
+
+def test_a_payment_job_waits_no_longer_than_its_card_and_leaves_nothing_once_it_ran(
+    worker_services: Services,
+    redis_url: str,
+    rq_redis: redis.Redis,
+    new_session: Callable[..., str],
+) -> None:
+    session_id = new_session()
+    queue_payment(redis_url, session_id)
+    [job_key] = rq_keys(rq_redis)
+    assert 0 < rq_redis.ttl(job_key) <= CARD_TTL  # with no worker, it goes when its card does
+
+    run_worker(worker_services, {}, pay=run_payment_job, burst=True)
+
+    assert session_status(worker_services, session_id) == "payment-success"
+    assert rq_keys(rq_redis) == []
+
+
+def test_the_webhook_of_a_payment_a_worker_ran_goes_out_without_a_second_queued_job(
+    worker_services: Services,
+    redis_url: str,
+    rq_redis: redis.Redis,
+    hook_secret: str,
+    receiver: HTTPServer,
+    new_session: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    receiver.expect_request("/hooks", method="POST").respond_with_data("ok")
+    session_id = new_session()
+    queue_payment(redis_url, session_id)
+    enqueued: list[str] = []
+    enqueue = Queue.enqueue
+
+    def counted(queue: Queue, *args: Any, **kwargs: Any) -> Any:
+        enqueued.append(queue.name)
+        return enqueue(queue, *args, **kwargs)
+
+    monkeypatch.setattr(Queue, "enqueue", counted)
+    stop = threading.Event()
+    worker = threading.Thread(
+        target=run_worker,
+        args=(worker_services, {}),
+        kwargs={"pay": run_payment_job, "stop": stop},
+    )
+    worker.start()
+    try:
+        [sent] = _received(receiver, 1, timeout=DEADLINE)
+    finally:
+        stop.set()
+        worker.join(DEADLINE)
+
+    assert (sent["session_id"], sent["status"]) == (session_id, "payment-success")
+    assert QUEUE_NAME not in enqueued  # handed to the webhook lane in this process
+    assert rq_keys(rq_redis) == []
+
+
+def test_an_idle_worker_says_nothing_at_info_while_its_sweeps_run(
+    worker_services: Services,
+    redis_url: str,
+    rq_redis: redis.Redis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    tasks = maintenance_tasks()
+    scheduler = RQJobs(redis_url)
+    caplog.set_level(logging.INFO)
+    for _ in range(2):  # two ticks of `paydial worker`'s scheduler, with nothing to do
+        rq_redis.delete(*(f"{QUEUE_NAME}:sweep:{name}" for name in tasks))  # the interval passed
+        assert scheduler.schedule(tasks, every=60) == list(tasks)
+        run_worker(worker_services, tasks, pay=run_payment_job, burst=True)
+        assert Queue(QUEUE_NAME, connection=rq_redis).count == 0  # every sweep ran
+
+    ours = [
+        record.getMessage()
+        for record in caplog.records
+        if record.name.split(".")[0] in OUR_LOGGERS and record.levelno >= logging.INFO
+    ]
+    assert ours == []
