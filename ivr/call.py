@@ -28,7 +28,7 @@ from ivr.binding import (
     find_by_access_code,
     session_for_call,
 )
-from ivr.callstate import CallStates, HandBack
+from ivr.callstate import CallStates, HandBack, LiveCall
 from ivr.charge import attempt_result, callstates_of, start_payment
 from ivr.hangup import call_ended
 from ivr.prompts import DEFAULT_LANGUAGE, catalog
@@ -80,6 +80,8 @@ class Call:
         self.form = form
         self.caller = form.get("From", "")
         self.session_status: str | None = None
+        # The bound session's context this webhook used; sealed with the call's next state.
+        self.context: flow.FlowContext | None = None
 
     @property
     def calls(self) -> CallStates:
@@ -88,9 +90,9 @@ class Call:
     def voice(self) -> str:
         """A new call: bind it to a session or ask for the access code."""
         services, call_sid = self.services, self.call_sid
-        state = self.calls.get(call_sid)
-        if state is not None:  # Twilio repeated the voice webhook: say the current thing again
-            return self._replay(state)
+        live = self.calls.load(call_sid)
+        if live is not None:  # Twilio repeated the voice webhook: say the current thing again
+            return self._replay(live)
         call = CallParams(
             call_sid=call_sid,
             to=self.form.get("To", ""),
@@ -106,7 +108,7 @@ class Call:
                 hand_back = None
             else:
                 context = self._greeting_context(tx, session, call.caller)
-                hand_back = self._hand_back(tx, session)
+                hand_back = self._hand_back(session, context.language)
         if hand_back is not None:
             self.calls.put_hand_back(call_sid, hand_back)
         if context is not None:
@@ -116,28 +118,35 @@ class Call:
 
     def gather(self, step: str | None) -> str:
         """A <Gather> action; `step` names the step it asked for."""
-        state = self.calls.get(self.call_sid)
-        if state is None:
+        live = self.calls.load(self.call_sid)
+        if live is None:
             return self.error()
+        state = live.state
         event = flow.parse_gather(
             self.form.get("Digits", ""), self.form.get("FinishedOnKey", ""), step
         )
         if state.session_id is None:
             turn = flow.enter_access_code(state, event, self._lookup_access_code, DEFAULT_LANGUAGE)
         else:
-            turn = flow.advance(state, event, self._load_context(state.session_id))
+            turn = flow.advance(state, event, self._live_context(live, state.session_id))
         return self._carry_out(turn)
 
     def result(self) -> str:
         """The hold <Redirect> while the gateway job runs."""
-        state = self.calls.get(self.call_sid)
-        if state is None:
+        live = self.calls.load(self.call_sid)
+        if live is None:
             return self.error()
+        state = live.state
         if state.session_id is None or state.step is not flow.Step.PROCESSING:
-            return self._replay(state)
-        answer = attempt_result(self.services, state.session_id, state.attempt)
-        event = answer if answer is not None else flow.PaymentPending()
-        return self._carry_out(flow.advance(state, event, self._load_context(state.session_id)))
+            return self._replay(live)
+        poll = attempt_result(self.services, state.session_id, state.attempt)
+        sealed = live.sealed(self.services.clock().date())
+        if sealed is None:
+            context = self._load_context(state.session_id)
+        else:  # the poll has just read the session: it says how the session stands
+            context = self._use(_as_of(sealed, poll.status, poll.attempt_count))
+        event = poll.answer if poll.answer is not None else flow.PaymentPending()
+        return self._carry_out(flow.advance(state, event, context))
 
     def dial_done(self) -> str:
         """The transfer back ended; keep how it went."""
@@ -172,10 +181,7 @@ class Call:
         """The session as the flow sees it, with the project's settings applied."""
         project = tx.get_one(Project, session.project_id)
         settings = project_settings(project)
-        terminal = Status(session.status).is_terminal
-        self.session_status = session.status
-        logs.session_id_var.set(session.id)  # this webhook's log lines name its session
-        return flow.FlowContext(
+        context = flow.FlowContext(
             session_id=session.id,
             merchant=announced_merchant(settings, project.slug),
             amount_cents=session.amount_cents,
@@ -186,11 +192,23 @@ class Call:
             description=session.description or "",
             require_postal_code=settings.require_postal_code,
             accepted_brands=frozenset(settings.accepted_brands),
-            # a session that already ended (e.g. an unknown gateway outcome) offers no more tries
-            max_attempts=session.attempt_count if terminal else settings.max_payment_attempts,
+            max_attempts=settings.max_payment_attempts,
             has_callback=bool(session.callback),
-            status=Status(session.status),
         )
+        return self._use(_as_of(context, Status(session.status), session.attempt_count))
+
+    def _use(self, context: flow.FlowContext) -> flow.FlowContext:
+        """This webhook goes on with `context`: its reply and its log lines name the session."""
+        self.context = context
+        self.session_status = context.status.value
+        logs.session_id_var.set(context.session_id)
+        return context
+
+    def _live_context(self, live: LiveCall, session_id: str) -> flow.FlowContext:
+        """The context sealed at binding; the session is read again only when it ended since
+        (or the state was sealed without one)."""
+        sealed = live.context(self.services.clock().date())
+        return self._use(sealed) if sealed is not None else self._load_context(session_id)
 
     def _greeting_context(self, tx: Tx, session: PaymentSession, caller: str) -> flow.FlowContext:
         """The context for greeting a newly bound call, which says whether its caller is locked out.
@@ -213,12 +231,14 @@ class Call:
             session = find_by_access_code(tx, code, call_sid=self.call_sid, now=services.clock())
             return self._greeting_context(tx, session, self.caller) if session is not None else None
 
-    def _replay(self, state: flow.CallState) -> str:
+    def _replay(self, live: LiveCall) -> str:
         """The current prompt again, for a webhook Twilio delivered more than once."""
+        state = live.state
         if state.session_id is None:
             turn = replace(flow.ask_access_code(DEFAULT_LANGUAGE), state=state)
         else:
-            turn = flow.advance(state, flow.PaymentPending(), self._load_context(state.session_id))
+            context = self._live_context(live, state.session_id)
+            turn = flow.advance(state, flow.PaymentPending(), context)
         return self._carry_out(turn)
 
     def _carry_out(self, turn: flow.Turn) -> str:
@@ -234,11 +254,12 @@ class Call:
                     )
                     if bound is None:  # bound to another call between lookup and now
                         return self.error()
-                    hand_back = self._hand_back(tx, bound)
+                    language = self.context.language if self.context else DEFAULT_LANGUAGE
+                    hand_back = self._hand_back(bound, language)
                 calls.put_hand_back(call_sid, hand_back)
         finish = turn.finish
         if finish is None:
-            calls.put(call_sid, turn.state)
+            calls.put(call_sid, turn.state, context=self.context if session_id else None)
         for action in turn.actions:
             if isinstance(action, flow.StartPayment) and session_id is not None:
                 start_payment(
@@ -308,10 +329,10 @@ class Call:
             )
         return render_twiml(reply.template, **context)
 
-    def _hand_back(self, tx: Tx, session: PaymentSession) -> HandBack:
+    def _hand_back(self, session: PaymentSession, language: str) -> HandBack:
         """Where a newly bound call's caller goes back to, kept in call state (see `error`)."""
         charging = self._transfer(session, PROCESSING)
-        return HandBack(self._context(tx, session).language, self._transfer(session), charging)
+        return HandBack(language, self._transfer(session), charging)
 
     def _kept_hand_back(self) -> tuple[HandBack | None, bool]:
         """The hand-back kept in call state, and whether the call was holding for a charge."""
@@ -365,3 +386,10 @@ class Call:
         if transfer is not None:
             context.update(transfer.template_context(), dial_action_url=self.urls.dial_done())
         return render_twiml("error", **context)
+
+
+def _as_of(context: flow.FlowContext, status: Status, attempt_count: int) -> flow.FlowContext:
+    """The context with the session's status as just read; a session that already ended (e.g. an
+    unknown gateway outcome) offers no more tries than it had."""
+    max_attempts = attempt_count if status.is_terminal else context.max_attempts
+    return replace(context, status=status, max_attempts=max_attempts)

@@ -6,9 +6,14 @@ gateway answers, the call ends or the flow fails; only a card already handed to 
 outlives the call, until the job takes it or ``CARD_TTL`` runs out. ``CallStates`` is the typed
 API the webhook layer and the gateway job use:
 
-- ``get(call_sid) -> CallState | None``, ``put(call_sid, state, ttl=600)``, ``delete(call_sid)``
-  (everything, a card handed to the gateway job included), ``close(call_sid)`` (the call is over:
-  everything but a handed-over card and its ``ParkedPayment``);
+- ``get(call_sid) -> CallState | None``, ``put(call_sid, state, ttl=600, context=...)``,
+  ``delete(call_sid)`` (everything, a card handed to the gateway job included), ``close(call_sid)``
+  (the call is over: everything but a handed-over card and its ``ParkedPayment``);
+- ``load(call_sid) -> LiveCall | None``: what a webhook needs, in one read: the state, the bound
+  session's ``FlowContext`` sealed with it, and whether that session has ended since
+  (``note_session_ended(call_sid)``: ``wire_calls`` has the database call it whenever a
+  transaction that ended a call's session commits: cancelled, expired, paid...). A webhook reads
+  the session again only then, so a cancel or an expiry is still said at the caller's next key;
 - ``park(call_sid, payment, card)`` / ``take_card(call_sid)``: the card of a ``StartPayment``
   waits here for the gateway job, which takes it exactly once (atomic get-and-delete); the
   ``ParkedPayment`` (which attempt, and until when its card waits) outlives the card, so the
@@ -29,12 +34,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime
-from typing import Protocol
+from datetime import date, datetime
+from typing import Any, Protocol
 
 import redis
 
-from ivr.flow import CallState, KeyedCard
+from ivr.flow import CallState, FlowContext, KeyedCard
 from ivr.transfer import Transfer
 from payments.crypto import DecryptionError, Sealer
 from payments.jobs import PAYMENT_WAIT
@@ -89,10 +94,33 @@ class HandBack:
         return cls(data["language"], transfer, charging)
 
 
+@dataclass(frozen=True)
+class LiveCall:
+    """A call's state as a webhook finds it (`CallStates.load`)."""
+
+    state: CallState
+    sealed_context: dict[str, Any] | None  # None: unbound, or sealed before contexts were
+    session_ended: bool  # since the context was sealed: read the session again
+
+    def context(self, today: date) -> FlowContext | None:
+        """The sealed context, unless the session ended since or none was sealed."""
+        return None if self.session_ended else self.sealed(today)
+
+    def sealed(self, today: date) -> FlowContext | None:
+        """The sealed context as it was, for a webhook that reads the session's status itself."""
+        if self.sealed_context is None:
+            return None
+        return FlowContext.from_dict(self.sealed_context, today=today)
+
+
 class CallStateStore(Protocol):
     """Raw storage for sealed bytes with expiry; knows nothing of calls or cards."""
 
     def load(self, key: str) -> bytes | None: ...
+
+    def load_many(self, *keys: str) -> list[bytes | None]:
+        """Several keys in one round trip."""
+        ...
 
     def save(self, key: str, value: bytes, ttl: int) -> None: ...
 
@@ -114,6 +142,9 @@ class RedisCallStateStore:
     def load(self, key: str) -> bytes | None:
         value = self._redis.get(key)
         return value if isinstance(value, bytes) else None
+
+    def load_many(self, *keys: str) -> list[bytes | None]:
+        return [v if isinstance(v, bytes) else None for v in self._redis.mget(keys)]
 
     def save(self, key: str, value: bytes, ttl: int) -> None:
         self._redis.set(key, value, ex=ttl)
@@ -149,6 +180,10 @@ class MemoryCallStateStore:
     def load(self, key: str) -> bytes | None:
         with self._lock:
             return self._live(key)
+
+    def load_many(self, *keys: str) -> list[bytes | None]:
+        with self._lock:
+            return [self._live(key) for key in keys]
 
     def save(self, key: str, value: bytes, ttl: int) -> None:
         with self._lock:
@@ -187,12 +222,32 @@ class CallStates:
         raw = self._open(call_sid, self._store.load(_state_key(call_sid)))
         return None if raw is None else CallState.from_bytes(raw)
 
+    def load(self, call_sid: str) -> LiveCall | None:
+        sealed, ended = self._store.load_many(_state_key(call_sid), _ended_key(call_sid))
+        raw = self._open(call_sid, sealed)
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        return LiveCall(CallState.from_dict(data), data.get("context"), ended is not None)
+
     def is_live(self, call_sid: str) -> bool:
         """Whether the call still has flow state (every webhook renews it; hang-up deletes it)."""
         return self._store.load(_state_key(call_sid)) is not None
 
-    def put(self, call_sid: str, state: CallState, ttl: int = DEFAULT_TTL) -> None:
-        self._store.save(_state_key(call_sid), self._seal(call_sid, state.to_bytes()), ttl)
+    def put(
+        self,
+        call_sid: str,
+        state: CallState,
+        ttl: int = DEFAULT_TTL,
+        *,
+        context: FlowContext | None = None,
+    ) -> None:
+        sealed = self._seal(call_sid, state.to_bytes(context))
+        self._store.save(_state_key(call_sid), sealed, ttl)
+
+    def note_session_ended(self, call_sid: str) -> None:
+        """The call's session ended outside the call: its next webhook reads the session again."""
+        self._store.save(_ended_key(call_sid), b"1", DEFAULT_TTL)
 
     def delete(self, call_sid: str) -> None:
         self._store.delete(
@@ -200,12 +255,13 @@ class CallStates:
             _card_key(call_sid),
             _hand_back_key(call_sid),
             _payment_key(call_sid),
+            _ended_key(call_sid),
         )
 
     def close(self, call_sid: str) -> ParkedPayment | None:
         """The call is over: its state goes, but a card handed to its payment job stays for the
         job. Returns that payment, if any (the job, or its timing out, ends the session)."""
-        self._store.delete(_state_key(call_sid), _hand_back_key(call_sid))
+        self._store.delete(_state_key(call_sid), _hand_back_key(call_sid), _ended_key(call_sid))
         return self.payment(call_sid)
 
     def put_hand_back(self, call_sid: str, hand_back: HandBack, ttl: int = CALL_TTL) -> None:
@@ -262,6 +318,10 @@ def _hand_back_key(call_sid: str) -> str:
 
 def _payment_key(call_sid: str) -> str:
     return f"{KEY_PREFIX}payment:{call_sid}"
+
+
+def _ended_key(call_sid: str) -> str:
+    return f"{KEY_PREFIX}ended:{call_sid}"
 
 
 def callstate_from_url(redis_url: str | None, secret: str) -> CallStates:

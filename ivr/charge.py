@@ -5,7 +5,8 @@ state (a webhook Twilio delivers twice, or ten times at once, starts one job), p
 there for the job, and submits a `PaymentJob` carrying only the session id, the attempt number
 and the CallSid. The job takes the card out of call state (atomically, so it exists once) and
 runs `payments.attempts.pay`, whose attempt row is the second, durable guard. The result
-webhook polls `attempt_result` while the caller holds.
+webhook polls `attempt_result` while the caller holds: one indexed read of the session and the
+attempt, every second of the hold.
 
 A caller who stops holding (the hold limit, a hang-up) leaves the parked card to its job, which
 still runs the payment and closes the session; a job that has not taken the card within
@@ -18,9 +19,11 @@ the session with `processing_timeout`.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import select
+from redis.exceptions import RedisError
+from sqlalchemy import and_, select
 
 from gateways.base import Card
 from ivr import flow
@@ -36,7 +39,7 @@ from payments import logs
 from payments.attempts import pay, refuse
 from payments.errors import Conflict
 from payments.jobs import RQJobs, ThreadJobs, until_reachable
-from payments.model import UNRESOLVED_ATTEMPT_STATES, AttemptState
+from payments.model import UNRESOLVED_ATTEMPT_STATES, AttemptState, Status
 from payments.services import PaymentJob, Services
 from payments.store import PaymentAttempt, PaymentSession
 from payments.velocity import VelocityLimited
@@ -54,6 +57,7 @@ def wire_calls(services: Services) -> None:
         redis_url = services.settings.redis_url
         services.jobs = RQJobs(redis_url) if redis_url else ThreadJobs(services, run_payment_job)
     services.db.on_outbox = lambda event_ids: _send_soon(services, event_ids)
+    services.db.on_session_ended = lambda call_sids: _tell_calls(services, call_sids)
 
 
 def _send_soon(services: Services, event_ids: list[str]) -> None:
@@ -65,6 +69,20 @@ def _send_soon(services: Services, event_ids: list[str]) -> None:
             services.jobs.deliver(event_id)
     except Exception as error:  # e.g. Redis unreachable: the committed event waits for the sweep
         log.warning("webhook events left for the sweep: %s", type(error).__name__)
+
+
+def _tell_calls(services: Services, call_sids: list[str]) -> None:
+    """A committed transaction ended these calls' sessions: their next webhook reads it.
+
+    With Redis unreachable the note is lost, but the call learns at its result poll (which reads
+    the session), and no payment starts on a session that has ended.
+    """
+    try:
+        calls = callstates_of(services)
+        for call_sid in call_sids:
+            calls.note_session_ended(call_sid)
+    except RedisError as error:
+        log.warning("calls not told their session ended: %s", type(error).__name__)
 
 
 def callstates_of(services: Services) -> CallStates:
@@ -130,17 +148,39 @@ def _run_payment_job(services: Services, job: PaymentJob) -> None:
             end_call(tx, job.call_sid, now=services.clock())
 
 
-def attempt_result(services: Services, session_id: str, number: int) -> flow.GatewayAnswer | None:
-    """The gateway's answer for one attempt as the flow hears it; None while it is still running."""
+@dataclass(frozen=True)
+class HoldPoll:
+    """What one hold poll reads: the session's status and attempt count, and the gateway's answer
+    for the attempt as the flow hears it (None while it is still running)."""
+
+    status: Status
+    attempt_count: int
+    answer: flow.GatewayAnswer | None
+
+
+def attempt_result(services: Services, session_id: str, number: int) -> HoldPoll:
+    """The session and one attempt of it, in one indexed read (every second of a caller's hold)."""
     with services.db.transaction() as tx:
-        attempt = tx.scalar(
-            select(PaymentAttempt).where(
-                PaymentAttempt.session_id == session_id, PaymentAttempt.number == number
+        status, attempt_count, confirmation, state, error_code = tx.execute(
+            select(
+                PaymentSession.status,
+                PaymentSession.attempt_count,
+                PaymentSession.confirmation_code,
+                PaymentAttempt.state,
+                PaymentAttempt.error_code,
             )
-        )
-        if attempt is None or attempt.state in UNRESOLVED_ATTEMPT_STATES:
-            return None  # running, or awaiting reconciliation: the caller keeps holding
-        if attempt.state == AttemptState.SUCCEEDED:
-            session = tx.get_one(PaymentSession, session_id)
-            return flow.GatewayAnswer(approved=True, confirmation=session.confirmation_code or "")
-        return flow.GatewayAnswer(approved=False, decline_code=attempt.error_code or "")
+            .outerjoin(
+                PaymentAttempt,
+                and_(
+                    PaymentAttempt.session_id == PaymentSession.id,
+                    PaymentAttempt.number == number,
+                ),
+            )
+            .where(PaymentSession.id == session_id)
+        ).one()
+    answer = None  # running, or awaiting reconciliation: the caller keeps holding
+    if state == AttemptState.SUCCEEDED:
+        answer = flow.GatewayAnswer(approved=True, confirmation=confirmation or "")
+    elif state is not None and state not in UNRESOLVED_ATTEMPT_STATES:
+        answer = flow.GatewayAnswer(approved=False, decline_code=error_code or "")
+    return HoldPoll(Status(status), attempt_count, answer)

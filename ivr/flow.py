@@ -41,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from enum import StrEnum
+from typing import Any
 
 from gateways.cards import Brand
 from ivr.cards import (
@@ -146,12 +147,19 @@ class CallState:
     decline_code: str = ""  # of the last declined attempt
     card: KeyedCard = field(default_factory=KeyedCard)
 
-    def to_bytes(self) -> bytes:
-        return json.dumps(asdict(self)).encode()
+    def to_bytes(self, context: FlowContext | None = None) -> bytes:
+        """What is sealed between webhooks: a bound call's context goes along (see FlowContext)."""
+        data: dict[str, Any] = asdict(self)
+        if context is not None:
+            data["context"] = context.to_dict()
+        return json.dumps(data).encode()
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> CallState:
-        data = json.loads(raw)
+        return cls.from_dict(json.loads(raw))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CallState:
         return cls(
             step=Step(data["step"]),
             session_id=data["session_id"],
@@ -166,7 +174,13 @@ class CallState:
 
 @dataclass(frozen=True)
 class FlowContext:
-    """The bound session as the flow sees it; rebuilt by the webhook layer on every request."""
+    """The bound session as the flow sees it.
+
+    Built when the call binds and sealed with its state from then on (``to_dict``): what the
+    merchant asked for does not change under a call. What does change comes fresh with every
+    webhook: ``today``, and ``status`` when the session ended elsewhere (the webhook layer reads
+    the session again then); ``caller_locked_out`` matters only for the greeting.
+    """
 
     session_id: str
     merchant: str
@@ -181,7 +195,30 @@ class FlowContext:
     max_attempts: int = 3
     has_callback: bool = False
     caller_locked_out: bool = False  # too many failures from this number: no card is taken
-    status: Status = Status.COLLECTING  # the session's, read on every webhook
+    status: Status = Status.COLLECTING  # the session's, as of this webhook
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id,
+            "merchant": self.merchant,
+            "amount_cents": self.amount_cents,
+            "currency": self.currency,
+            "mode": self.mode.value,
+            "language": self.language,
+            "description": self.description,
+            "require_postal_code": self.require_postal_code,
+            "accepted_brands": sorted(self.accepted_brands),
+            "max_attempts": self.max_attempts,
+            "has_callback": self.has_callback,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, today: date) -> FlowContext:
+        """A sealed context on a bound call's later webhook: the session is still collecting."""
+        brands = frozenset(Brand(brand) for brand in data["accepted_brands"])
+        return cls(
+            **{**data, "mode": PaymentMode(data["mode"]), "accepted_brands": brands}, today=today
+        )
 
 
 # Events ---------------------------------------------------------------------------------------

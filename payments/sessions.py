@@ -32,7 +32,7 @@ from payments.model import (
 )
 from payments.outbox import record_status_change
 from payments.project_settings import project_settings
-from payments.store import PaymentAttempt, PaymentSession, Project, SessionEvent
+from payments.store import ENDED_CALLS, PaymentAttempt, PaymentSession, Project, SessionEvent
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +209,8 @@ def transition(
     session.updated_at = now
     if to.is_terminal:
         session.completed_at = now
+        if session.call_sid is not None:  # its call may still be on: Database.on_session_ended
+            tx.info.setdefault(ENDED_CALLS, []).append(session.call_sid)
     if to in (Status.PAYMENT_SUCCESS, Status.PAYMENT_AUTHORIZED):
         # what the payer writes down; the processor's ids stay in `processor`
         session.confirmation_code = str(secrets.choice(CONFIRMATION_CODES))

@@ -354,6 +354,7 @@ def create_private_sqlite_file(url: str) -> None:
 
 
 OUTBOX = "paydial_outbox"  # session.info key: ids of webhook events added in the transaction
+ENDED_CALLS = "paydial_ended_calls"  # session.info key: CallSids of the sessions it ended
 
 
 class Database:
@@ -361,6 +362,8 @@ class Database:
 
     `on_outbox` is told the ids of webhook events a transaction wrote, once it has committed
     (never for a rolled-back one), so they can be sent at once instead of at the next sweep.
+    `on_session_ended` is told, the same way, the CallSids of call-bound sessions it ended, so a
+    call still in progress hears that at its next webhook.
     """
 
     def __init__(self, url: str) -> None:
@@ -374,12 +377,16 @@ class Database:
             event.listen(self.engine, "begin", _sqlite_begin)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.on_outbox: Callable[[list[str]], None] | None = None
+        self.on_session_ended: Callable[[list[str]], None] | None = None
         event.listen(self._sessions, "after_commit", self._after_commit)
 
     def _after_commit(self, session: OrmSession) -> None:
         event_ids: list[str] = session.info.pop(OUTBOX, [])
         if event_ids and self.on_outbox is not None:
             self.on_outbox(event_ids)
+        call_sids: list[str] = session.info.pop(ENDED_CALLS, [])
+        if call_sids and self.on_session_ended is not None:
+            self.on_session_ended(call_sids)
 
     @contextmanager
     def transaction(self) -> Iterator[OrmSession]:

@@ -1,0 +1,144 @@
+"""What one Twilio webhook costs the stores once a call is bound (issue 13).
+
+A gather reads and writes the call's state in Redis and runs no SQL: the session's context was
+sealed with the state when the call bound. A hold poll is one indexed read. Statements are
+counted on the real engine (`before_cursor_execute`), Redis commands on the real client, and
+only for the request's own work: the payment job runs between webhooks, as in a worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import redis
+from flask.testing import FlaskClient
+from sqlalchemy import event
+
+from ivr.callstate import CallStates, RedisCallStateStore
+from ivr.charge import run_payment_job
+from ivr.phone import HttpReply, ScriptedKeypad, Transport
+from payments.services import PaymentJob, Services
+from tests.conftest import TEST_SECRET_KEY
+from tests.ivr.conftest import APPROVED, CVV, EXPIRY
+from tests.ivr.twilio_client import flask_transport, phone_over
+
+pytestmark = pytest.mark.redis
+
+
+class CountingRedis(redis.Redis):
+    """The redis-py client, noting the name of every command it sends."""
+
+    commands: list[str]
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        self.commands.append(str(args[0]))
+        return super().execute_command(*args, **options)
+
+
+class BetweenWebhooks:
+    """Payment jobs wait here and run after the webhook that submitted them, not inside it."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.waiting: list[PaymentJob] = []
+
+    def submit(self, job: PaymentJob) -> None:
+        self.waiting.append(job)
+
+    def deliver(self, event_id: str) -> None:
+        """Merchant webhooks are not what these tests count."""
+
+    def operate(self, operation_id: int) -> None:
+        raise AssertionError("no refunds here")
+
+    def run(self) -> None:
+        while self.waiting:
+            run_payment_job(self.services, self.waiting.pop(0))
+
+
+@dataclass
+class Webhook:
+    path: str
+    statements: list[str] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def jobs(services: Services) -> BetweenWebhooks:
+    return BetweenWebhooks(services)
+
+
+@pytest.fixture
+def counting_redis(redis_url: str) -> Iterator[CountingRedis]:
+    client = CountingRedis.from_url(redis_url)
+    client.commands = []
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def call_backend(services: Services, counting_redis: CountingRedis, jobs: BetweenWebhooks) -> str:
+    """Call state in Redis (the scaled-out setup) through a client that counts commands."""
+    services.callstates = CallStates(RedisCallStateStore(counting_redis), TEST_SECRET_KEY)
+    services.jobs = jobs
+    return "redis-counted"
+
+
+@pytest.fixture
+def webhooks(
+    services: Services, client: FlaskClient, jobs: BetweenWebhooks, counting_redis: CountingRedis
+) -> Iterator[tuple[Transport, list[Webhook]]]:
+    """A transport to the app that records each webhook's SQL and Redis commands; a payment job
+    a webhook submitted runs after the first hold poll, so that one finds the attempt running."""
+    sent: list[Webhook] = []
+    statements: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if not statement.startswith("BEGIN"):  # SQLite's own (payments.store), not a query
+            statements.append(statement)
+
+    event.listen(services.db.engine, "before_cursor_execute", note)
+    send = flask_transport(client)
+
+    def counted(path: str, form: Mapping[str, str], headers: Mapping[str, str]) -> HttpReply:
+        statements.clear()
+        counting_redis.commands.clear()
+        reply = send(path, form, headers)
+        sent.append(Webhook(path, list(statements), list(counting_redis.commands)))
+        if path.startswith("/twilio/result"):
+            jobs.run()
+        return reply
+
+    yield counted, sent
+    event.remove(services.db.engine, "before_cursor_execute", note)
+
+
+def test_a_bound_call_keys_its_card_without_sql_and_holds_on_one_indexed_read(
+    new_session: Callable[..., dict[str, Any]],
+    webhooks: tuple[Transport, list[Webhook]],
+) -> None:
+    transport, sent = webhooks
+    created = new_session()
+    keys = ScriptedKeypad([APPROVED + "#", EXPIRY + "#", CVV + "#", "1"])
+
+    result = phone_over(transport, to=created["sip_uri"]).call(keys)
+
+    assert "Your payment was approved." in result.heard
+    paths = [w.path.split("?")[0] for w in sent]
+    assert paths == [
+        "/twilio/voice",
+        *["/twilio/gather"] * 4,
+        "/twilio/result",
+        "/twilio/result",
+        "/twilio/status",
+    ]
+    gathers, (waiting, answered) = sent[1:5], sent[5:7]
+    assert [len(w.statements) for w in gathers] == [0, 0, 0, 0]
+    # card number, expiry, security code: read the state, write it back; the confirm also
+    # claims the attempt and parks the card for the job
+    assert [w.commands for w in gathers[:3]] == [["MGET", "SET"]] * 3
+    assert len(waiting.statements) == 1 and waiting.commands == ["MGET", "SET"]
+    assert answered.statements[0] == waiting.statements[0]  # then the call's end is recorded
