@@ -350,9 +350,15 @@ class Call:
         return kept, charging
 
     def _forget_card_state(self) -> None:
-        """Destroy the call's state; with Redis down it is out of reach, and expires there."""
+        """Destroy the call's state; with Redis down it is out of reach, and expires there. A flow
+        that had already ended (a webhook Twilio repeats after the hold limit) leaves a card it
+        handed to its payment job to that job."""
         try:
-            self.calls.delete(self.call_sid)
+            calls = self.calls
+            if calls.is_live(self.call_sid):
+                calls.delete(self.call_sid)
+            else:
+                calls.close(self.call_sid)
         except RedisError as error:
             log.error("call state unreachable while ending a failed call: %s", type(error).__name__)
 

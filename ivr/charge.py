@@ -36,7 +36,7 @@ from ivr.callstate import (
     callstate_from_url,
 )
 from payments import logs
-from payments.attempts import pay, refuse
+from payments.attempts import fail_unheard, pay, refuse
 from payments.errors import Conflict
 from payments.jobs import RQJobs, ThreadJobs, until_reachable
 from payments.model import UNRESOLVED_ATTEMPT_STATES, AttemptState, Status
@@ -143,7 +143,8 @@ def _run_payment_job(services: Services, job: PaymentJob) -> None:
     call = until_reachable(
         lambda: calls.get(job.call_sid), give_up_after=CARD_TTL, what=job.session_id
     )
-    if call is None:  # the caller hung up while the gateway worked
+    if call is None:  # the caller left while the job ran: nobody is there to try another card
+        fail_unheard(services, job.session_id, job.attempt)
         with services.db.transaction() as tx:
             end_call(tx, job.call_sid, now=services.clock())
 

@@ -456,6 +456,26 @@ def time_out(services: Services, session_id: str, number: int) -> bool:
         return True
 
 
+def fail_unheard(services: Services, session_id: str, number: int) -> None:
+    """An attempt that failed after its payer left ends the session `payment-failed` with its
+    error, attempts left or not: nobody is there to try another card, and the merchant is told."""
+    now = services.clock()
+    with services.db.transaction() as tx:
+        session = load_session(tx, session_id, now=now, for_update=True)
+        attempt = _attempt_row(tx, session.id, number)
+        if Status(session.status).is_terminal or attempt is None:
+            return
+        if attempt.state in (AttemptState.DECLINED, AttemptState.FAILED):
+            transition(
+                tx,
+                session,
+                Status.PAYMENT_FAILED,
+                cause="payment_failed_payer_gone",
+                now=now,
+                detail={"attempt": number, "error_code": attempt.error_code},
+            )
+
+
 def attempt_recorded(tx: Tx, session_id: str, number: int) -> bool:
     """Whether this attempt has its row: its job started it (or it was refused or timed out)."""
     return _attempt_row(tx, session_id, number) is not None

@@ -22,8 +22,8 @@ from payments.jobs import RQJobs, run_worker
 from payments.services import Services
 from payments.store import WebhookEvent
 from tests.conftest import PUBLIC_URL, Clock, attempt_rows, count_gateway_calls, set_project
-from tests.ivr.conftest import APPROVED, CVV, EXPIRY
-from tests.ivr.test_call_e2e import _enter_until_confirm
+from tests.ivr.conftest import APPROVED, CVV, DECLINED, EXPIRY
+from tests.ivr.test_call_e2e import _enter_until_confirm, _hold_until_result
 from tests.ivr.twilio_client import sip_headers, twiml
 
 pytestmark = pytest.mark.parametrize("call_backend", ["redis-inline"], indirect=True)
@@ -99,6 +99,45 @@ def test_a_queued_payment_whose_caller_reached_the_hold_limit_still_charges_once
     assert events(services, sid) == ["payment-success"]
     assert HOLD_LIMIT in result.heard  # what the caller heard came true
     assert sip_headers(result.dialed[0])[STATUS] == "processing"
+
+
+def test_a_declined_payment_whose_caller_left_ends_payment_failed_and_the_merchant_is_told(
+    queue: Callable[[], None],
+    new_session: Callable[..., dict[str, Any]],
+    phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]],
+    services: Services,
+) -> None:
+    created = new_session()  # two more attempts allowed, but nobody is left to make them
+    sid = created["session_id"]
+    result = phone(to=created["sip_uri"]).call(ScriptedKeypad([DECLINED + "#", EXPIRY, CVV, "1"]))
+    queue()
+
+    session = read_session(sid)
+    assert session["status"] == "payment-failed"  # not abandoned: the merchant hears of it
+    assert session["error"]["code"] == "card_declined"
+    assert events(services, sid) == ["payment-failed"]
+    assert HOLD_LIMIT in result.heard
+
+
+def test_a_webhook_twilio_repeats_after_the_hold_limit_leaves_the_card_to_its_job(
+    queue: Callable[[], None],
+    new_session: Callable[..., dict[str, Any]],
+    phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]],
+    gateway_calls: list[str],
+) -> None:
+    created = new_session()
+    call = phone(to=created["sip_uri"])
+    url, form = _enter_until_confirm(call, created)
+    assert HOLD_LIMIT in _hold_until_result(call, call.post(url, form).body)
+    apology = twiml(call.post(f"{PUBLIC_URL}/twilio/result").body)  # the last redirect, again
+    assert apology.find("Hangup") is not None
+    call.post(f"{PUBLIC_URL}/twilio/status", {"CallDuration": "42"}, status="completed")
+    queue()
+
+    assert gateway_calls == [f"pd-{created['session_id']}-1"]
+    assert read_session(created["session_id"])["status"] == "payment-success"
 
 
 def test_a_queued_payment_whose_caller_hung_up_still_charges_once(
