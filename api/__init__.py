@@ -12,6 +12,9 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from api import dashboard, errors, limits, request_log, validation
 from api.extension import EXTENSION
 from api.idempotency import purge_expired
+from ivr.callstate import CallServices, CallStates
+from ivr.hangup import close_vanished_calls
+from ivr.wiring import build_services
 from payments import logs
 from payments.services import Services
 from payments.settings import Settings
@@ -20,10 +23,11 @@ from payments.sweeps import CORE_TASKS, Task
 MAX_REQUEST_BYTES = 1024 * 1024
 
 
-def create_app(settings: Settings | None = None, *, services: Services | None = None) -> Flask:
-    """Build the app from settings (read from the environment when not given)."""
+def create_app(settings: Settings | None = None, *, services: CallServices | None = None) -> Flask:
+    """Build the app from settings (read from the environment when not given), or around the
+    Services `ivr.wiring.build_services` made."""
     if services is None:
-        services = Services.from_settings((settings or Settings()).with_local_secrets())
+        services = build_services((settings or Settings()).with_local_secrets())
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     if services.settings.trusted_proxies:
@@ -37,9 +41,6 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     request_log.init_app(app)
     errors.init_app(app)
     validation.init_app(app)
-    from ivr.charge import wire_calls
-
-    wire_calls(services)
 
     from api.deliveries import bp as deliveries_bp
     from api.events import bp as events_bp
@@ -75,11 +76,9 @@ def _purge_idempotency_keys(services: Services) -> int:
         return purge_expired(tx, services.clock())
 
 
-def maintenance_tasks() -> dict[str, Task]:
+def maintenance_tasks() -> dict[str, Task[CallStates]]:
     """The core's periodic work plus the edges' own: closing calls whose hang-up went unheard,
     forgetting expired idempotency keys."""
-    from ivr.hangup import close_vanished_calls
-
     return {
         **CORE_TASKS,
         "close_vanished_calls": close_vanished_calls,

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from flask import current_app
 
-from payments.services import Services
+from ivr.callstate import CallServices
 
 EXTENSION = "paydial"  # create_app stores the Services at app.extensions[EXTENSION]
 
 
-def current_services() -> Services:
-    services: Services = current_app.extensions[EXTENSION]
+def current_services() -> CallServices:
+    services: CallServices = current_app.extensions[EXTENSION]
     return services

@@ -28,8 +28,8 @@ from ivr.binding import (
     find_by_access_code,
     session_for_call,
 )
-from ivr.callstate import CallStates, HandBack, LiveCall
-from ivr.charge import attempt_result, callstates_of, start_payment
+from ivr.callstate import CallServices, CallStates, HandBack, LiveCall
+from ivr.charge import attempt_result, start_payment
 from ivr.hangup import call_ended
 from ivr.prompts import DEFAULT_LANGUAGE, catalog
 from ivr.speech import announced_merchant
@@ -39,7 +39,7 @@ from payments import logs, velocity
 from payments.crypto import DecryptionError
 from payments.model import PaymentMode, Status
 from payments.project_settings import project_settings
-from payments.services import PaymentJob, Services
+from payments.services import PaymentJob
 from payments.sessions import load_session, payment_in_flight, transition
 from payments.store import PaymentSession, Project
 
@@ -72,7 +72,7 @@ class Call:
     """One webhook of the call `call_sid`; `form` is Twilio's form-encoded parameters."""
 
     def __init__(
-        self, services: Services, urls: Urls, call_sid: str, form: Mapping[str, str]
+        self, services: CallServices, urls: Urls, call_sid: str, form: Mapping[str, str]
     ) -> None:
         self.services = services
         self.urls = urls
@@ -85,7 +85,7 @@ class Call:
 
     @property
     def calls(self) -> CallStates:
-        return callstates_of(self.services)
+        return self.services.callstates
 
     def voice(self) -> str:
         """A new call: bind it to a session or ask for the access code."""

@@ -11,7 +11,7 @@ API the webhook layer and the gateway job use:
   (the call is over: everything but a handed-over card and its ``ParkedPayment``);
 - ``load(call_sid) -> LiveCall | None``: what a webhook needs, in one read: the state, the bound
   session's ``FlowContext`` sealed with it, and whether that session has ended since
-  (``note_session_ended(call_sid)``: ``wire_calls`` has the database call it whenever a
+  (``note_session_ended(call_sid)``: ``ivr.wiring`` has the database call it whenever a
   transaction that ended a call's session commits: cancelled, expired, paid...). A webhook reads
   the session again only then, so a cancel or an expiry is still said at the caller's next key;
 - ``park(call_sid, payment, card)`` / ``take_card(call_sid)``: the card of a ``StartPayment``
@@ -43,6 +43,7 @@ from ivr.flow import CallState, FlowContext, KeyedCard
 from ivr.transfer import Transfer
 from payments.crypto import DecryptionError, Sealer
 from payments.jobs import PAYMENT_WAIT
+from payments.services import Services
 from payments.sessions import CALL_BOUND
 
 DEFAULT_TTL = 600
@@ -302,6 +303,10 @@ class CallStates:
         if owner != call_sid.encode():  # a valid ciphertext copied from another call's key
             raise DecryptionError("sealed value belongs to another call")
         return payload
+
+
+# The process's Services as the call sees them: with this module's call state.
+CallServices = Services[CallStates]
 
 
 def _state_key(call_sid: str) -> str:

@@ -12,8 +12,6 @@ A caller who stops holding (the hold limit, a hang-up) leaves the parked card to
 still runs the payment and closes the session; a job that has not taken the card within
 `CARD_TTL` never will: the sweep (`ivr.hangup.close_vanished_calls`) destroys the card and fails
 the session with `processing_timeout`.
-
-`wire_calls` is the one place a process gets its call state and job runner (web and worker).
 """
 
 from __future__ import annotations
@@ -22,23 +20,16 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
-from redis.exceptions import RedisError
 from sqlalchemy import and_, select
 
 from gateways.base import Card
 from ivr import flow
 from ivr.binding import end_call
-from ivr.callstate import (
-    CALL_TTL,
-    CARD_TTL,
-    CallStates,
-    ParkedPayment,
-    callstate_from_url,
-)
+from ivr.callstate import CALL_TTL, CARD_TTL, CallServices, ParkedPayment
 from payments import logs
 from payments.attempts import fail_unheard, pay, refuse
 from payments.errors import Conflict
-from payments.jobs import RQJobs, ThreadJobs, until_reachable
+from payments.jobs import until_reachable
 from payments.model import UNRESOLVED_ATTEMPT_STATES, AttemptState, Status
 from payments.services import PaymentJob, Services
 from payments.store import PaymentAttempt, PaymentSession
@@ -47,72 +38,26 @@ from payments.velocity import VelocityLimited
 log = logging.getLogger(__name__)
 
 
-def wire_calls(services: Services) -> None:
-    """Give `services` call state and a job runner from its settings, unless it has them."""
-    if services.callstates is None:
-        services.callstates = callstate_from_url(
-            services.settings.redis_url, services.secrets.secret_key
-        )
-    if services.jobs is None:
-        redis_url = services.settings.redis_url
-        services.jobs = RQJobs(redis_url) if redis_url else ThreadJobs(services, run_payment_job)
-    services.db.on_outbox = lambda event_ids: _send_soon(services, event_ids)
-    services.db.on_session_ended = lambda call_sids: _tell_calls(services, call_sids)
-
-
-def _send_soon(services: Services, event_ids: list[str]) -> None:
-    """Hand just-committed webhook events to the runner; the sweep sends any that fail here."""
-    if services.jobs is None:
-        return
-    try:
-        for event_id in event_ids:
-            services.jobs.deliver(event_id)
-    except Exception as error:  # e.g. Redis unreachable: the committed event waits for the sweep
-        log.warning("webhook events left for the sweep: %s", type(error).__name__)
-
-
-def _tell_calls(services: Services, call_sids: list[str]) -> None:
-    """A committed transaction ended these calls' sessions: their next webhook reads it.
-
-    With Redis unreachable the note is lost, but the call learns at its result poll (which reads
-    the session), and no payment starts on a session that has ended.
-    """
-    try:
-        calls = callstates_of(services)
-        for call_sid in call_sids:
-            calls.note_session_ended(call_sid)
-    except RedisError as error:
-        log.warning("calls not told their session ended: %s", type(error).__name__)
-
-
-def callstates_of(services: Services) -> CallStates:
-    if not isinstance(services.callstates, CallStates):
-        raise RuntimeError("call state is not configured (ivr.charge.wire_calls)")
-    return services.callstates
-
-
-def start_payment(services: Services, job: PaymentJob, card: flow.KeyedCard) -> bool:
+def start_payment(services: CallServices, job: PaymentJob, card: flow.KeyedCard) -> bool:
     """Hand the card to a new job, once per (session, attempt); False when already started."""
-    calls = callstates_of(services)
+    calls = services.callstates
     # the claim outlives the call, so a late duplicate webhook still finds it
     if not calls.claim(f"pay:{job.session_id}:{job.attempt}", CALL_TTL):
         return False
     until = services.clock() + timedelta(seconds=CARD_TTL)
     calls.park(job.call_sid, ParkedPayment(job.session_id, job.attempt, until), card)
-    if services.jobs is None:
-        raise RuntimeError("no job runner configured (ivr.charge.wire_calls)")
     services.jobs.submit(job)
     return True
 
 
-def run_payment_job(services: Services, job: PaymentJob) -> None:
+def run_payment_job(services: CallServices, job: PaymentJob) -> None:
     """Take the card out of call state, run the attempt, and close the session if the call ended."""
     with logs.bound(session_id=job.session_id):
         _run_payment_job(services, job)
 
 
-def _run_payment_job(services: Services, job: PaymentJob) -> None:
-    calls = callstates_of(services)
+def _run_payment_job(services: CallServices, job: PaymentJob) -> None:
+    calls = services.callstates
     # Redis may drop under a running job: its steps wait for it (no longer than the card lives)
     card = until_reachable(
         lambda: calls.take_card(job.call_sid), give_up_after=CARD_TTL, what=job.session_id

@@ -27,11 +27,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from ivr.binding import end_call
-from ivr.callstate import ParkedPayment
-from ivr.charge import callstates_of
+from ivr.callstate import CallServices, ParkedPayment
 from payments.attempts import attempt_recorded, time_out
 from payments.model import Channel, Status
-from payments.services import Services
 from payments.store import PaymentSession
 
 log = logging.getLogger(__name__)
@@ -41,12 +39,12 @@ log = logging.getLogger(__name__)
 GRACE = timedelta(minutes=1)
 
 
-def call_ended(services: Services, call_sid: str) -> None:
+def call_ended(services: CallServices, call_sid: str) -> None:
     """Twilio says the call is over: destroy its state, abandon its open session (unless a card
     handed to a payment job still waits for it)."""
     parked = None
     try:
-        parked = callstates_of(services).close(call_sid)
+        parked = services.callstates.close(call_sid)
     except RedisError as error:  # the state expires there; the sweep closes the session then
         log.error("call %s ended, call state unreachable: %s", call_sid, type(error).__name__)
     try:
@@ -56,13 +54,13 @@ def call_ended(services: Services, call_sid: str) -> None:
 
 
 def _close_session(
-    services: Services, call_sid: str, parked: ParkedPayment | None
+    services: CallServices, call_sid: str, parked: ParkedPayment | None
 ) -> PaymentSession | None:
     """Abandon the session of a call that is over, except while its parked payment may still run;
     a parked payment past its time is timed out instead (None: the session stays open)."""
     now = services.clock()
     if parked is not None and now >= parked.until:
-        callstates_of(services).take_card(call_sid)  # a job that turns up now finds no card
+        services.callstates.take_card(call_sid)  # a job that turns up now finds no card
         time_out(services, parked.session_id, parked.attempt)  # unless its job got there first
     with services.db.transaction() as tx:
         if parked is not None and not attempt_recorded(tx, parked.session_id, parked.attempt):
@@ -70,10 +68,10 @@ def _close_session(
         return end_call(tx, call_sid, now=now)
 
 
-def close_vanished_calls(services: Services, *, limit: int = 500) -> int:
+def close_vanished_calls(services: CallServices, *, limit: int = 500) -> int:
     """The sweep: abandon open sessions whose call left no state behind, and time out payments
     whose card waited for a job in vain; returns how many sessions it abandoned."""
-    calls = callstates_of(services)
+    calls = services.callstates
     now = services.clock()
     closed = 0
     with services.db.transaction() as tx:

@@ -293,7 +293,7 @@ def _core_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 def cmd_worker(args: argparse.Namespace) -> None:
     from api import maintenance_tasks
-    from ivr.charge import run_payment_job, wire_calls
+    from ivr.charge import run_payment_job
     from payments.jobs import RQJobs, run_worker
     from payments.logs import configure as configure_logging
     from payments.sweeps import Sweeper
@@ -308,7 +308,6 @@ def cmd_worker(args: argparse.Namespace) -> None:
     every = services.settings.sweep_interval_seconds
     scheduler = Sweeper(lambda: queue.schedule(tasks, every=every), interval=every)
     scheduler.start()
-    wire_calls(services)
     stop = threading.Event()  # SIGTERM or Ctrl-C: take no new jobs, finish the running ones
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

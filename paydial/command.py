@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from payments.services import Services
+    from ivr.callstate import CallServices
 
 
 class CommandError(Exception):
@@ -20,12 +20,12 @@ class CommandError(Exception):
 
 
 @functools.cache
-def services_from_env() -> Services:
+def services_from_env() -> CallServices:
     """The one Services of this command run; main() disposes of its connections at the end."""
-    from payments.services import Services
+    from ivr.wiring import build_services
     from payments.settings import Settings
 
-    return Services.from_settings(Settings().with_local_secrets())
+    return build_services(Settings().with_local_secrets())
 
 
 def parse_assignments(pairs: Sequence[str]) -> dict[str, str]:

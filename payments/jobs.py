@@ -50,11 +50,11 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from payments.delivery import deliver_now
 from payments.refunds import run_operation
-from payments.services import PaymentJob, Services
+from payments.services import C, PaymentJob, Services
 from payments.sweeps import Task, run_once
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ DUPLICATE_PAUSE = 0.2  # between passes over a copy of a running job, left for o
 FIRST_BACKOFF = 0.5
 MAX_BACKOFF = 10.0
 
-PaymentTask = Callable[[Services, PaymentJob], None]
+PaymentTask = Callable[[Services[C], PaymentJob], None]
 T = TypeVar("T")
 
 
@@ -94,10 +94,10 @@ def until_reachable(step: Callable[[], T], *, give_up_after: float, what: str) -
             delay = min(delay * 2, MAX_BACKOFF)
 
 
-class ThreadJobs:
+class ThreadJobs(Generic[C]):
     """The embedded default: a small pool in the web process."""
 
-    def __init__(self, services: Services, pay: PaymentTask, *, max_workers: int = 4) -> None:
+    def __init__(self, services: Services[C], pay: PaymentTask[C], *, max_workers: int = 4) -> None:
         self._services = services
         self._pay = pay
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="paydial-pay")
@@ -169,17 +169,17 @@ class RQJobs:
 
 
 @dataclass(frozen=True)
-class WorkerContext:
-    services: Services
-    tasks: Mapping[str, Task]
-    pay: PaymentTask
+class WorkerContext(Generic[C]):
+    services: Services[C]
+    tasks: Mapping[str, Task[C]]
+    pay: PaymentTask[C]
     webhooks: Lane
 
 
-_worker: WorkerContext | None = None
+_worker: WorkerContext[Any] | None = None  # the channel's call state, whatever it is
 
 
-def _worker_context() -> WorkerContext:
+def _worker_context() -> WorkerContext[Any]:
     if _worker is None:
         raise RuntimeError("RQ jobs run only inside run_worker")
     return _worker
@@ -312,10 +312,10 @@ class Lane:
 
 
 def run_worker(
-    services: Services,
-    tasks: Mapping[str, Task],
+    services: Services[C],
+    tasks: Mapping[str, Task[C]],
     *,
-    pay: PaymentTask,
+    pay: PaymentTask[C],
     burst: bool = False,
     stop: threading.Event | None = None,
 ) -> None:

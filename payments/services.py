@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Generic, Protocol
+
+from typing_extensions import TypeVar
 
 from payments.breaker import Breaker
 from payments.crypto import Sealer
@@ -40,29 +42,37 @@ class CallStateSlot(Protocol):
     def delete(self, call_sid: str) -> None: ...
 
 
+# The channel's call state as its own code knows it (ivr: `Services[CallStates]`); the core sees
+# only a `CallStateSlot`. Covariant: a `Services[CallStates]` is a `Services` to the core.
+C = TypeVar("C", bound=CallStateSlot, default=CallStateSlot, covariant=True)
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
 @dataclass
-class Services:
+class Services(Generic[C]):
+    """Built once per process by `ivr.wiring.build_services` (web, worker, serve and tests).
+
+    `runner` makes the job runner from the finished Services: the thread pool runs its jobs
+    with them.
+    """
+
     settings: Settings
     db: Database
+    callstates: C
+    runner: InitVar[Callable[[Services[C]], JobRunner]]
     clock: Callable[[], datetime] = utc_now
-    # The phone call's transient state and gateway job runner; ivr.charge.wire_calls fills them.
-    callstates: CallStateSlot | None = None
-    jobs: JobRunner | None = None
+    jobs: JobRunner = field(init=False)
     secrets: Secrets = field(init=False)
     # The widget's decline-rate breaker: in Redis when configured, shared by every process.
     breaker: Breaker = field(init=False)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, runner: Callable[[Services[C]], JobRunner]) -> None:
         self.secrets = self.settings.secrets()
         self.breaker = Breaker.from_settings(self.settings)
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Services:
-        return cls(settings=settings, db=Database(settings.database_url))
+        self.jobs = runner(self)
 
     def sealer(self, purpose: str) -> Sealer:
         """A sealer keyed by PAYDIAL_SECRET_KEY for one purpose (credentials, call state, ...)."""

@@ -12,12 +12,12 @@ import threading
 from collections.abc import Callable, Mapping
 
 from payments import delivery, reconcile, refunds, reversals, velocity
-from payments.services import Services
+from payments.services import C, Services
 from payments.sessions import expire_due
 
 log = logging.getLogger(__name__)
 
-Task = Callable[[Services], int]
+Task = Callable[[Services[C]], int]  # a channel's own tasks may need its call state (C)
 
 
 def _expire(services: Services) -> int:
@@ -35,7 +35,7 @@ CORE_TASKS: Mapping[str, Task] = {
 }
 
 
-def run_once(services: Services, tasks: Mapping[str, Task]) -> dict[str, int]:
+def run_once(services: Services[C], tasks: Mapping[str, Task[C]]) -> dict[str, int]:
     """Run each task once; one task failing (say, the database is down) never stops the others."""
     done: dict[str, int] = {}
     for name, task in tasks.items():

@@ -25,9 +25,12 @@ import gateways
 from api import create_app
 from gateways.base import PaymentRequest, PaymentResult
 from gateways.simulator import SimulatorGateway
+from ivr.callstate import CallServices, CallStates
+from ivr.wiring import Runner, build_services
 from paydial.migrate import upgrade
 from payments.accounts import create_project, get_project_by_slug, issue_key
 from payments.credentials import CREDENTIALS_PURPOSE, set_credentials
+from payments.jobs import ThreadJobs
 from payments.model import Environment, Gateway
 from payments.outbox import WEBHOOK_SECRET_PURPOSE
 from payments.projects import Changed, change_project
@@ -211,10 +214,31 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
 
 
 @pytest.fixture
-def services(database_url: str, clock: Clock) -> Iterator[Services]:
+def services(database_url: str, clock: Clock) -> Iterator[CallServices]:
     db = Database(database_url)
-    yield Services(settings=make_settings(database_url), db=db, clock=clock)
+    yield build_services(make_settings(database_url), db=db, clock=clock)
     db.dispose()
+
+
+@pytest.fixture
+def thread_pools() -> Iterator[list[ThreadJobs[CallStates]]]:
+    """The thread pools a test's Services run jobs on; shut down (their jobs done) after it."""
+    pools: list[ThreadJobs[CallStates]] = []
+    yield pools
+    for pool in pools:
+        pool.shutdown()
+
+
+def tuned(services: CallServices, *, runner: Runner | None = None, **settings: Any) -> CallServices:
+    """The same database, clock and call state with some settings changed, through the builder;
+    the same job runner unless `runner` makes another."""
+    return build_services(
+        services.settings.model_copy(update=settings),
+        db=services.db,
+        clock=services.clock,
+        callstates=services.callstates,
+        runner=runner or (lambda _: services.jobs),
+    )
 
 
 @pytest.fixture

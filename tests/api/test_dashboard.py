@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,6 +23,7 @@ import gateways
 from api.dashboard import COOKIE_NAME
 from gateways.base import Card, GatewayOutcomeUnknown, GatewayUnavailable, ReversalResult
 from gateways.simulator import SimulatorGateway
+from ivr.callstate import CallServices
 from payments.accounts import get_project_by_slug
 from payments.attempts import pay
 from payments.delivery import deliver_due
@@ -34,7 +35,7 @@ from payments.store import DashboardUser
 from payments.users import EMAIL_FAILURES, TOTP_PURPOSE, check_second_factor, create_user
 from tests.conftest import PUBLIC_URL, Clock, set_project
 from tests.leakscan import LeakScan
-from tests.ops.conftest import QueuedJobs, app_for
+from tests.ops.conftest import QueuedJobs, app_for, queued_services
 
 PASSWORD = "correct horse battery staple"
 REFERER = {"Referer": f"{PUBLIC_URL}/dashboard/"}
@@ -50,9 +51,13 @@ def user(services: Services, merchant: dict[str, str]) -> str:
 
 
 @pytest.fixture
-def app(services: Services) -> Flask:
-    """The app with webhook jobs held, so the tests send deliveries themselves."""
-    services.jobs = QueuedJobs()
+def services(database_url: str, clock: Clock) -> Iterator[CallServices]:
+    """Webhook jobs held, so the tests send deliveries themselves."""
+    yield from queued_services(database_url, clock, QueuedJobs())
+
+
+@pytest.fixture
+def app(services: CallServices) -> Flask:
     return app_for(services)
 
 

@@ -23,6 +23,7 @@ from werkzeug.wrappers import Response as WsgiResponse
 from api import create_app
 from gateways.base import Card
 from ivr.phone import ScriptedKeypad, http_transport
+from ivr.wiring import build_services
 from payments.accounts import create_project, issue_key
 from payments.attempts import pay
 from payments.model import Environment
@@ -91,7 +92,7 @@ def site(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     shutil.copy(sqlite_template, path)
     db = Database(f"sqlite:///{path}")
     # Real time: the browser and the idle timeout both read the wall clock.
-    services = Services(settings=make_settings(f"sqlite:///{path}"), db=db)
+    services = build_services(make_settings(f"sqlite:///{path}"), db=db)
     with db.transaction() as tx:
         create_project(tx, "acme", now=services.clock(), account_name="Acme Inc")
         create_user(tx, EMAIL, "Acme Inc", now=services.clock(), password=PASSWORD)

@@ -12,11 +12,12 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy.exc import DBAPIError
 
+from ivr.wiring import build_services
 from payments import logs
 from payments.services import Services
 from payments.store import Database, PaymentSession
-from tests.conftest import free_port, make_settings
-from tests.ops.conftest import app_for, tuned
+from tests.conftest import free_port, make_settings, tuned
+from tests.ops.conftest import app_for
 
 VOICE = {
     "project": "acme",
@@ -183,7 +184,7 @@ def test_retry_after_is_only_on_429_and_503_each_with_its_own_value(
 def test_the_database_down_503_carries_its_own_retry_after_not_the_rate_limiters() -> None:
     closed_port = free_port()
     url = f"postgresql+psycopg://postgres@127.0.0.1:{closed_port}/test"
-    services = Services(settings=make_settings(url), db=Database(url))
+    services = build_services(make_settings(url), db=Database(url))
     client = app_for(services).test_client()
     auth = {"Authorization": "Bearer mvn_test_" + "a" * 32}
     try:

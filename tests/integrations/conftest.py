@@ -13,9 +13,11 @@ from flask.testing import FlaskClient
 from werkzeug.serving import make_server
 
 from api import create_app
+from ivr.callstate import CallServices, CallStates
 from ivr.phone import Phone, ScriptedKeypad
-from payments.services import Services
-from tests.ivr.conftest import APPROVED, CVV, EXPIRY, wire_backend
+from payments.jobs import ThreadJobs
+from tests.conftest import Clock
+from tests.ivr.conftest import APPROVED, CVV, EXPIRY, services_on
 from tests.ivr.twilio_client import make_phone
 
 PAID_BY_KEYPAD = [APPROVED + "#", EXPIRY, CVV, "1"]
@@ -30,12 +32,18 @@ VOICE = {  # a POST /v1/sessions body for project "acme"
 
 
 @pytest.fixture
-def app(services: Services) -> Iterator[Flask]:
+def services(
+    database_url: str, clock: Clock, thread_pools: list[ThreadJobs[CallStates]]
+) -> Iterator[CallServices]:
     """Call state in memory and payment jobs on a thread pool: `paydial serve`'s wiring."""
-    for _ in wire_backend(services, "memory-threads"):
-        app = create_app(services=services)
-        app.config["TESTING"] = True
-        yield app
+    yield from services_on(database_url, clock, "memory-threads", thread_pools)
+
+
+@pytest.fixture
+def app(services: CallServices) -> Flask:
+    app = create_app(services=services)
+    app.config["TESTING"] = True
+    return app
 
 
 @pytest.fixture

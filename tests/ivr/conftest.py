@@ -19,14 +19,15 @@ import gateways
 from api import create_app
 from gateways.base import PaymentRequest, PaymentResult
 from gateways.simulator import SimulatorGateway
-from ivr.callstate import CallStates, MemoryCallStateStore, callstate_from_url
+from ivr.callstate import CallServices, CallStates, callstate_from_url
 from ivr.charge import run_payment_job
-from ivr.phone import Phone
+from ivr.phone import CallResult, Phone, ScriptedKeypad
+from ivr.wiring import Runner, build_services
 from payments.delivery import deliver_now
-from payments.jobs import ThreadJobs
+from payments.jobs import RQJobs, ThreadJobs
 from payments.refunds import run_operation
 from payments.services import PaymentJob, Services
-from tests.conftest import TEST_SECRET_KEY, set_project
+from tests.conftest import TEST_SECRET_KEY, Clock, make_settings, set_project
 from tests.ivr.twilio_client import make_phone
 
 APPROVED = "4242424242424242"
@@ -57,7 +58,7 @@ def gateway_holding(
 class InlineJobs:
     """Runs each job at once, in the caller's thread (RQ's place in the Redis setup)."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: CallServices) -> None:
         self._services = services
 
     def submit(self, job: PaymentJob) -> None:
@@ -70,30 +71,87 @@ class InlineJobs:
         run_operation(self._services, operation_id)
 
 
-def wire_backend(services: Services, kind: str, redis_url: str | None = None) -> Iterator[str]:
-    """Give `services` call state and jobs for one backend; shuts the thread pool down after."""
-    threads: ThreadJobs | None = None
-    if kind == "memory-threads":
-        services.callstates = CallStates(MemoryCallStateStore(), TEST_SECRET_KEY)
-        services.jobs = threads = ThreadJobs(services, run_payment_job)
-    else:
-        assert redis_url is not None
-        services.callstates = callstate_from_url(redis_url, TEST_SECRET_KEY)
-        services.jobs = InlineJobs(services)
-    yield kind
-    if threads is not None:
-        threads.shutdown()
+def services_on(
+    database_url: str,
+    clock: Clock,
+    kind: str,
+    pools: list[ThreadJobs[CallStates]],
+    redis_url: str | None = None,
+) -> Iterator[CallServices]:
+    """Services wired for one backend, "<call state>-<jobs>": call state in memory or Redis, jobs
+    on a thread pool (kept in `pools`), inline, or queued in RQ for a worker."""
+    where, runs = kind.split("-")
+    assert redis_url is not None or (where, runs) == ("memory", "threads")
+
+    def threads(services: CallServices) -> ThreadJobs[CallStates]:
+        pools.append(ThreadJobs(services, run_payment_job))
+        return pools[-1]
+
+    runners: dict[str, Runner] = {
+        "threads": threads,
+        "inline": InlineJobs,
+        "rq": lambda _: RQJobs(str(redis_url)),
+    }
+    services = build_services(
+        make_settings(database_url, redis_url=redis_url if runs == "rq" else None),
+        clock=clock,
+        callstates=callstate_from_url(redis_url if where == "redis" else None, TEST_SECRET_KEY),
+        runner=runners[runs],
+    )
+    yield services
+    services.db.dispose()
 
 
 @pytest.fixture(params=["memory-threads", pytest.param("redis-inline", marks=pytest.mark.redis)])
-def call_backend(request: pytest.FixtureRequest, services: Services) -> Iterator[str]:
-    """Wire call state and jobs onto `services`, once per backend."""
-    redis_url = request.getfixturevalue("redis_url") if request.param == "redis-inline" else None
-    yield from wire_backend(services, request.param, redis_url)
+def call_backend(request: pytest.FixtureRequest) -> str:
+    """The backend of call state and jobs (services_on): every call test runs once per backend."""
+    kind: str = request.param
+    return kind
 
 
 @pytest.fixture
-def app(call_backend: str, services: Services) -> Flask:
+def services(
+    request: pytest.FixtureRequest,
+    database_url: str,
+    clock: Clock,
+    call_backend: str,
+    thread_pools: list[ThreadJobs[CallStates]],
+) -> Iterator[CallServices]:
+    """The call tests' Services, wired for `call_backend`."""
+    redis_url = None if call_backend == "memory-threads" else request.getfixturevalue("redis_url")
+    yield from services_on(database_url, clock, call_backend, thread_pools, redis_url)
+
+
+# Backends whose payment job runs beside the call, so the caller holds while the gateway works.
+BESIDE_THE_CALL = ["memory-threads", pytest.param("redis-threads", marks=pytest.mark.redis)]
+
+
+@pytest.fixture
+def pay_through_an_outage(
+    monkeypatch: pytest.MonkeyPatch,
+    phone: Callable[..., Phone],
+    thread_pools: list[ThreadJobs[CallStates]],
+) -> Callable[..., CallResult]:
+    """Pay on a call whose store goes down (`down`) as the charge reaches the gateway, which
+    holds it; once the call is over the store comes back (`up`), the charge is let go and its job
+    ends. Takes a session's SIP URI; returns what the caller heard and dialed."""
+
+    def pay(sip_uri: str, *, down: Callable[[], object], up: Callable[[], object]) -> CallResult:
+        release = gateway_holding(monkeypatch, down)
+        call = phone(to=sip_uri, pause_scale=1.0)  # the hold polls at Twilio's pace
+        try:
+            return call.call(ScriptedKeypad([APPROVED + "#", EXPIRY, CVV, "1"]))
+        finally:
+            up()
+            release.set()
+            for pool in thread_pools:
+                pool.shutdown()
+
+    return pay
+
+
+@pytest.fixture
+def app(services: CallServices) -> Flask:
     app = create_app(services=services)
     app.config["TESTING"] = True
     return app

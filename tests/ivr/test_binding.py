@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -10,15 +10,14 @@ from flask.testing import FlaskClient
 
 from ivr.binding import sip_user
 from ivr.phone import Phone, ScriptedKeypad
-from payments.services import Services
 from tests.conftest import PUBLIC_URL
-from tests.ivr.conftest import APPROVED, CVV, EXPIRY, wire_backend
+from tests.ivr.conftest import APPROVED, CVV, EXPIRY
 
 
 @pytest.fixture
-def call_backend(services: Services) -> Iterator[str]:
+def call_backend() -> str:
     """Binding does not depend on where call state lives: the embedded setup is enough."""
-    yield from wire_backend(services, "memory-threads")
+    return "memory-threads"
 
 
 CARD = [APPROVED + "#", EXPIRY, CVV, "1"]

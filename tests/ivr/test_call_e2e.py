@@ -229,7 +229,6 @@ def test_hanging_up_mid_card_abandons_the_session_and_destroys_the_card(
 
     assert result.caller_hung_up
     assert read_session(created["session_id"])["status"] == "abandoned"
-    assert services.callstates is not None
     assert services.callstates.get(call.call_sid) is None
     assert services.callstates.take_card(call.call_sid) is None
     assert attempt_rows(services, created["session_id"]) == []
@@ -346,7 +345,7 @@ def test_a_long_memory_travels_as_its_start_and_a_reference_the_agent_can_fetch(
     assert read_session(headers[SESSION])["memory"] == memory
 
 
-@pytest.mark.parametrize("call_backend", ["redis-inline"], indirect=True)
+@pytest.mark.parametrize("call_backend", ["redis-rq"], indirect=True)
 def test_with_redis_a_worker_runs_the_payment_from_a_job_without_card_data(
     new_session: Callable[..., dict[str, Any]],
     phone: Callable[..., Phone],
@@ -356,10 +355,8 @@ def test_with_redis_a_worker_runs_the_payment_from_a_job_without_card_data(
     from rq import Queue
 
     from ivr.charge import run_payment_job
-    from payments.jobs import PAYMENT_QUEUE, RQJobs, run_worker
+    from payments.jobs import PAYMENT_QUEUE, run_worker
 
-    services.jobs = RQJobs(REDIS_TEST_URL)
-    services.settings = services.settings.model_copy(update={"redis_url": REDIS_TEST_URL})
     created = new_session()
     call = phone(to=created["sip_uri"])
     url, form = _enter_until_confirm(call, created)

@@ -91,7 +91,6 @@ def then(action: Callable[[], object], keys: str) -> Callable[[], str]:
 
 
 def assert_wiped(services: Services, call: Phone) -> None:
-    assert services.callstates is not None
     assert services.callstates.get(call.call_sid) is None
     assert services.callstates.take_card(call.call_sid) is None
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,7 +13,7 @@ from payments.services import Services
 from payments.store import PaymentAttempt
 from payments.velocity import CallerLockedOut, record_failure
 from tests.conftest import Clock
-from tests.ivr.conftest import APPROVED, CVV, EXPIRY, wire_backend
+from tests.ivr.conftest import APPROVED, CVV, EXPIRY
 
 CARD: list[str | None] = [APPROVED + "#", EXPIRY, CVV, "1"]
 LOCKED = "+14155550100"  # the sessions' caller unless a test says otherwise
@@ -38,9 +38,9 @@ CARD_PROMPT = {
 
 
 @pytest.fixture
-def call_backend(services: Services) -> Iterator[str]:
+def call_backend() -> str:
     """The lockout is decided before call state holds anything: the embedded setup is enough."""
-    yield from wire_backend(services, "memory-threads")
+    return "memory-threads"
 
 
 def lock_out(services: Services, caller: str) -> None:

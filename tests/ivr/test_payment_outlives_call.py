@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from ivr.callstate import CARD_TTL
+from ivr.callstate import CARD_TTL, CallServices
 from ivr.charge import run_payment_job
 from ivr.hangup import GRACE, close_vanished_calls
 from ivr.phone import Phone, ScriptedKeypad
 from ivr.transfer import STATUS
-from payments.jobs import RQJobs, run_worker
+from payments.jobs import run_worker
 from payments.services import Services
 from payments.store import WebhookEvent
 from tests.conftest import PUBLIC_URL, Clock, attempt_rows, count_gateway_calls, set_project
@@ -26,7 +26,7 @@ from tests.ivr.conftest import APPROVED, CVV, DECLINED, EXPIRY
 from tests.ivr.test_call_e2e import _enter_until_confirm, _hold_until_result
 from tests.ivr.twilio_client import sip_headers, twiml
 
-pytestmark = pytest.mark.parametrize("call_backend", ["redis-inline"], indirect=True)
+pytestmark = pytest.mark.parametrize("call_backend", ["redis-rq"], indirect=True)
 
 SIP_CALLBACK = "sip:agent@agents.example.com"
 HOLD_LIMIT = (
@@ -41,12 +41,9 @@ def gateway_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 @pytest.fixture
-def queue(
-    services: Services, merchant: dict[str, str], redis_url: str, call_backend: str
-) -> Iterator[Callable[[], None]]:
-    """Payments wait on the real RQ queue; calling what this yields lets a worker run them."""
-    services.settings = services.settings.model_copy(update={"redis_url": redis_url})
-    services.jobs = RQJobs(redis_url)
+def queue(services: Services, merchant: dict[str, str]) -> Iterator[Callable[[], None]]:
+    """Payments wait on the real RQ queue (call_backend); calling what this yields lets a worker
+    run them."""
     set_project(services, "acme", webhook_url="http://127.0.0.1:9/hooks")
     yield lambda: run_worker(services, {}, pay=run_payment_job, burst=True)
 
@@ -59,8 +56,7 @@ def events(services: Services, session_id: str) -> list[str]:
         )
 
 
-def card_left(services: Services, call: Phone) -> bool:
-    assert services.callstates is not None
+def card_left(services: CallServices, call: Phone) -> bool:
     return services.callstates.take_card(call.call_sid) is not None
 
 

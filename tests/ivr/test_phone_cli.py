@@ -13,15 +13,14 @@ from werkzeug.serving import make_server
 
 from ivr.phone import ScriptedKeypad, gather_keys
 from paydial.cli import main
-from payments.services import Services
 from tests.conftest import PUBLIC_URL, TEST_TWILIO_TOKEN
-from tests.ivr.conftest import APPROVED, CVV, DECLINED, EXPIRY, wire_backend
+from tests.ivr.conftest import APPROVED, CVV, DECLINED, EXPIRY
 
 
 @pytest.fixture
-def call_backend(services: Services) -> Iterator[str]:
+def call_backend() -> str:
     """`paydial serve`'s setup: call state in memory, gateway jobs on a thread pool."""
-    yield from wire_backend(services, "memory-threads")
+    return "memory-threads"
 
 
 @pytest.fixture

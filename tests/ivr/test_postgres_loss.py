@@ -16,15 +16,14 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from api import maintenance_tasks
-from ivr.charge import run_payment_job
-from ivr.phone import Phone, ScriptedKeypad
+from ivr.callstate import CallServices, CallStates
+from ivr.phone import CallResult, Phone
 from ivr.transfer import signing_key, verify
 from payments.jobs import ThreadJobs
 from payments.services import Services
-from payments.store import Database
 from payments.sweeps import run_once
-from tests.conftest import TEST_SECRET_KEY, Clock, make_settings
-from tests.ivr.conftest import APPROVED, CVV, EXPIRY, gateway_holding
+from tests.conftest import TEST_SECRET_KEY, Clock
+from tests.ivr.conftest import APPROVED, BESIDE_THE_CALL, CVV, EXPIRY, services_on
 from tests.ivr.twilio_client import sip_headers
 from tests.ops.test_faults import Outage
 
@@ -47,12 +46,18 @@ def hop(database_url: str) -> Iterator[Outage]:
 
 
 @pytest.fixture
-def services(database_url: str, hop: Outage, clock: Clock) -> Iterator[Services]:
+def services(
+    request: pytest.FixtureRequest,
+    database_url: str,
+    hop: Outage,
+    clock: Clock,
+    call_backend: str,
+    thread_pools: list[ThreadJobs[CallStates]],
+) -> Iterator[CallServices]:
     """The app's database connections all go through the hop."""
     url = make_url(database_url).set(port=hop.port).render_as_string(hide_password=False)
-    db = Database(url)
-    yield Services(settings=make_settings(url), db=db, clock=clock)
-    db.dispose()
+    redis_url = None if call_backend == "memory-threads" else request.getfixturevalue("redis_url")
+    yield from services_on(url, clock, call_backend, thread_pools, redis_url)
 
 
 class DatabaseDiesAfterTheCardNumber:
@@ -128,24 +133,16 @@ def test_a_hang_up_during_the_outage_still_ends_the_session_abandoned_never_expi
     assert session["card_last4"] is None
 
 
+@pytest.mark.parametrize("call_backend", BESIDE_THE_CALL, indirect=True)
 def test_a_transfer_while_the_charge_is_at_the_gateway_says_processing_and_the_charge_lands(
     hop: Outage,
-    services: Services,
-    monkeypatch: pytest.MonkeyPatch,
     new_session: Callable[..., dict[str, Any]],
-    phone: Callable[..., Phone],
+    pay_through_an_outage: Callable[..., CallResult],
     read_session: Callable[[str], dict[str, Any]],
 ) -> None:
     created = new_session(callback=SIP_CALLBACK)
-    services.jobs = jobs = ThreadJobs(services, run_payment_job)
-    release = gateway_holding(monkeypatch, hop.down)  # the database goes as the charge starts
-    call = phone(to=created["sip_uri"], pause_scale=1.0)  # the hold polls at Twilio's pace
-    try:
-        result = call.call(ScriptedKeypad([APPROVED + "#", EXPIRY, CVV, "1"]))
-    finally:
-        hop.up()
-        release.set()
-        jobs.shutdown()
+
+    result = pay_through_an_outage(created["sip_uri"], down=hop.down, up=hop.up)
 
     [dialed] = result.dialed
     headers = sip_headers(dialed)

@@ -6,19 +6,17 @@ handed back while the charge is at the gateway goes back as `processing`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from ivr.callstate import callstate_from_url
-from ivr.charge import run_payment_job
-from ivr.phone import Phone, ScriptedKeypad
+from ivr.callstate import CallServices, callstate_from_url
+from ivr.phone import CallResult, Phone
 from ivr.transfer import signing_key, verify
-from payments.jobs import ThreadJobs
 from payments.services import Services
 from tests.conftest import TEST_SECRET_KEY
-from tests.ivr.conftest import APPROVED, CVV, EXPIRY, gateway_holding, wire_backend
+from tests.ivr.conftest import APPROVED, CVV, EXPIRY
 from tests.ivr.twilio_client import sip_headers
 
 CALLBACK = "+14155550199"
@@ -26,9 +24,10 @@ UNREACHABLE = "redis://127.0.0.1:1/0?socket_connect_timeout=0.2"
 
 
 @pytest.fixture
-def call_backend(services: Services, redis_url: str) -> Iterator[str]:
-    """Call state in Redis (this test is about losing it)."""
-    yield from wire_backend(services, "redis-inline", redis_url)
+def call_backend(request: pytest.FixtureRequest) -> str:
+    """Call state in Redis (this test is about losing it); jobs inline unless a test says."""
+    kind: str = getattr(request, "param", "redis-inline")
+    return kind
 
 
 class RedisDiesAfterTheCardNumber:
@@ -84,26 +83,23 @@ def test_a_hang_up_while_redis_is_down_ends_the_session_abandoned_at_once(
     assert read_session(created["session_id"])["status"] == "abandoned"
 
 
+@pytest.mark.parametrize("call_backend", ["redis-threads"], indirect=True)
 def test_a_transfer_while_the_charge_is_at_the_gateway_says_processing_and_the_charge_lands(
-    services: Services,
-    monkeypatch: pytest.MonkeyPatch,
+    services: CallServices,
     new_session: Callable[..., dict[str, Any]],
-    phone: Callable[..., Phone],
+    pay_through_an_outage: Callable[..., CallResult],
     read_session: Callable[[str], dict[str, Any]],
 ) -> None:
     created = new_session(callback="sip:agent@agents.example.com")
-    services.jobs = jobs = ThreadJobs(services, run_payment_job)
     reachable = services.callstates
     unreachable = callstate_from_url(UNREACHABLE, TEST_SECRET_KEY)
+
     # Redis goes for the web requests as the charge starts (the job keeps its own connection).
-    release = gateway_holding(monkeypatch, lambda: setattr(services, "callstates", unreachable))
-    call = phone(to=created["sip_uri"], pause_scale=1.0)  # the hold polls at Twilio's pace
-    try:
-        result = call.call(ScriptedKeypad([APPROVED + "#", EXPIRY, CVV, "1"]))
-    finally:
-        services.callstates = reachable
-        release.set()
-        jobs.shutdown()
+    result = pay_through_an_outage(
+        created["sip_uri"],
+        down=lambda: setattr(services, "callstates", unreachable),
+        up=lambda: setattr(services, "callstates", reachable),
+    )
 
     [dialed] = result.dialed
     headers = sip_headers(dialed)

@@ -17,11 +17,12 @@ import redis
 from flask.testing import FlaskClient
 from sqlalchemy import event
 
-from ivr.callstate import CallStates, RedisCallStateStore
+from ivr.callstate import CallServices, CallStates, RedisCallStateStore
 from ivr.charge import run_payment_job
 from ivr.phone import HttpReply, ScriptedKeypad, Transport
+from ivr.wiring import build_services
 from payments.services import PaymentJob, Services
-from tests.conftest import TEST_SECRET_KEY
+from tests.conftest import TEST_SECRET_KEY, Clock, make_settings
 from tests.ivr.conftest import APPROVED, CVV, EXPIRY
 from tests.ivr.twilio_client import flask_transport, phone_over
 
@@ -41,8 +42,7 @@ class CountingRedis(redis.Redis):
 class BetweenWebhooks:
     """Payment jobs wait here and run after the webhook that submitted them, not inside it."""
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
+    def __init__(self) -> None:
         self.waiting: list[PaymentJob] = []
 
     def submit(self, job: PaymentJob) -> None:
@@ -54,9 +54,9 @@ class BetweenWebhooks:
     def operate(self, operation_id: int) -> None:
         raise AssertionError("no refunds here")
 
-    def run(self) -> None:
+    def run(self, services: CallServices) -> None:
         while self.waiting:
-            run_payment_job(self.services, self.waiting.pop(0))
+            run_payment_job(services, self.waiting.pop(0))
 
 
 @dataclass
@@ -67,8 +67,8 @@ class Webhook:
 
 
 @pytest.fixture
-def jobs(services: Services) -> BetweenWebhooks:
-    return BetweenWebhooks(services)
+def jobs() -> BetweenWebhooks:
+    return BetweenWebhooks()
 
 
 @pytest.fixture
@@ -80,11 +80,18 @@ def counting_redis(redis_url: str) -> Iterator[CountingRedis]:
 
 
 @pytest.fixture
-def call_backend(services: Services, counting_redis: CountingRedis, jobs: BetweenWebhooks) -> str:
+def services(
+    database_url: str, clock: Clock, counting_redis: CountingRedis, jobs: BetweenWebhooks
+) -> Iterator[CallServices]:
     """Call state in Redis (the scaled-out setup) through a client that counts commands."""
-    services.callstates = CallStates(RedisCallStateStore(counting_redis), TEST_SECRET_KEY)
-    services.jobs = jobs
-    return "redis-counted"
+    services = build_services(
+        make_settings(database_url),
+        clock=clock,
+        callstates=CallStates(RedisCallStateStore(counting_redis), TEST_SECRET_KEY),
+        runner=lambda _: jobs,
+    )
+    yield services
+    services.db.dispose()
 
 
 @pytest.fixture
@@ -109,7 +116,7 @@ def webhooks(
         reply = send(path, form, headers)
         sent.append(Webhook(path, list(statements), list(counting_redis.commands)))
         if path.startswith("/twilio/result"):
-            jobs.run()
+            jobs.run(services)
         return reply
 
     yield counted, sent

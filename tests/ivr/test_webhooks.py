@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,7 +14,7 @@ from ivr.phone import Phone, ScriptedKeypad
 from payments import logs
 from payments.services import Services
 from tests.conftest import PUBLIC_URL, TEST_TWILIO_TOKEN
-from tests.ivr.conftest import APPROVED, CVV, EXPIRY, wire_backend
+from tests.ivr.conftest import APPROVED, CVV, EXPIRY
 from tests.ivr.twilio_client import twiml
 
 CARD = [APPROVED + "#", EXPIRY, CVV, "1"]
@@ -29,9 +29,9 @@ CALL = {
 
 
 @pytest.fixture
-def call_backend(services: Services) -> Iterator[str]:
+def call_backend() -> str:
     """The edge does not depend on where call state lives: the embedded setup is enough."""
-    yield from wire_backend(services, "memory-threads")
+    return "memory-threads"
 
 
 def _signed(url: str, form: dict[str, str]) -> str:
@@ -57,7 +57,7 @@ def test_a_webhook_without_a_valid_signature_is_refused_and_changes_nothing(
     assert response.status_code == 403
     session = read_session(created["session_id"])
     assert session["status"] == "pending"
-    assert services.callstates is not None and services.callstates.get(CALL["CallSid"]) is None
+    assert services.callstates.get(CALL["CallSid"]) is None
 
 
 def test_the_signature_covers_the_query_string_and_every_parameter(
@@ -166,7 +166,7 @@ def test_a_call_that_ends_before_a_result_abandons_its_session(
     call.post(f"{PUBLIC_URL}/twilio/status", status=ended)
 
     assert read_session(created["session_id"])["status"] == "abandoned"
-    assert services.callstates is not None and services.callstates.get(call.call_sid) is None
+    assert services.callstates.get(call.call_sid) is None
 
 
 @pytest.mark.parametrize("callback", [None, "+14155550199"])
@@ -203,7 +203,7 @@ def test_the_fallback_apologises_hands_back_and_records_the_error(
     assert "11200" in caplog.text and "step=card_number" in caplog.text
     [fallback_line] = [r for r in caplog.records if "twilio fallback" in r.getMessage()]
     assert fallback_line.session_id == created["session_id"]  # type: ignore[attr-defined]
-    assert services.callstates is not None and services.callstates.get(call.call_sid) is None
+    assert services.callstates.get(call.call_sid) is None
 
 
 def test_the_dial_action_records_how_the_transfer_went(

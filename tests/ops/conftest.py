@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -12,8 +11,10 @@ from flask.testing import FlaskClient
 from pytest_httpserver import HTTPServer
 
 from api import create_app
+from ivr.callstate import CallServices
+from ivr.wiring import build_services
 from payments.services import PaymentJob, Services
-from tests.conftest import set_project
+from tests.conftest import Clock, make_settings, set_project
 
 if TYPE_CHECKING:  # the plugin itself is loaded by pytest (pytest_plugins)
     from tests.leakscan import LeakScan
@@ -28,12 +29,7 @@ VOICE_SESSION = {
 }
 
 
-def tuned(services: Services, **settings: Any) -> Services:
-    """The same database and clock with some settings changed."""
-    return dataclasses.replace(services, settings=services.settings.model_copy(update=settings))
-
-
-def app_for(services: Services) -> Flask:
+def app_for(services: CallServices) -> Flask:
     app = create_app(services=services)
     app.config["TESTING"] = True
     return app
@@ -62,13 +58,25 @@ class QueuedJobs:
 
 
 @pytest.fixture
-def queued(services: Services) -> QueuedJobs:
-    services.jobs = jobs = QueuedJobs()
-    return jobs
+def queued() -> QueuedJobs:
+    return QueuedJobs()
+
+
+def queued_services(database_url: str, clock: Clock, queued: QueuedJobs) -> Iterator[CallServices]:
+    """Services whose jobs wait in `queued`."""
+    services = build_services(make_settings(database_url), clock=clock, runner=lambda _: queued)
+    yield services
+    services.db.dispose()
 
 
 @pytest.fixture
-def app(queued: QueuedJobs, services: Services) -> Flask:
+def services(database_url: str, clock: Clock, queued: QueuedJobs) -> Iterator[CallServices]:
+    """The operations tests' Services: the jobs they hand over wait in `queued`."""
+    yield from queued_services(database_url, clock, queued)
+
+
+@pytest.fixture
+def app(services: CallServices) -> Flask:
     return app_for(services)
 
 

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy.engine import make_url
 
+from ivr.wiring import build_services
 from payments.accounts import create_project, issue_key
 from payments.model import Environment
-from payments.services import Services
 from payments.store import Database
 from tests.conftest import make_settings
 from tests.ops.conftest import VOICE_SESSION, app_for
@@ -85,7 +85,7 @@ def test_postgres_down_gives_503_json_and_loses_no_committed_session(
 ) -> None:
     hop, url = outage
     db = Database(url)
-    services = Services(settings=make_settings(url), db=db)
+    services = build_services(make_settings(url), db=db)
     slug = f"fault-{uuid.uuid4().hex[:8]}"
     with db.transaction() as tx:
         create_project(tx, slug, now=services.clock())
@@ -122,7 +122,7 @@ def test_a_database_at_a_closed_port_gives_503_json() -> None:
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
     url = f"postgresql+psycopg://postgres@127.0.0.1:{closed_port}/test"
-    services = Services(settings=make_settings(url), db=Database(url))
+    services = build_services(make_settings(url), db=Database(url))
     client = app_for(services).test_client()
     key = "mvn_test_" + "a" * 32
     response = client.get("/v1/sessions/any", headers={"Authorization": f"Bearer {key}"})

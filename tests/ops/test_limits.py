@@ -11,8 +11,8 @@ from twilio.request_validator import RequestValidator
 
 from api.limits import LIMITER_EXTENSION
 from payments.services import Services
-from tests.conftest import PUBLIC_URL, TEST_TWILIO_TOKEN, free_port
-from tests.ops.conftest import app_for, tuned
+from tests.conftest import PUBLIC_URL, TEST_TWILIO_TOKEN, free_port, tuned
+from tests.ops.conftest import app_for
 
 
 def test_every_process_sharing_redis_enforces_one_budget_with_the_same_retry_after(

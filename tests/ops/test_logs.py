@@ -11,11 +11,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from ivr.callstate import CallStates, MemoryCallStateStore
 from ivr.charge import run_payment_job
 from payments import logs
 from payments.services import PaymentJob, Services
-from tests.conftest import TEST_SECRET_KEY
 
 PANS = ["4242424242424242", "4000 0566 5566 5556", "3782-822463-10005", "6011000990139424"]
 
@@ -96,7 +94,6 @@ def test_a_payment_job_logs_its_session_like_a_request_does(
     services: Services, captured: io.StringIO
 ) -> None:
     """Lines written off the request (a payment job in a worker) carry the session id."""
-    services.callstates = CallStates(MemoryCallStateStore(), TEST_SECRET_KEY)
     run_payment_job(services, PaymentJob("sess-job", 1, "CA-no-card"))  # its card is gone
     [job_line] = [e for e in lines(captured) if "found no card" in str(e["message"])]
     assert job_line["session_id"] == "sess-job"

@@ -22,11 +22,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from flask.testing import FlaskClient
 
 from ivr import flow
 from ivr.callstate import callstate_from_url
 from ivr.phone import Phone, ScriptedKeypad
+from ivr.wiring import build_services
 from payments.accounts import get_project_by_slug
 from payments.credentials import CREDENTIALS_PURPOSE, set_credentials
 from payments.jobs import RQJobs
@@ -45,7 +45,7 @@ from tests.conftest import (
 from tests.ivr.conftest import APPROVED, CVV, EXPIRY
 from tests.ivr.twilio_client import flask_transport
 from tests.leakscan import LeakScan
-from tests.ops.conftest import VOICE_SESSION
+from tests.ops.conftest import VOICE_SESSION, app_for
 from tests.ops.test_exactly_once import STRIPE_KEY, HeldGateway, session_status
 from tests.ops.test_faults import Outage
 
@@ -259,7 +259,6 @@ def queue_webhooks(services: Services, redis_url: str, session_id: str, count: i
 
 def test_a_phone_payment_completes_in_its_normal_time_while_hundreds_of_webhooks_hang(
     services: Services,
-    client: FlaskClient,
     merchant: dict[str, str],
     database_url: str,
     redis_url: str,
@@ -269,8 +268,13 @@ def test_a_phone_payment_completes_in_its_normal_time_while_hundreds_of_webhooks
 ) -> None:
     receiver = HangingReceiver()
     set_project(services, "acme", webhook_url=receiver.url)
-    services.callstates = callstate_from_url(redis_url, TEST_SECRET_KEY)
-    services.jobs = RQJobs(redis_url)  # the web process hands the payment to the queue
+    # The web process with Redis: call state there, and it hands the payment to the queue.
+    web = build_services(
+        services.settings.model_copy(update={"redis_url": redis_url}),
+        db=services.db,
+        clock=services.clock,
+    )
+    client = app_for(web).test_client()
     created = client.post(
         "/v1/sessions", json=VOICE_SESSION, headers={"Authorization": merchant["test"]}
     ).get_json()

@@ -21,8 +21,8 @@ from payments.delivery import deliver_due, deliver_now
 from payments.jobs import QUEUE_NAME, RQJobs, ThreadJobs, run_worker
 from payments.services import Services
 from payments.store import WebhookDelivery, WebhookEvent
-from tests.conftest import free_port
-from tests.ops.conftest import VOICE_SESSION, QueuedJobs, app_for, tuned
+from tests.conftest import free_port, tuned
+from tests.ops.conftest import VOICE_SESSION, QueuedJobs, app_for
 from tests.ops.test_webhooks import APPROVED
 
 
@@ -55,7 +55,7 @@ def test_an_event_is_sent_as_soon_as_its_status_change_commits(
     merchant: dict[str, str],
 ) -> None:
     receiver.expect_request("/hooks", method="POST").respond_with_data("ok")
-    services.jobs = threads
+    services = tuned(services, runner=lambda _: threads)
     client = app_for(services).test_client()
     created = client.post(
         "/v1/sessions", json=VOICE_SESSION, headers={"Authorization": merchant["test"]}
@@ -81,8 +81,7 @@ def test_with_redis_the_event_is_a_queued_job_that_a_worker_sends(
     merchant: dict[str, str],
 ) -> None:
     receiver.expect_request("/hooks", method="POST").respond_with_data("ok")
-    services = tuned(services, redis_url=redis_url)
-    services.jobs = RQJobs(redis_url)
+    services = tuned(services, redis_url=redis_url, runner=lambda _: RQJobs(redis_url))
     client = app_for(services).test_client()
     session_id = client.post(
         "/v1/sessions", json=VOICE_SESSION, headers={"Authorization": merchant["test"]}
@@ -146,7 +145,8 @@ def test_when_the_queue_is_unreachable_the_commit_stands_and_the_sweep_sends(
 ) -> None:
     receiver.expect_request("/hooks", method="POST").respond_with_data("ok")
     session_id = new_session()
-    services.jobs = RQJobs(f"redis://127.0.0.1:{free_port()}/0")
+    unreachable = f"redis://127.0.0.1:{free_port()}/0"
+    services = tuned(services, runner=lambda _: RQJobs(unreachable))
 
     with caplog.at_level(logging.WARNING, logger="payments.jobs"):
         assert pay(services, session_id, APPROVED).approved
@@ -169,11 +169,10 @@ def test_workers_take_the_sweeps_as_jobs_enqueued_once_per_interval(
     receiver.expect_request("/hooks", method="POST").respond_with_data("ok")
     opt_in("expired")
     session_id = new_session()
-    services = tuned(services, redis_url=redis_url)
+    web, worker = RQJobs(redis_url), RQJobs(redis_url)  # two processes' schedulers
+    services = tuned(services, redis_url=redis_url, runner=lambda _: worker)
     services.clock.advance(hours=1)  # type: ignore[attr-defined]  # the session is now overdue
     tasks = maintenance_tasks()
-    web, worker = RQJobs(redis_url), RQJobs(redis_url)  # two processes' schedulers
-    services.jobs = worker
 
     assert web.schedule(tasks, every=60) == list(tasks)
     assert worker.schedule(tasks, every=60) == []  # already queued for this interval

@@ -17,13 +17,14 @@ from sqlalchemy import select
 from werkzeug import Request, Response
 
 from gateways.base import Card
+from ivr.wiring import build_services
 from payments.attempts import pay
 from payments.delivery import RETRY_WINDOW, deliver_due
 from payments.model import Status
 from payments.services import Services
 from payments.sessions import load_session, transition
 from payments.store import Database, WebhookDelivery, WebhookEvent
-from tests.ops.conftest import tuned
+from tests.conftest import tuned
 
 APPROVED = Card(number="4242424242424242", exp_month=12, exp_year=2030, cvc="123")
 
@@ -165,8 +166,8 @@ def test_an_event_committed_before_a_crash_is_delivered_after_a_restart(
     assert cancelled.status_code == 204
     services.db.dispose()  # the process dies before anything is sent
 
-    restarted = Services(
-        settings=services.settings,
+    restarted = build_services(
+        services.settings,
         db=Database(services.settings.database_url),
         clock=services.clock,
     )

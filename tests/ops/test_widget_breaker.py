@@ -20,8 +20,8 @@ from payments.breaker import PAUSED_EVENT, PAUSED_MESSAGE
 from payments.delivery import deliver_due
 from payments.services import Services
 from payments.store import WebhookEvent
-from tests.conftest import TEST_SECRET_KEY, count_gateway_calls, free_port
-from tests.ops.conftest import QueuedJobs, app_for, tuned
+from tests.conftest import TEST_SECRET_KEY, count_gateway_calls, free_port, tuned
+from tests.ops.conftest import QueuedJobs, app_for
 from tests.ops.test_webhooks import checking_receiver
 from tests.widget.conftest import APPROVED, new_widget_session
 

@@ -19,12 +19,11 @@ from pytest_httpserver import HTTPServer
 from rq import Queue
 
 from api import maintenance_tasks
-from ivr.callstate import CARD_TTL, callstate_from_url
-from ivr.charge import run_payment_job, wire_calls
+from ivr.callstate import CARD_TTL
+from ivr.charge import run_payment_job
+from ivr.wiring import build_services
 from payments.jobs import QUEUE_NAME, RQJobs, run_worker
 from payments.services import Services
-from tests.conftest import TEST_SECRET_KEY
-from tests.ops.conftest import tuned
 from tests.ops.test_exactly_once import session_status
 from tests.ops.test_payment_lanes import DEADLINE, queue_payment
 from tests.ops.test_webhook_jobs import _received
@@ -38,11 +37,11 @@ OUR_LOGGERS = ("paydial", "api", "ivr", "payments", "gateways")
 def worker_services(services: Services, redis_url: str, app: Flask) -> Services:
     """Wired as `paydial worker` is: Redis call state, the RQ queues, webhooks sent at commit
     (after the test's web app wired its own)."""
-    wired = tuned(services, redis_url=redis_url)
-    wired.callstates = callstate_from_url(redis_url, TEST_SECRET_KEY)
-    wired.jobs = RQJobs(redis_url)
-    wire_calls(wired)
-    return wired
+    return build_services(
+        services.settings.model_copy(update={"redis_url": redis_url}),
+        db=services.db,
+        clock=services.clock,
+    )
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from werkzeug.wrappers import Request as WsgiRequest
 from werkzeug.wrappers import Response as WsgiResponse
 
 from api import create_app
+from ivr.wiring import build_services
 from payments.accounts import create_project
 from payments.breaker import PAUSED_MESSAGE
 from payments.services import Services
@@ -69,7 +70,7 @@ def running_site(database: Path, **settings: object) -> Iterator[Site]:
     url = f"sqlite:///{database}"
     db = Database(url)
     # Real time, not the tests' fixed clock: the browser checks expiry dates against its own.
-    services = Services(settings=make_settings(url, **settings), db=db)
+    services = build_services(make_settings(url, **settings), db=db)
     with db.transaction() as tx:
         create_project(tx, "demo", now=services.clock())
         create_project(tx, "shop", now=services.clock())

@@ -12,8 +12,8 @@ from werkzeug.test import TestResponse
 
 from api.widget import csrf_token
 from payments.services import Services
-from tests.conftest import TEST_SECRET_KEY, count_gateway_calls
-from tests.ops.conftest import app_for, tuned
+from tests.conftest import TEST_SECRET_KEY, count_gateway_calls, tuned
+from tests.ops.conftest import app_for
 from tests.widget.conftest import APPROVED
 
 # The simulator declines these, each for its own reason; a card-testing run rotates through cards
