@@ -207,8 +207,10 @@ def rq_sweep(name: str) -> None:
 class Lane:
     """One RQ queue served by up to `threads` jobs at once in this process."""
 
-    def __init__(self, name: str, redis: Redis, *, threads: int) -> None:
+    def __init__(self, name: str, redis: Redis, *, threads: int, quiet: bool = False) -> None:
         self.name = name
+        # A lane whose jobs come every tick (the sweeps) says at DEBUG only that one started.
+        self._started_level = logging.DEBUG if quiet else logging.INFO
         self._redis = redis
         self._key = f"rq:queue:{name}"
         self._threads = threads
@@ -300,9 +302,8 @@ class Lane:
                 self._changed.notify_all()
 
     def _run(self, work: Callable[[], object], what: str) -> None:
-        """Run one piece of work on this thread and give the thread back; an idle tick's sweeps
-        say nothing at INFO."""
-        log.debug("%s: %s started", self.name, what)
+        """Run one piece of work on this thread and give the thread back."""
+        log.log(self._started_level, "%s: %s started", self.name, what)
         try:
             work()
         except Exception as error:  # the job's own records say what happened; the type is enough
@@ -331,7 +332,7 @@ def run_worker(
         services.settings.redis_url, socket_connect_timeout=2, socket_timeout=BLOCK_SECONDS + 5
     )
     payments = Lane(PAYMENT_QUEUE, connection, threads=services.settings.worker_threads)
-    other = Lane(QUEUE_NAME, connection, threads=JOB_THREADS)
+    other = Lane(QUEUE_NAME, connection, threads=JOB_THREADS, quiet=True)
     _worker = WorkerContext(services, tasks, pay, other)
     paying = threading.Thread(
         target=payments.serve, args=(stop,), kwargs={"burst": burst}, name="paydial-payments"
