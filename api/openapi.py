@@ -14,7 +14,7 @@ from api.deliveries import DeliveriesQuery
 from api.integrations.retell import RetellFunctionCall
 from api.integrations.vapi import VapiServerMessage
 from api.sessions import CallerQuery
-from api.widget import CSRF_HEADER, ChargeApproved, ChargeDeclined, ChargeRequest, WidgetSessionOut
+from api.widget import CSRF_HEADER
 
 REF_TEMPLATE = "#/components/schemas/{model}"
 
@@ -238,7 +238,7 @@ WIDGET_OPERATIONS: list[Operation] = [
         ("Widget Sessions",),
         parameters=(path_param("session_id"),),
         api_key=False,
-        responses={200: WidgetSessionOut, 404: schemas.Detail},
+        responses={200: schemas.WidgetSessionOut, 404: schemas.Detail},
     ),
     Operation(
         "post",
@@ -246,15 +246,15 @@ WIDGET_OPERATIONS: list[Operation] = [
         "charge_widget_session_v1_widget_sessions__id__charge_post",
         "Charge from the card frame (CSRF-bound to the session)",
         ("Widget Sessions",),
-        request=ChargeRequest,
+        request=schemas.ChargeRequest,
         api_key=False,
         parameters=(
             path_param("session_id"),
             {"name": CSRF_HEADER, "in": "header", "required": True, "schema": {"type": "string"}},
         ),
         responses={
-            200: ChargeApproved,
-            402: ChargeDeclined,
+            200: schemas.ChargeApproved,
+            402: schemas.ChargeDeclined,
             403: schemas.Detail,
             404: schemas.Detail,
             409: schemas.Detail,

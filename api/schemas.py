@@ -472,5 +472,60 @@ class ChargeRefused(Detail):
     resume_at: datetime | None = None
 
 
+# --- the widget frame (api/widget.py) ---------------------------------------------------------
+
+
+class ChargeRequest(BaseModel):
+    """The frame's charge body: shapes here, card rules (which need the project) after."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True, str_strip_whitespace=True)
+
+    card_number: str = Field(pattern=r"^\d{12,19}$", repr=False)
+    exp_month: int = Field(ge=1, le=12, repr=False)
+    exp_year: int = Field(ge=2000, le=2099, repr=False)
+    cvc: str = Field(pattern=r"^\d{3,4}$", repr=False)
+    postal_code: str | None = Field(None, max_length=10, repr=False)
+    cardholder_name: str | None = Field(None, max_length=100, repr=False)
+
+
+class WidgetSessionOut(BaseModel):
+    """What the frame (or the merchant's page) needs to render a session, and nothing more."""
+
+    session_id: str
+    status: str
+    is_terminal: bool
+    environment: str
+    mode: str
+    amount_cents: int
+    currency: str
+    description: str | None
+    merchant_name: str
+    theme: dict[str, str]
+    labels: dict[str, str]
+    fields: dict[str, bool]
+    expires_at: datetime
+
+
+class ChargeApproved(BaseModel):
+    """What onSuccess hands the merchant's page."""
+
+    transaction_id: str | None
+    confirmation_code: str | None
+    card_brand: str | None
+    card_last4: str | None
+    amount_cents: int
+    currency: str
+    status: str
+
+
+class ChargeDeclined(BaseModel):
+    """What onFailure hands the merchant's page; `attempts_remaining` > 0 offers "Try again"."""
+
+    error_code: str | None
+    error_message: str | None
+    attempts_remaining: int
+    status: str
+
+
 class Health(BaseModel):
     status: Literal["ok"]

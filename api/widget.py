@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -27,12 +27,12 @@ from flask import (
     send_from_directory,
     url_for,
 )
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session as Tx
 from werkzeug.exceptions import Forbidden, Gone
 
 from api.errors import RequestValidationError
 from api.extension import current_services
+from api.schemas import ChargeApproved, ChargeDeclined, ChargeRequest, WidgetSessionOut
 from api.validation import parse_body
 from gateways.base import Card
 from gateways.cards import BRANDS
@@ -87,58 +87,6 @@ BASE_CSP = (
 )
 
 bp = Blueprint("widget", __name__, template_folder=str(WIDGET_DIR))
-
-
-class ChargeRequest(BaseModel):
-    """The frame's charge body: shapes here, card rules (which need the project) after."""
-
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True, str_strip_whitespace=True)
-
-    card_number: str = Field(pattern=r"^\d{12,19}$", repr=False)
-    exp_month: int = Field(ge=1, le=12, repr=False)
-    exp_year: int = Field(ge=2000, le=2099, repr=False)
-    cvc: str = Field(pattern=r"^\d{3,4}$", repr=False)
-    postal_code: str | None = Field(None, max_length=10, repr=False)
-    cardholder_name: str | None = Field(None, max_length=100, repr=False)
-
-
-class WidgetSessionOut(BaseModel):
-    """What the frame (or the merchant's page) needs to render a session, and nothing more."""
-
-    session_id: str
-    status: str
-    is_terminal: bool
-    environment: str
-    mode: str
-    amount_cents: int
-    currency: str
-    description: str | None
-    merchant_name: str
-    theme: dict[str, str]
-    labels: dict[str, str]
-    fields: dict[str, bool]
-    expires_at: datetime
-
-
-class ChargeApproved(BaseModel):
-    """What onSuccess hands the merchant's page."""
-
-    transaction_id: str | None
-    confirmation_code: str | None
-    card_brand: str | None
-    card_last4: str | None
-    amount_cents: int
-    currency: str
-    status: str
-
-
-class ChargeDeclined(BaseModel):
-    """What onFailure hands the merchant's page; `attempts_remaining` > 0 offers "Try again"."""
-
-    error_code: str | None
-    error_message: str | None
-    attempts_remaining: int
-    status: str
 
 
 def csrf_token(secret_key: str, session_id: str) -> str:

@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from pydantic import ValidationError
 from werkzeug.test import TestResponse
 
-from api.widget import ChargeRequest
+from api.schemas import ChargeRequest
 from payments.model import Channel
 from payments.services import Services
 from tests.conftest import TEST_SECRET_KEY, Clock, set_project
