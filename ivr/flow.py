@@ -43,7 +43,7 @@ from datetime import date
 from enum import StrEnum
 from typing import Any
 
-from gateways.cards import Brand
+from gateways.cards import BRANDS, Brand
 from ivr.cards import (
     Reason,
     check_card_number,
@@ -55,7 +55,7 @@ from ivr.cards import (
     security_code_length,
 )
 from ivr.prompts import catalog
-from ivr.speech import brand_name, speak_amount, speak_code, speak_list, spell_number
+from ivr.speech import speak_amount, speak_code, speak_list, spell_number
 from payments.model import PaymentMode, Status
 
 MAX_TRIES = 3
@@ -596,10 +596,10 @@ def _moved(state: CallState, step: Step, card: KeyedCard | None = None) -> CallS
 def _reason_sentence(reason: Reason, digits: str, state: CallState, ctx: FlowContext) -> str:
     """The catalog's sentence for a refused entry, with the facts that make it specific."""
     brand = detect_brand(digits) if state.step is Step.CARD_NUMBER else state.card.brand
-    accepted = [brand_name(b) for b in Brand if b in ctx.accepted_brands]
+    accepted = [BRANDS[b].name for b in Brand if b in ctx.accepted_brands]
     return catalog(ctx.language).say(
         f"reason_{reason}",
-        brand=brand_name(brand) if brand else "",
+        brand=BRANDS[brand].name if brand else "",
         accepted=speak_list(accepted, ctx.language),
         length=spell_number(security_code_length(brand), ctx.language),
     )

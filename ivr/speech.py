@@ -10,14 +10,8 @@ import re
 
 from num2words import num2words
 
-from gateways.cards import BRANDS, Brand
 from ivr.prompts import catalog
 from payments.project_settings import ProjectSettings
-
-
-def brand_name(brand: Brand) -> str:
-    """Card brands are proper names, the same in every supported language."""
-    return BRANDS[brand].name
 
 
 def spell_number(value: int, language: str) -> str:

@@ -101,3 +101,14 @@ def test_amex_codes_are_four_digits_and_every_other_brand_three() -> None:
         Brand.JCB: 3,
         Brand.DINERS: 3,
     }
+
+
+def test_brand_names_are_proper_names() -> None:
+    assert [BRANDS[b].name for b in Brand] == [
+        "Visa",
+        "Mastercard",
+        "American Express",
+        "Discover",
+        "JCB",
+        "Diners Club",
+    ]

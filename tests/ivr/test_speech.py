@@ -4,12 +4,10 @@ import string
 
 import pytest
 
-from gateways.cards import Brand
 from ivr.cards import Reason
 from ivr.prompts import SUPPORTED_LANGUAGES, UnsupportedLanguage, catalog
 from ivr.speech import (
     announced_merchant,
-    brand_name,
     speak_amount,
     speak_code,
     speak_list,
@@ -67,17 +65,6 @@ def test_the_merchant_is_announced_by_its_name_else_by_a_speakable_slug() -> Non
     assert announced_merchant(ProjectSettings(display_name="iHerb"), "iherb") == "iHerb"
     assert announced_merchant(ProjectSettings(), "demo") == "Demo"
     assert announced_merchant(ProjectSettings(), "acme-dental_care") == "Acme Dental Care"
-
-
-def test_brand_names_are_proper_names() -> None:
-    assert [brand_name(b) for b in Brand] == [
-        "Visa",
-        "Mastercard",
-        "American Express",
-        "Discover",
-        "JCB",
-        "Diners Club",
-    ]
 
 
 def test_lists_join_with_the_languages_and() -> None:
