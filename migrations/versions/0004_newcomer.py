@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "newcomer"
-down_revision = "dashboard"  # re-chained at landing: main already had 0003_dashboard
+down_revision = "dashboard"
 branch_labels = None
 depends_on = None
 

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "breaker"
-down_revision = "integrations"  # re-chained at landing after main's 0003 migrations
+down_revision = "integrations"
 branch_labels = None
 depends_on = None
 

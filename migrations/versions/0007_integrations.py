@@ -12,7 +12,7 @@ from alembic import op
 import payments.store
 
 revision = "integrations"
-down_revision = "confirmation"  # re-chained at landing after 0003_refunds, _confirmation
+down_revision = "confirmation"
 branch_labels = None
 depends_on = None
 

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "confirmation"
-down_revision = "refunds"  # re-chained at landing after 0003_newcomer, 0003_refunds
+down_revision = "refunds"
 branch_labels = None
 depends_on = None
 

@@ -13,7 +13,7 @@ from alembic import op
 import payments.store
 
 revision = "refunds"
-down_revision = "newcomer"  # re-chained: main already had 0003_dashboard and 0003_newcomer
+down_revision = "newcomer"
 branch_labels = None
 depends_on = None
 
