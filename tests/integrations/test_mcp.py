@@ -30,7 +30,8 @@ VOICE = {**REST_VOICE, "call_id": "call_8f2c"}
 
 @asynccontextmanager
 async def mcp_client(server_url: str, authorization: str) -> Any:
-    http = httpx2.AsyncClient(headers={"Authorization": authorization})
+    # generous: a loaded machine can take more than httpx's default 5 s to answer a tool call
+    http = httpx2.AsyncClient(headers={"Authorization": authorization}, timeout=60)
     async with http, Client(streamable_http_client(f"{server_url}/mcp", http_client=http)) as c:
         yield c
 

@@ -74,7 +74,7 @@ class Gunicorn:
 
     def connect(self) -> http.client.HTTPConnection:
         """A TCP connection opened now: an idle worker accepts it and waits for its request."""
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         connection.connect()
         return connection
 
