@@ -2,7 +2,9 @@
 
 `configure` installs the filters on every handler of the root logger, so a record from any logger
 that propagates to the root (ours, a library's, an SDK's) is masked before it is written: any run
-of 12 to 19 digits, spaces or dashes allowed between them, that passes the Luhn check.
+of 12 to 19 digits that passes the Luhn check, with spaces or dashes allowed between the digits,
+as typed or as a URL carries them (`+`, `%20`, `%2D`), so a query string in an access log line is
+masked like any other text.
 """
 
 from __future__ import annotations
@@ -19,14 +21,16 @@ from datetime import UTC, datetime
 from gateways.cards import luhn_valid
 
 MASK = "[redacted card number]"
-_DIGIT_RUN = re.compile(r"\d(?:[ -]?\d){11,}")
+_SEPARATOR = r"(?:[ +-]|%20|%2[dD])"
+_DIGIT_RUN = re.compile(rf"\d(?:{_SEPARATOR}?\d){{11,}}")
+_DIGIT_OR_SEPARATOR = re.compile(rf"{_SEPARATOR}|\d")
 
 request_id_var: ContextVar[str | None] = ContextVar("paydial_request_id", default=None)
 session_id_var: ContextVar[str | None] = ContextVar("paydial_session_id", default=None)
 
 
 def redact(text: str) -> str:
-    """Mask every run of 12-19 digits (spaces or dashes allowed) that passes Luhn.
+    """Mask every run of 12-19 digits (separators allowed) that passes Luhn.
 
     A longer run may be a card number followed by its expiry, so every 12-19 digit stretch of it
     is checked instead.
@@ -36,7 +40,8 @@ def redact(text: str) -> str:
 
 def _mask_run(match: re.Match[str]) -> str:
     run = match.group()
-    positions = [i for i, ch in enumerate(run) if ch.isdigit()]
+    # the digits of the run, not those of a `%20` between them
+    positions = [m.start() for m in _DIGIT_OR_SEPARATOR.finditer(run) if m.group().isdigit()]
     digits = "".join(run[i] for i in positions)
     masked = [False] * len(digits)
     if len(digits) <= 19:

@@ -69,6 +69,26 @@ def test_a_card_number_run_together_with_its_expiry_is_still_masked() -> None:
     assert "4242" not in spaced and logs.MASK in spaced
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        "caller=4242+4242+4242+4242&x=1",
+        "caller=4242%204242%204242%204242",
+        "caller=4000%2D0566%2d5566%2D5556",
+        "caller=378282%20246310005%201230",
+    ],
+)
+def test_a_card_number_with_url_encoded_separators_is_masked(query: str) -> None:
+    masked = logs.redact(f"GET /v1/sessions?{query} HTTP/1.1")
+    assert masked.startswith("GET /v1/sessions?caller=" + logs.MASK), masked
+    assert not any(digits in masked for digits in ("4242", "5556", "378282", "10005"))
+
+
+def test_url_encoded_text_that_is_not_a_card_number_is_left_alone() -> None:
+    text = "q=order%201234%205678%209012%203456&phone=%2B14155550100"
+    assert logs.redact(text) == text
+
+
 def test_every_line_of_a_request_carries_its_request_id_and_session_id(
     app: Flask, client: FlaskClient, captured: io.StringIO
 ) -> None:
