@@ -29,8 +29,15 @@ from sqlalchemy.orm import Session as Tx
 
 from payments.errors import NotFound
 from payments.model import UNRESOLVED_ATTEMPT_STATES, Channel, Status
-from payments.sessions import ACTIVE, CALL_BOUND, bind_window, load_session, transition
-from payments.store import PaymentAttempt, PaymentSession
+from payments.sessions import (
+    ACTIVE,
+    CALL_BOUND,
+    bind_window,
+    expire_if_due,
+    load_session,
+    transition,
+)
+from payments.store import PaymentAttempt, PaymentSession, Project
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _SIP_USER = re.compile(r"^<?sips?:([^@;?>]+)@", re.IGNORECASE)
@@ -56,10 +63,16 @@ def sip_user(uri: str) -> str | None:
 
 @dataclass(frozen=True)
 class CallBinding:
-    """What binding found: the bound session, or None and whether caller ID was ambiguous."""
+    """What binding found: the bound session, or None and whether caller ID was ambiguous.
+
+    `project` is the bound session's: holding it keeps it in the transaction's identity map (which
+    holds rows only while something refers to them), so the status change and the greeting that
+    follow read it from there instead of from the database each.
+    """
 
     session: PaymentSession | None
     ambiguous_caller_id: bool = False
+    project: Project | None = None
 
 
 def bind_call(tx: Tx, call: CallParams, *, now: datetime) -> CallBinding:
@@ -67,8 +80,7 @@ def bind_call(tx: Tx, call: CallParams, *, now: datetime) -> CallBinding:
     for how, session_id in _named(call):
         session = _bindable(tx, session_id, call.call_sid, now)
         if session is not None:
-            _bind(tx, session, call.call_sid, now, how=how)
-            return CallBinding(session)
+            return CallBinding(session, project=_bind(tx, session, call.call_sid, now, how=how))
     if not E164.match(call.caller):
         return CallBinding(None)
     pending = [
@@ -78,8 +90,8 @@ def bind_call(tx: Tx, call: CallParams, *, now: datetime) -> CallBinding:
     ]
     if len(pending) != 1:
         return CallBinding(None, ambiguous_caller_id=len(pending) > 1)
-    _bind(tx, pending[0], call.call_sid, now, how="caller_id")
-    return CallBinding(pending[0])
+    project = _bind(tx, pending[0], call.call_sid, now, how="caller_id")
+    return CallBinding(pending[0], project=project)
 
 
 def find_by_access_code(
@@ -177,17 +189,24 @@ def _bindable(tx: Tx, session_id: str, call_sid: str, now: datetime) -> PaymentS
     return session
 
 
-def _bind(tx: Tx, session: PaymentSession, call_sid: str, now: datetime, *, how: str) -> None:
+def _bind(tx: Tx, session: PaymentSession, call_sid: str, now: datetime, *, how: str) -> Project:
+    """Bind the session to the call; returns its project (see `CallBinding`)."""
+    project = tx.get_one(Project, session.project_id)
     session.call_sid = call_sid
     session.updated_at = now
     session.expires_at = bind_window(session.expires_at, now)
     transition(tx, session, Status.COLLECTING, cause="call_bound", now=now, detail={"by": how})
+    return project
 
 
 def session_for_call(tx: Tx, call_sid: str, *, now: datetime) -> PaymentSession | None:
-    """The session bound to this CallSid, if any."""
-    session_id = tx.scalar(select(PaymentSession.id).where(PaymentSession.call_sid == call_sid))
-    return None if session_id is None else load_session(tx, session_id, now=now, for_update=True)
+    """The session bound to this CallSid, if any, locked for the caller's change."""
+    session = tx.scalar(
+        select(PaymentSession).where(PaymentSession.call_sid == call_sid).with_for_update()
+    )
+    if session is not None:
+        expire_if_due(tx, session, now)
+    return session
 
 
 def end_call(tx: Tx, call_sid: str, *, now: datetime) -> PaymentSession | None:

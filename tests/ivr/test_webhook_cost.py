@@ -149,3 +149,29 @@ def test_a_bound_call_keys_its_card_without_sql_and_holds_on_one_indexed_read(
     assert [w.commands for w in gathers[:3]] == [["MGET", "SET"]] * 3
     assert len(waiting.statements) == 1 and waiting.commands == ["MGET", "SET"]
     assert answered.statements[0] == waiting.statements[0]  # then the call's end is recorded
+
+
+def test_binding_the_transfer_back_and_the_hang_up_read_each_row_once(
+    new_session: Callable[..., dict[str, Any]],
+    webhooks: tuple[Transport, list[Webhook]],
+) -> None:
+    transport, sent = webhooks
+    created = new_session(callback="sip:agent@agents.example.com")
+    keys = ScriptedKeypad([APPROVED + "#", EXPIRY + "#", CVV + "#", "1"])
+
+    result = phone_over(transport, to=created["sip_uri"]).call(keys)
+
+    assert result.dialed
+    voice, dial, status = sent[0], sent[-2], sent[-1]
+    assert [w.path.split("?")[0] for w in (voice, dial, status)] == [
+        "/twilio/voice",
+        "/twilio/dial",
+        "/twilio/status",
+    ]
+    for webhook in sent:
+        reads = [s for s in webhook.statements if s.startswith("SELECT")]
+        assert len(reads) == len(set(reads)), webhook
+    # the session (locked), its project, binding's update and event, the caller's failures
+    assert len(voice.statements) == 5
+    # the session by its CallSid (locked), then the transfer's status; the hang-up only reads
+    assert (len(dial.statements), len(status.statements)) == (2, 1)
