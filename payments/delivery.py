@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 import requests
 from sqlalchemy import ColumnElement, CursorResult, select, update
 
+from payments import logs
 from payments.errors import NotFound
 from payments.model import Environment
 from payments.outbox import (
@@ -71,6 +72,7 @@ class _Send:
     """Everything a send needs, read in one transaction and used outside it."""
 
     event_id: str
+    session_id: str | None  # its log lines name it (payments.logs.bound)
     url: str | None
     secret: str | None
     body: bytes
@@ -135,11 +137,12 @@ def _send(services: Services, send: _Send, *, claim: Callable[[], bool] | None =
 
     False when the endpoint is full (or the claim fails): nothing was sent or recorded.
     """
-    with ENDPOINTS.slot(send.url or "", services.settings.webhook_concurrency) as free:
-        if not free or (claim is not None and not claim()):
-            return False
-        answer = _post(services, send)
-    _record(services, send, answer, scheduled=True)
+    with logs.bound(session_id=send.session_id):
+        with ENDPOINTS.slot(send.url or "", services.settings.webhook_concurrency) as free:
+            if not free or (claim is not None and not claim()):
+                return False
+            answer = _post(services, send)
+        _record(services, send, answer, scheduled=True)
     return True
 
 
@@ -185,7 +188,8 @@ def _claim(services: Services, *where: ColumnElement[bool], limit: int) -> list[
 def send_event(services: Services, event_id: str) -> WebhookDelivery:
     """One delivery attempt on request (a replay), recorded; it books no retry."""
     send = _prepare(services, event_id)
-    return _record(services, send, _post(services, send), scheduled=False)
+    with logs.bound(session_id=send.session_id):
+        return _record(services, send, _post(services, send), scheduled=False)
 
 
 def _record(
@@ -227,7 +231,8 @@ def _prepare(services: Services, event_id: str) -> _Send:
         project = tx.get_one(Project, event.project_id)
         secret = project_secret(project, services.sealer(WEBHOOK_SECRET_PURPOSE))
         live = event.environment == Environment.LIVE
-        return _Send(event.id, project.webhook_url, secret, event.payload.encode(), live)
+        payload = event.payload.encode()
+        return _Send(event.id, event.session_id, project.webhook_url, secret, payload, live)
 
 
 def _post(services: Services, send: _Send) -> _Answer:

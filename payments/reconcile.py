@@ -15,8 +15,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 
 from gateways.base import CardDeclined, GatewayError, GatewayOutcomeUnknown, PaymentResult
+from payments import logs
 from payments.attempts import (
     GatewayUnavailableAfterCheck,
+    StartedAttempt,
     attempt_gateway,
     give_up,
     reconcile_once,
@@ -60,6 +62,13 @@ def reconcile_attempt(services: Services, attempt_id: int, *, give_up_at: dateti
     """One look-up at the gateway; records the answer when there is one."""
     with services.db.transaction() as tx:
         started = resume_attempt(tx, tx.get_one(PaymentAttempt, attempt_id))
+    with logs.bound(session_id=started.session_id):
+        _look_up(services, attempt_id, started, give_up_at)
+
+
+def _look_up(
+    services: Services, attempt_id: int, started: StartedAttempt, give_up_at: datetime
+) -> None:
     unknown = GatewayOutcomeUnknown("the gateway has not confirmed this attempt yet")
     result: PaymentResult | GatewayError
     try:

@@ -328,6 +328,7 @@ class Claimed:
     key: str
     reference: str
     amount_cents: int | None
+    session_id: str
     project_id: str
     gateway: str
     environment: str
@@ -339,6 +340,7 @@ class Claimed:
             key=operation.idempotency_key,
             reference=operation.reference,
             amount_cents=operation.amount_cents,
+            session_id=session.id,
             project_id=session.project_id,
             gateway=session.gateway,
             environment=session.environment,
@@ -359,15 +361,16 @@ def run_operation(services: Services, operation_id: int) -> None:
     claimed = _claim(services, operation_id)
     if claimed is None:  # another runner has it, or it is done
         return
-    try:
-        result: ReversalResult | GatewayError | None = _send(
-            claimed.gateway_adapter(services), claimed
-        )
-    except GatewayOutcomeUnknown:
-        result = _look_up_once(services, claimed)
-    except GatewayError as error:
-        result = error
-    _finish(services, operation_id, result)
+    with logs.bound(session_id=claimed.session_id):
+        try:
+            result: ReversalResult | GatewayError | None = _send(
+                claimed.gateway_adapter(services), claimed
+            )
+        except GatewayOutcomeUnknown:
+            result = _look_up_once(services, claimed)
+        except GatewayError as error:
+            result = error
+        _finish(services, operation_id, result)
 
 
 def _claim(services: Services, operation_id: int) -> Claimed | None:
@@ -494,14 +497,15 @@ def _reconcile(services: Services, operation_id: int, *, last: bool) -> None:
         operation = tx.get_one(MoneyOperation, operation_id)
         session = tx.get_one(PaymentSession, operation.session_id)
         claimed = Claimed.of(operation, session)
-    try:
-        found = claimed.look_up(services)
-    except GatewayError as error:  # still cannot tell: try again after the pause
-        log.info("operation %s not confirmed yet: %s", claimed.key, error.code)
-        if last:
-            _stop_looking(services, operation_id)
-        return
-    _finish(services, operation_id, found if found is not None else NeverReceived())
+    with logs.bound(session_id=claimed.session_id):
+        try:
+            found = claimed.look_up(services)
+        except GatewayError as error:  # still cannot tell: try again after the pause
+            log.info("operation %s not confirmed yet: %s", claimed.key, error.code)
+            if last:
+                _stop_looking(services, operation_id)
+            return
+        _finish(services, operation_id, found if found is not None else NeverReceived())
 
 
 def _stop_looking(services: Services, operation_id: int) -> None:

@@ -16,7 +16,7 @@ import logging
 from sqlalchemy import select
 
 from gateways.base import GatewayError, NotVoidable, ReversalResult
-from payments import backoff
+from payments import backoff, logs
 from payments.backoff import next_pause
 from payments.credentials import project_gateway
 from payments.model import AttemptState
@@ -45,18 +45,20 @@ def reverse_attempt(services: Services, attempt_id: int) -> bool:
         reference = str((attempt.processor or {}).get("transaction_id") or "")
         key, amount = attempt.idempotency_key, session.amount_cents
         where = (session.project_id, session.gateway, session.environment)
+        session_id = session.id
     void_key, refund_key = reversal_keys(key)
-    try:
-        gateway = project_gateway(services, *where)
+    with logs.bound(session_id=session_id):
         try:
-            reversal = gateway.void(reference, idempotency_key=void_key)
-        except NotVoidable:
-            reversal = gateway.refund(reference, amount, idempotency_key=refund_key)
-    except GatewayError as error:
-        log.error("reversal of %s not done yet: %s (%s)", key, type(error).__name__, error.code)
-        _retry_later(services, attempt_id)
-        return False
-    _record(services, attempt_id, reversal)
+            gateway = project_gateway(services, *where)
+            try:
+                reversal = gateway.void(reference, idempotency_key=void_key)
+            except NotVoidable:
+                reversal = gateway.refund(reference, amount, idempotency_key=refund_key)
+        except GatewayError as error:
+            log.error("reversal of %s not done yet: %s (%s)", key, type(error).__name__, error.code)
+            _retry_later(services, attempt_id)
+            return False
+        _record(services, attempt_id, reversal)
     return True
 
 

@@ -5,15 +5,19 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from pytest_httpserver import HTTPServer
 
 from ivr.charge import run_payment_job
 from payments import logs
+from payments.attempts import pay
+from payments.delivery import RETRY_WINDOW, deliver_due
 from payments.services import PaymentJob, Services
+from tests.ops.test_webhooks import APPROVED
 
 PANS = ["4242424242424242", "4000 0566 5566 5556", "3782-822463-10005", "6011000990139424"]
 
@@ -119,3 +123,23 @@ def test_a_payment_job_logs_its_session_like_a_request_does(
     assert job_line["session_id"] == "sess-job"
     logging.getLogger("payments.any").info("after the job")
     assert lines(captured)[-1]["session_id"] is None
+
+
+def test_a_webhook_delivery_logs_its_session(
+    services: Services,
+    captured: io.StringIO,
+    hook_secret: str,
+    receiver: HTTPServer,
+    new_session: Callable[..., str],
+) -> None:
+    """A merchant webhook sent off the request (the sweep here, a job at commit) names its
+    session in its log lines, like the payment that wrote it."""
+    receiver.expect_request("/hooks", method="POST").respond_with_data("down", status=500)
+    session_id = new_session()
+    pay(services, session_id, APPROVED)
+    services.clock.advance(seconds=RETRY_WINDOW.total_seconds())  # type: ignore[attr-defined]
+
+    assert deliver_due(services) == 1  # past its retry window, the first failure is its last
+
+    [given_up] = [e for e in lines(captured) if "given up" in str(e["message"])]
+    assert given_up["session_id"] == session_id
