@@ -42,32 +42,16 @@ def create_app(settings: Settings | None = None, *, services: CallServices | Non
     errors.init_app(app)
     validation.init_app(app)
 
-    from api.deliveries import bp as deliveries_bp
-    from api.events import bp as events_bp
-    from api.integrations.mcp import bp as mcp_bp
-    from api.integrations.retell import bp as retell_bp
-    from api.integrations.vapi import bp as vapi_bp
-    from api.meta import bp as meta_bp
-    from api.projects import bp as projects_bp
-    from api.refunds import bp as refunds_bp
-    from api.sessions import bp as sessions_bp
-    from api.voice import bp as twilio_bp
-    from api.widget import bp as widget_bp
+    from api import deliveries, events, meta, projects, refunds, sessions, voice, widget
+    from api.integrations import mcp, retell, vapi
 
-    app.register_blueprint(meta_bp)
-    app.register_blueprint(sessions_bp)
-    app.register_blueprint(refunds_bp)
-    app.register_blueprint(projects_bp)
-    app.register_blueprint(widget_bp)
-    app.register_blueprint(twilio_bp)
-    app.register_blueprint(deliveries_bp)
-    app.register_blueprint(events_bp)
-    app.register_blueprint(mcp_bp)
-    app.register_blueprint(retell_bp)
-    app.register_blueprint(vapi_bp)
+    for routes in (meta, sessions, refunds, projects, widget, voice, deliveries, events):
+        app.register_blueprint(routes.bp)
+    for agents in (mcp, retell, vapi):  # the agent platforms' endpoints
+        app.register_blueprint(agents.bp)
     dashboard.init_app(app, services)
     # after the blueprints: it wraps the widget's charge view
-    limits.init_app(app, unlimited=[twilio_bp])
+    limits.init_app(app, unlimited=[voice.bp])
     return app
 
 

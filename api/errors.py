@@ -15,8 +15,8 @@ from typing import Any
 
 from flask import Flask, Response, jsonify
 from pydantic import ValidationError
+from sqlalchemy import exc
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from api.schemas import ChargeRefused
@@ -97,10 +97,10 @@ def init_app(app: Flask) -> None:
         return response
 
     @app.errorhandler(DBAPIError)
-    @app.errorhandler(PoolTimeout)
+    @app.errorhandler(exc.TimeoutError)
     def _database(error: Exception) -> Response:
         """The database is down or unreachable: a retryable 503, never a 500 with a trace."""
-        unreachable = isinstance(error, OperationalError | InterfaceError | PoolTimeout) or (
+        unreachable = isinstance(error, OperationalError | InterfaceError | exc.TimeoutError) or (
             isinstance(error, DBAPIError) and error.connection_invalidated
         )
         if not unreachable:

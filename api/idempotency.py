@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as Tx
-from werkzeug.exceptions import Conflict as HTTPConflict
+from werkzeug.exceptions import Conflict
 
 from api.auth import current_caller
 from api.errors import RequestValidationError
@@ -131,14 +131,14 @@ def _claim(
                 )
                 return None
             if record.request_hash != digest:
-                raise HTTPConflict("Idempotency-Key was already used with a different request")
+                raise Conflict("Idempotency-Key was already used with a different request")
             if record.status_code is None:
-                raise HTTPConflict("A request with this Idempotency-Key is still being processed")
+                raise Conflict("A request with this Idempotency-Key is still being processed")
             replay = Response(record.body, status=record.status_code, mimetype="application/json")
             replay.headers["Idempotent-Replayed"] = "true"
             return replay
     except IntegrityError:
-        raise HTTPConflict("A request with this Idempotency-Key is still being processed") from None
+        raise Conflict("A request with this Idempotency-Key is still being processed") from None
 
 
 def _remember(transaction: TxFactory, account_id: str, key: str, response: Response) -> None:

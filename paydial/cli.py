@@ -294,15 +294,15 @@ def _core_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 def cmd_worker(args: argparse.Namespace) -> None:
     from api import maintenance_tasks
     from ivr.charge import run_payment_job
+    from payments import logs
     from payments.jobs import RQJobs, run_worker
-    from payments.logs import configure as configure_logging
     from payments.sweeps import Sweeper
 
     services = services_from_env()
     redis_url = services.settings.redis_url
     if not redis_url:
         raise CommandError("the worker takes jobs from Redis: set REDIS_URL")
-    configure_logging(json_logs=services.settings.json_logs, level=services.settings.log_level)
+    logs.configure(json_logs=services.settings.json_logs, level=services.settings.log_level)
     tasks = maintenance_tasks()
     queue = RQJobs(redis_url)
     every = services.settings.sweep_interval_seconds
