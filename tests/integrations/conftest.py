@@ -17,10 +17,9 @@ from ivr.callstate import CallServices, CallStates
 from ivr.phone import Phone, ScriptedKeypad
 from payments.jobs import ThreadJobs
 from tests.conftest import Clock
-from tests.ivr.conftest import APPROVED, CVV, EXPIRY, services_on
+from tests.ivr.conftest import PAID_BY_KEYPAD, services_on
 from tests.ivr.twilio_client import make_phone
 
-PAID_BY_KEYPAD = [APPROVED + "#", EXPIRY, CVV, "1"]
 VOICE = {  # a POST /v1/sessions body for project "acme"
     "project": "acme",
     "caller": "+14155550100",

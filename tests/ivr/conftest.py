@@ -36,6 +36,7 @@ DECLINED = "4000000000000002"
 EXPIRY = "1230"  # December 2030; the test clock is in November 2026
 CVV = "987"
 AMEX_CVV = "6543"
+PAID_BY_KEYPAD = [APPROVED + "#", EXPIRY, CVV, "1"]  # card number, expiry, code, "1" to confirm
 
 
 def gateway_holding(
@@ -122,6 +123,23 @@ def services(
     yield from services_on(database_url, clock, call_backend, thread_pools, redis_url)
 
 
+class KeypadWithAnOutage:
+    """Keys `entries`, one a prompt; a store goes down (`down`) once `keyed` of them are in.
+    With none left, the caller hangs up."""
+
+    def __init__(self, entries: list[str], *, keyed: int, down: Callable[[], object]) -> None:
+        self.entries = list(entries)
+        self.keyed = keyed
+        self.down = down
+        self.pressed = 0
+
+    def press(self, prompt: list[str]) -> str | None:
+        if self.pressed == self.keyed:
+            self.down()
+        self.pressed += 1
+        return self.entries.pop(0) if self.entries else None
+
+
 # Backends whose payment job runs beside the call, so the caller holds while the gateway works.
 BESIDE_THE_CALL = ["memory-threads", pytest.param("redis-threads", marks=pytest.mark.redis)]
 
@@ -140,7 +158,7 @@ def pay_through_an_outage(
         release = gateway_holding(monkeypatch, down)
         call = phone(to=sip_uri, pause_scale=1.0)  # the hold polls at Twilio's pace
         try:
-            return call.call(ScriptedKeypad([APPROVED + "#", EXPIRY, CVV, "1"]))
+            return call.call(ScriptedKeypad(PAID_BY_KEYPAD))
         finally:
             up()
             release.set()

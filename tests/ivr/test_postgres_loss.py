@@ -23,7 +23,13 @@ from payments.jobs import ThreadJobs
 from payments.services import Services
 from payments.sweeps import run_once
 from tests.conftest import TEST_SECRET_KEY, Clock
-from tests.ivr.conftest import APPROVED, BESIDE_THE_CALL, CVV, EXPIRY, services_on
+from tests.ivr.conftest import (
+    APPROVED,
+    BESIDE_THE_CALL,
+    PAID_BY_KEYPAD,
+    KeypadWithAnOutage,
+    services_on,
+)
 from tests.ivr.twilio_client import sip_headers
 from tests.ops.test_faults import Outage
 
@@ -60,17 +66,6 @@ def services(
     yield from services_on(url, clock, call_backend, thread_pools, redis_url)
 
 
-class DatabaseDiesAfterTheCardNumber:
-    def __init__(self, hop: Outage) -> None:
-        self.hop = hop
-        self.entries = [APPROVED + "#", EXPIRY, CVV, "1"]
-
-    def press(self, prompt: list[str]) -> str | None:
-        if len(self.entries) == 3:
-            self.hop.down()
-        return self.entries.pop(0) if self.entries else None
-
-
 @pytest.mark.parametrize(
     ("callback", "language", "apology"),
     [
@@ -89,7 +84,9 @@ def test_the_caller_hears_an_apology_and_goes_back_to_the_agent(
 ) -> None:
     created = new_session(callback=callback, language=language)
 
-    result = phone(to=created["sip_uri"]).call(DatabaseDiesAfterTheCardNumber(hop))
+    result = phone(to=created["sip_uri"]).call(
+        KeypadWithAnOutage(PAID_BY_KEYPAD, keyed=1, down=hop.down)
+    )
 
     assert any(apology in line.lower() for line in result.heard), result.heard
     [dialed] = result.dialed
@@ -102,17 +99,6 @@ def test_the_caller_hears_an_apology_and_goes_back_to_the_agent(
     assert session["card_last4"] is None, "the card never reached the gateway"
 
 
-class DatabaseDiesThenTheCallerHangsUp:
-    def __init__(self, hop: Outage) -> None:
-        self.hop = hop
-        self.entries = [APPROVED + "#"]
-
-    def press(self, prompt: list[str]) -> str | None:
-        if not self.entries:
-            self.hop.down()
-        return self.entries.pop(0) if self.entries else None
-
-
 def test_a_hang_up_during_the_outage_still_ends_the_session_abandoned_never_expired(
     hop: Outage,
     services: Services,
@@ -123,7 +109,7 @@ def test_a_hang_up_during_the_outage_still_ends_the_session_abandoned_never_expi
 ) -> None:
     created = new_session(callback=CALLBACK)
 
-    phone(to=created["sip_uri"]).call(DatabaseDiesThenTheCallerHangsUp(hop))
+    phone(to=created["sip_uri"]).call(KeypadWithAnOutage([APPROVED + "#"], keyed=1, down=hop.down))
     hop.up()
     clock.advance(minutes=2)  # the sweeps after the outage, long before the session times out
     run_once(services, maintenance_tasks())
