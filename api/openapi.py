@@ -11,10 +11,10 @@ from pydantic_core import core_schema
 
 from api import schemas
 from api.deliveries import DeliveriesQuery
+from api.frame import CSRF_HEADER
 from api.integrations.retell import RetellFunctionCall
 from api.integrations.vapi import VapiServerMessage
 from api.sessions import CallerQuery
-from api.widget import CSRF_HEADER
 
 REF_TEMPLATE = "#/components/schemas/{model}"
 

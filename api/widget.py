@@ -2,9 +2,9 @@
 
 The session id is the credential for reading what the frame shows. Charging also needs a CSRF
 token bound to the session with PAYDIAL_SECRET_KEY, which only the frame's own HTML carries.
-Card data in a request body is never logged and never echoed back in an error. The frame's brand
-rules are ``gateways.cards.BRANDS``, handed over in the page by ``frame_brands``, so the frame never
-names or sizes a card differently from the server.
+Card data in a request body is never logged and never echoed back in an error. What the frame is
+handed and says (its CSRF token and embedding rules, messages, brand and postal rules) is in
+api/frame.py; the bodies are in api/schemas.py.
 """
 
 from __future__ import annotations
@@ -32,10 +32,25 @@ from werkzeug.exceptions import Forbidden, Gone
 
 from api.errors import RequestValidationError
 from api.extension import current_services
+from api.frame import (
+    BASE_CSP,
+    CLOSED_MESSAGES,
+    CSRF_HEADER,
+    NOT_OPEN,
+    REASON_MESSAGES,
+    VELOCITY_LIMITED,
+    VELOCITY_MESSAGE,
+    csrf_token,
+    format_amount,
+    frame_ancestors,
+    frame_brands,
+    frame_postal,
+    parent_origin,
+    postal_message,
+)
 from api.schemas import ChargeApproved, ChargeDeclined, ChargeRequest, WidgetSessionOut
 from api.validation import parse_body
 from gateways.base import Card
-from gateways.cards import BRANDS
 from ivr import cards
 from payments.accounts import get_project_by_slug
 from payments.attempts import pay
@@ -57,94 +72,9 @@ from payments.velocity import VelocityLimited
 WIDGET_DIR = Path(__file__).resolve().parent.parent / "widget"
 LOADER_MAX_AGE = 300  # seconds: /widget/v1/widget.js picks up a new script within 5 minutes
 IMMUTABLE_MAX_AGE = 31_536_000  # a year: the versioned URL's content never changes
-CSRF_HEADER = "X-Paydial-CSRF"
 DEMO_PROJECT = "demo"
 
-CURRENCY_SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£", "cad": "CA$", "aud": "A$"}
-CLOSED_MESSAGES = {
-    Status.PAYMENT_SUCCESS: "This payment is complete.",
-    Status.PAYMENT_AUTHORIZED: "This payment is complete.",
-    Status.EXPIRED: "This payment link has expired. Ask for a new one.",
-}
-NOT_OPEN = "This payment is no longer open."
-REASON_MESSAGES = {
-    cards.Reason.INVALID_CARD_NUMBER: "The card number has the wrong number of digits.",
-    cards.Reason.LUHN: "This card number is not valid. Check the digits.",
-    cards.Reason.INVALID_CARD_TYPE: "This card brand is not recognised.",
-    cards.Reason.CARD_TYPE_NOT_ACCEPTED: "This card brand is not accepted here.",
-    cards.Reason.INVALID_DATE: "The expiry date is not a valid month and year.",
-    cards.Reason.CARD_EXPIRED: "This card has expired.",
-    cards.Reason.INVALID_SECURITY_CODE: "The security code has the wrong number of digits.",
-}
-VELOCITY_LIMITED = "velocity_limited"
-VELOCITY_MESSAGE = (
-    "This card has failed too many times recently, so it is blocked for now. "
-    "Please use a different card, or try again later."
-)
-BASE_CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-    "img-src 'self' data:; form-action 'self'; base-uri 'none'"
-)
-
 bp = Blueprint("widget", __name__, template_folder=str(WIDGET_DIR))
-
-
-def csrf_token(secret_key: str, session_id: str) -> str:
-    """The token only the frame for this session carries; useless for any other session."""
-    return hmac.new(
-        secret_key.encode(), f"widget-csrf:{session_id}".encode(), hashlib.sha256
-    ).hexdigest()
-
-
-def format_amount(amount_cents: int, currency: str) -> str:
-    """12_50, "usd" -> "$12.50"; unknown currencies keep their code."""
-    value = f"{amount_cents // 100:,}.{amount_cents % 100:02d}"
-    symbol = CURRENCY_SYMBOLS.get(currency.lower())
-    return f"{symbol}{value}" if symbol else f"{value} {currency.upper()}"
-
-
-def frame_ancestors(allowed_origins: list[str], test_mode: bool) -> str:
-    """The project's origins; `*` only for a test session of a project that configured none."""
-    if allowed_origins:
-        return " ".join(allowed_origins)
-    return "*" if test_mode else "'none'"
-
-
-def parent_origin(requested: str | None, allowed_origins: list[str], test_mode: bool) -> str | None:
-    """The origin results may be posted to, or None when the frame is opened on its own.
-
-    Raises Forbidden for an origin the project does not allow.
-    """
-    if not requested:
-        return None
-    origin = normalize_origin(requested)
-    allowed = {normalize_origin(o) for o in allowed_origins}
-    if origin is None or (allowed and origin not in allowed) or (not allowed and not test_mode):
-        raise Forbidden("This payment form cannot be embedded on that site.")
-    return origin
-
-
-def postal_message(countries: list[str]) -> str:
-    """What the shopper is told a postal code must be, for the project's countries."""
-    return f"Enter {' or '.join(p.described for p in cards.postal_formats(countries))}."
-
-
-def frame_postal(countries: list[str]) -> dict[str, str]:
-    """The postal code rule as the frame reads it: one pattern and its message."""
-    patterns = "|".join(f"(?:{p.pattern})" for p in cards.postal_formats(countries))
-    return {"pattern": f"^(?:{patterns})$", "message": postal_message(countries)}
-
-
-def frame_brands() -> dict[str, dict[str, Any]]:
-    """``BRANDS`` as the frame reads it: name, code length, ``[low, high, lengths]`` ranges."""
-    return {
-        brand.value: {
-            "name": rules.name,
-            "code": rules.security_code_length,
-            "ranges": [[iin.low, iin.high, list(iin.lengths)] for iin in rules.ranges],
-        }
-        for brand, rules in BRANDS.items()
-    }
 
 
 def _chat_session(tx: Tx, session_id: str, services: Services) -> tuple[PaymentSession, Project]:

@@ -20,7 +20,7 @@ from pytest_httpserver import HTTPServer
 from sqlalchemy import select
 from werkzeug import Request, Response
 
-from api.widget import CSRF_HEADER, csrf_token
+from api.frame import CSRF_HEADER, csrf_token
 from gateways.base import Card
 from payments.accounts import get_project_by_slug
 from payments.attempts import pay

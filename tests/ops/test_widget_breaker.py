@@ -15,7 +15,7 @@ from pytest_httpserver import HTTPServer
 from sqlalchemy import select
 from werkzeug.test import TestResponse
 
-from api.widget import csrf_token
+from api.frame import csrf_token
 from payments.breaker import PAUSED_EVENT, PAUSED_MESSAGE
 from payments.delivery import deliver_due
 from payments.services import Services

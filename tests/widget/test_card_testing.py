@@ -10,7 +10,7 @@ import pytest
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from api.widget import csrf_token
+from api.frame import csrf_token
 from payments.services import Services
 from tests.conftest import TEST_SECRET_KEY, count_gateway_calls, tuned
 from tests.ops.conftest import app_for
