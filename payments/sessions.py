@@ -32,7 +32,14 @@ from payments.model import (
 )
 from payments.outbox import record_status_change
 from payments.project_settings import project_settings
-from payments.store import ENDED_CALLS, PaymentAttempt, PaymentSession, Project, SessionEvent
+from payments.store import (
+    ENDED_CALLS,
+    PaymentAttempt,
+    PaymentSession,
+    Project,
+    SessionEvent,
+    new_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +126,7 @@ def create_session(
     _check_callback_country(new.callback, project_settings(project).callback_countries)
     _check_live_credentials(tx, project, new.gateway, environment)
     session = PaymentSession(
+        id=new_id(),  # known now, so both rows go in at the commit's one flush
         account_id=account_id,
         project_id=project.id,
         environment=environment.value,
@@ -141,7 +149,6 @@ def create_session(
         expires_at=now + new.ttl,
     )
     tx.add(session)
-    tx.flush()
     tx.add(
         SessionEvent(
             session_id=session.id,
