@@ -20,7 +20,7 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, bindparam, select
 
 from gateways.base import Card
 from ivr import flow
@@ -104,26 +104,31 @@ class HoldPoll:
     answer: flow.GatewayAnswer | None
 
 
+# Built once: the poll runs every second of every caller's hold.
+_HOLD_POLL = (
+    select(
+        PaymentSession.status,
+        PaymentSession.attempt_count,
+        PaymentSession.confirmation_code,
+        PaymentAttempt.state,
+        PaymentAttempt.error_code,
+    )
+    .outerjoin(
+        PaymentAttempt,
+        and_(
+            PaymentAttempt.session_id == PaymentSession.id,
+            PaymentAttempt.number == bindparam("number"),
+        ),
+    )
+    .where(PaymentSession.id == bindparam("session_id"))
+)
+
+
 def attempt_result(services: Services, session_id: str, number: int) -> HoldPoll:
     """The session and one attempt of it, in one indexed read (every second of a caller's hold)."""
     with services.db.transaction() as tx:
-        status, attempt_count, confirmation, state, error_code = tx.execute(
-            select(
-                PaymentSession.status,
-                PaymentSession.attempt_count,
-                PaymentSession.confirmation_code,
-                PaymentAttempt.state,
-                PaymentAttempt.error_code,
-            )
-            .outerjoin(
-                PaymentAttempt,
-                and_(
-                    PaymentAttempt.session_id == PaymentSession.id,
-                    PaymentAttempt.number == number,
-                ),
-            )
-            .where(PaymentSession.id == session_id)
-        ).one()
+        row = tx.execute(_HOLD_POLL, {"session_id": session_id, "number": number}).one()
+    status, attempt_count, confirmation, state, error_code = row
     answer = None  # running, or awaiting reconciliation: the caller keeps holding
     if state == AttemptState.SUCCEEDED:
         answer = flow.GatewayAnswer(approved=True, confirmation=confirmation or "")
