@@ -187,12 +187,12 @@ def enable_totp(
 ) -> bool:
     """Turn the second factor on when `code` proves the app has `secret`; False otherwise."""
     user = tx.get_one(DashboardUser, user_id)
-    if _matching_step(secret, code, now) is None:
+    step = _matching_step(secret, code, now)
+    if step is None:
         return False
     user.totp_secret_sealed = sealer.seal(secret.encode())
-    user.totp_last_step = None
-    tx.flush()
-    return _use_code(tx, user, secret, code, now)
+    user.totp_last_step = step  # a new secret: no earlier step to compare with, this one is spent
+    return True
 
 
 def disable_totp(tx: Tx, user_id: str, code: str, *, sealer: Sealer, now: datetime) -> bool:
