@@ -8,7 +8,7 @@ What it does, all on 127.0.0.1:
    pointing at the gateway stand-in and a webhook URL pointing at a local receiver, through the
    `paydial` command line;
 2. starts a Stripe stand-in (threaded; PaymentIntent creation takes `--gateway-latency` seconds),
-   the webhook receiver, gunicorn (`api:create_app()`, sync workers, as in the Procfile) and
+   the webhook receiver, gunicorn (the Procfile's `web:` command serving `api:create_app()`) and
    `--workers-pay` `paydial worker` processes;
 3. creates N sessions (`POST /v1/sessions`), then places N calls with `ivr.phone.Phone` (the
    terminal phone: real signed Twilio webhooks, following <Gather>, <Pause>/<Redirect> hold polls
@@ -31,7 +31,9 @@ import contextlib
 import json
 import os
 import random
+import re
 import secrets
+import shlex
 import signal
 import socket
 import subprocess
@@ -122,6 +124,9 @@ class Gateway:
     lock: threading.Lock = field(default_factory=threading.Lock)
     intents: dict[str, dict[str, Any]] = field(default_factory=dict)  # idempotency key -> intent
     charged_at: list[float] = field(default_factory=list)
+    # by paydial_session_id: when its PaymentIntent create arrived, and when it was answered
+    asked_at: dict[str, float] = field(default_factory=dict)
+    answered_at: dict[str, float] = field(default_factory=dict)
     replays: int = 0
     requests: int = 0
     busy: int = 0
@@ -194,7 +199,9 @@ class Gateway:
         return StripeHandler
 
     def intent(self, key: str, form: dict[str, list[str]]) -> dict[str, Any]:
+        session_id = form.get("metadata[paydial_session_id]", ["?"])[0]
         with self.lock:
+            self.asked_at.setdefault(session_id, time.monotonic())
             if key and key in self.intents:  # Stripe replays the first answer for a key
                 self.replays += 1
                 return self.intents[key]
@@ -225,6 +232,7 @@ class Gateway:
                 return self.intents[key]
             self.intents[key or pi] = intent
             self.charged_at.append(time.monotonic())
+            self.answered_at[session_id] = self.charged_at[-1]
         return intent
 
     def charges_by_session(self) -> Counter[str]:
@@ -394,6 +402,21 @@ def wait_healthy(base: str, process: subprocess.Popen[bytes], workers: int) -> N
 
 def webhook_type(path: str) -> str:
     return path.split("?")[0].rsplit("/", 1)[-1]
+
+
+def procfile_web(env: dict[str, str], app: str, port: int) -> list[str]:
+    """The Procfile's `web:` command with its ${VAR:-default}s expanded from `env`, serving `app`
+    on 127.0.0.1:`port`."""
+    line = next(
+        line.removeprefix("web:")
+        for line in (ROOT / "Procfile").read_text().splitlines()
+        if line.startswith("web:")
+    )
+    line = re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: env.get(m.group(1), m.group(2)), line)
+    words = shlex.split(line)
+    words[words.index("--bind") + 1] = f"127.0.0.1:{port}"
+    words[-1] = app
+    return words
 
 
 # --- one simulated call ------------------------------------------------------------------------
@@ -620,18 +643,8 @@ class Bench:
                 c.execute(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
 
     def gunicorn(self, name: str, app: str, port: int) -> subprocess.Popen[bytes]:
-        command = [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--workers",
-            str(self.args.workers_web),
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--access-logfile",
-            "-",
-            app,
-        ]
+        """The Procfile's `web:` command, serving `app` on `port` (the same settings for both)."""
+        command = [sys.executable, "-m", *procfile_web(self.env, app, port)]
         process = self.procs.start(name, command, self.env)
         wait_healthy(f"http://127.0.0.1:{port}", process, self.args.workers_web)
         return process
@@ -905,11 +918,11 @@ class Bench:
         say = self.say
         say(
             f"== paydial bench: {a.calls} calls, gateway latency {a.gateway_latency} s, "
-            f"{a.workers_web} web workers (gunicorn sync), {a.workers_pay} paydial workers, "
+            f"{a.workers_web} web workers, {a.workers_pay} paydial workers, "
             f"think {a.think} s, ramp {a.ramp} s, {os.cpu_count()} CPUs"
         )
         say(
-            f"web: gunicorn --workers {a.workers_web} --access-logfile - 'api:create_app()' "
+            f"web: {shlex.join(procfile_web(self.env, 'api:create_app()', self.port))} "
             f"(bare: 'bench.bare_app:app'); stand-in Stripe: PaymentMethod at once, "
             f"PaymentIntent after {a.gateway_latency} s"
         )
@@ -978,6 +991,21 @@ class Bench:
             f"hold (confirm key -> result heard): p50 {pct(holds, 50):.2f} s, "
             f"p99 {pct(holds, 99):.2f} s, max {max(holds, default=float('nan')):.2f} s "
             f"({len(holds)} results heard, {held_open} confirmed but heard none)"
+        )
+        heard = [c for c in calls if c.confirm_at is not None and c.result_at is not None]
+        gw = self.gateway
+        to_gateway = [
+            gw.asked_at[c.session_id] - c.confirm_at for c in heard if c.session_id in gw.asked_at
+        ]
+        to_caller = [
+            c.result_at - gw.answered_at[c.session_id]
+            for c in heard
+            if c.session_id in gw.answered_at
+        ]
+        say(
+            f"  confirm key -> charge asked of the gateway: p50 {pct(to_gateway, 50):.2f} s, "
+            f"p99 {pct(to_gateway, 99):.2f} s; gateway answer -> result heard: "
+            f"p50 {pct(to_caller, 50):.2f} s, p99 {pct(to_caller, 99):.2f} s"
         )
         span = (charged_at[-1] - charged_at[0]) if len(charged_at) > 1 else float("nan")
         say(
@@ -1088,7 +1116,9 @@ def main() -> int:
         default=0.2,
         help="seconds the stand-in takes to answer a PaymentIntent create",
     )
-    parser.add_argument("--workers-web", type=int, default=4, help="gunicorn sync workers")
+    parser.add_argument(
+        "--workers-web", type=int, default=4, help="gunicorn processes (WEB_CONCURRENCY)"
+    )
     parser.add_argument("--workers-pay", type=int, default=2, help="`paydial worker` processes")
     parser.add_argument(
         "--think", type=float, default=2.0, help="seconds before each keyed entry (±25%% jitter)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 from typing import Any, ClassVar, TypeVar
 
 import stripe
@@ -53,6 +54,19 @@ def _decline(code: str | None, decline_code: str | None, message: str | None) ->
     )
 
 
+@lru_cache(maxsize=256)
+def _client(secret_key: str, api_base: str, timeout: float) -> stripe.StripeClient:
+    """The one client for a credential set, so every payment with it reuses its kept-alive
+    connections (the SDK's RequestsClient keeps one `requests` session per thread) instead of a
+    new session, connection and TLS handshake per payment."""
+    return stripe.StripeClient(
+        secret_key,
+        base_addresses={"api": api_base},
+        max_network_retries=0,
+        http_client=stripe.RequestsClient(timeout=timeout),
+    )
+
+
 class StripeGateway:
     """One StripeClient per merchant credential set; the client is thread-safe, so is this."""
 
@@ -71,13 +85,8 @@ class StripeGateway:
     ) -> StripeGateway:
         (secret_key,) = require(credentials, *cls.required_credentials)
         quiet_debug_log("stripe")  # its DEBUG "Post details" line carries the card fields
-        client = stripe.StripeClient(
-            secret_key,
-            base_addresses={"api": credentials.get("api_base") or stripe.DEFAULT_API_BASE},
-            max_network_retries=0,
-            http_client=stripe.RequestsClient(timeout=timeout),
-        )
-        return cls(client=client)
+        api_base = credentials.get("api_base") or stripe.DEFAULT_API_BASE
+        return cls(client=_client(secret_key, api_base, timeout))
 
     def charge(self, request: PaymentRequest) -> PaymentResult:
         return self._pay(request, capture_method="automatic")
