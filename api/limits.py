@@ -79,6 +79,20 @@ def _reached_gateway(response: Response) -> bool:
     return response.status_code in (200, 402)
 
 
+def _skip_blueprints(app: Flask, limiter: Limiter, skipped: frozenset[str]) -> None:
+    """Run the limiter's check only outside `skipped`. Its own request filter is asked only after
+    it has worked out which limits and exemptions apply, so the hook itself is wrapped."""
+    hooks = app.before_request_funcs[None]
+    at = hooks.index(limiter._check_request_limit)
+    check = hooks[at]
+
+    def _check_request_limit() -> None:
+        if request.blueprint not in skipped:
+            check()
+
+    hooks[at] = _check_request_limit
+
+
 def guard_widget_charges(app: Flask, limiter: Limiter) -> None:
     """The widget charge view, wrapped in its limits (see the module docstring)."""
     services: Services = app.extensions[EXTENSION]
@@ -143,8 +157,7 @@ def init_app(app: Flask, *, unlimited: Iterable[Blueprint] = ()) -> Limiter:
         in_memory_fallback_enabled=True,
         key_prefix="paydial-limits",
     )
-    skipped = frozenset(blueprint.name for blueprint in unlimited)
-    limiter.request_filter(lambda: request.blueprint in skipped)
+    _skip_blueprints(app, limiter, frozenset(blueprint.name for blueprint in unlimited))
     app.extensions[LIMITER_EXTENSION] = limiter
     guard_widget_charges(app, limiter)
     return limiter

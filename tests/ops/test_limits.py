@@ -78,13 +78,19 @@ def test_twilio_webhooks_are_not_looked_at_by_the_limiter(
     app = app_for(services)
     manager = app.extensions[LIMITER_EXTENSION].limit_manager
     resolved: list[str | None] = []
-    resolve = manager.resolve_limits
+    scoped: list[str | None] = []
+    resolve, scope = manager.resolve_limits, manager.exemption_scope
 
     def spied(app: object, endpoint: str | None, *args: object, **kwargs: object) -> object:
         resolved.append(endpoint)
         return resolve(app, endpoint, *args, **kwargs)
 
+    def spied_scope(app: object, endpoint: str | None, *args: object) -> object:
+        scoped.append(endpoint)
+        return scope(app, endpoint, *args)
+
     monkeypatch.setattr(manager, "resolve_limits", spied)
+    monkeypatch.setattr(manager, "exemption_scope", spied_scope)
     client = app.test_client()
     form = {"CallSid": "CA" + "0" * 32, "CallStatus": "in-progress"}
     signature = RequestValidator(TEST_TWILIO_TOKEN).compute_signature(
@@ -96,3 +102,4 @@ def test_twilio_webhooks_are_not_looked_at_by_the_limiter(
 
     assert (webhook.status_code, keyed.status_code) == (200, 404)
     assert resolved == ["sessions.get_session"]
+    assert set(scoped) == {"sessions.get_session"}
