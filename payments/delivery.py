@@ -249,7 +249,7 @@ def _post(services: Services, send: _Send) -> _Answer:
     headers[SIGNATURE_HEADER] = signature_header(send.secret, send.body, timestamp)
     started = time.monotonic()
     try:
-        response = requests.post(
+        response = _http().post(
             send.url,
             data=send.body,
             headers=headers,
@@ -264,6 +264,18 @@ def _post(services: Services, send: _Send) -> _Answer:
     response.close()
     problem = None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
     return response.status_code, elapsed, problem
+
+
+_THREAD = threading.local()
+
+
+def _http() -> requests.Session:
+    """This thread's HTTP session: sends to one receiver reuse its kept-alive connections instead
+    of a new session and connection (and TLS handshake) per event."""
+    session: requests.Session | None = getattr(_THREAD, "session", None)
+    if session is None:
+        session = _THREAD.session = requests.Session()
+    return session
 
 
 def _ms_since(started: float) -> int:

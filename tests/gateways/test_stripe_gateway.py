@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -30,6 +28,7 @@ from tests.gateways.gateway_helpers import (
     recorder,
     stall,
 )
+from tests.keepalive import keep_alive_server
 
 
 def make_stripe(url: str, timeout: float = 5.0) -> StripeGateway:
@@ -171,44 +170,15 @@ def test_the_sdk_sends_amount_currency_moto_and_our_idempotency_key(
     assert result.processor["stripe_charge_id"] == "ch_1"
 
 
-class _KeepAlive(BaseHTTPRequestHandler):
-    """Stripe's two endpoints for a charge, over HTTP/1.1 connections kept open between requests;
-    each request's client port goes into the server's `ports`."""
-
-    protocol_version = "HTTP/1.1"
-    server: _KeepAliveServer
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers["Content-Length"]))
-        self.server.ports.append(self.client_address[1])
-        answer = PAYMENT_METHOD if self.path.endswith("/payment_methods") else SUCCEEDED
-        body = json.dumps(answer).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-class _KeepAliveServer(ThreadingHTTPServer):
-    ports: list[int]
-
-
 def test_payments_with_one_credential_set_share_a_client_and_its_connection() -> None:
     """Each payment builds its adapter afresh; the second reuses the first one's connection."""
-    server = _KeepAliveServer(("127.0.0.1", 0), _KeepAlive)
-    server.ports = []
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_port}"
-        first = make_stripe(url).charge(make_request(key="pd-share-1"))
-        second = make_stripe(url).charge(make_request(key="pd-share-2"))
-    finally:
-        server.shutdown()
-        server.server_close()
+
+    def answer(path: str) -> tuple[int, Any]:
+        return 200, PAYMENT_METHOD if path.endswith("/payment_methods") else SUCCEEDED
+
+    with keep_alive_server(answer) as server:
+        first = make_stripe(server.url).charge(make_request(key="pd-share-1"))
+        second = make_stripe(server.url).charge(make_request(key="pd-share-2"))
 
     assert [first.outcome, second.outcome] == ["captured", "captured"]
     assert len(server.ports) == 4

@@ -24,7 +24,8 @@ from payments.model import Status
 from payments.services import Services
 from payments.sessions import load_session, transition
 from payments.store import Database, WebhookDelivery, WebhookEvent
-from tests.conftest import tuned
+from tests.conftest import set_project, tuned
+from tests.keepalive import keep_alive_server
 
 APPROVED = Card(number="4242424242424242", exp_month=12, exp_year=2030, cvc="123")
 
@@ -345,3 +346,16 @@ def test_a_live_event_is_kept_but_never_sent_over_plain_http(
         [attempt] = tx.scalars(select(WebhookDelivery).where(WebhookDelivery.event_id == live.id))
         assert attempt.status_code is None and "https only" in (attempt.error or "")
         assert live.next_attempt_at is not None  # retried, so an https URL set later gets it
+
+
+def test_events_to_one_receiver_reuse_a_kept_alive_connection(
+    services: Services, merchant: dict[str, str], new_session: Callable[..., str]
+) -> None:
+    with keep_alive_server(lambda path: (200, {"received": True})) as server:
+        set_project(services, "acme", webhook_url=server.url + "/hooks")
+        for _ in range(3):
+            pay(services, new_session(), APPROVED)
+            assert deliver_due(services) == 1
+
+    assert len(server.ports) == 3
+    assert len(set(server.ports)) == 1, f"one connection, not one per event: {server.ports}"
