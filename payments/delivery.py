@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 import requests
 from sqlalchemy import ColumnElement, CursorResult, select, update
+from sqlalchemy.orm import Session as Tx
 
 from payments import logs
 from payments.errors import NotFound
@@ -122,24 +123,28 @@ def deliver_due(services: Services, *, limit: int = 50) -> int:
 def deliver_now(services: Services, event_id: str) -> bool:
     """Send one event just committed, unless it is not due or another process holds it.
 
-    When its endpoint already has its share of sends in this process, nothing is written: the
-    event stays due and a sweep sends it.
+    The event is claimed and read in one transaction. When its endpoint already has its share of
+    sends in this process, the claim is given back at once, without an attempt: the event is due
+    again now and a sweep sends it.
     """
-    return _send(
-        services,
-        _prepare(services, event_id),
-        claim=lambda: bool(_claim(services, WebhookEvent.id == event_id, limit=1)),
-    )
+    with services.db.transaction() as tx:
+        if not _lease(tx, services.clock(), WebhookEvent.id == event_id, limit=1):
+            return False
+        send = _read(services, tx, event_id)
+    if _send(services, send):
+        return True
+    _due_again(services, event_id, services.clock())
+    return False
 
 
-def _send(services: Services, send: _Send, *, claim: Callable[[], bool] | None = None) -> bool:
-    """One scheduled send in a slot of its endpoint, claiming the event first when told how.
+def _send(services: Services, send: _Send) -> bool:
+    """One scheduled send of a claimed event in a slot of its endpoint.
 
-    False when the endpoint is full (or the claim fails): nothing was sent or recorded.
+    False when the endpoint is full: nothing was sent or recorded.
     """
     with logs.bound(session_id=send.session_id):
         with ENDPOINTS.slot(send.url or "", services.settings.webhook_concurrency) as free:
-            if not free or (claim is not None and not claim()):
+            if not free:
                 return False
             answer = _post(services, send)
         _record(services, send, answer, scheduled=True)
@@ -157,32 +162,36 @@ def _due_again(services: Services, event_id: str, when: datetime) -> None:
 
 
 def _claim(services: Services, *where: ColumnElement[bool], limit: int) -> list[str]:
-    """Lease due, undelivered events to this process; ids of those it got.
+    """Lease due, undelivered events to this process; ids of those it got."""
+    with services.db.transaction() as tx:
+        return _lease(tx, services.clock(), *where, limit=limit)
+
+
+def _lease(tx: Tx, now: datetime, *where: ColumnElement[bool], limit: int) -> list[str]:
+    """Lease due, undelivered events in `tx`; ids of those it got.
 
     The lease is a compare-and-set (an UPDATE that still requires the event to be due), so two
     processes that both saw an event due cannot both take it, even on SQLite, which has no
     SKIP LOCKED; on PostgreSQL the locked SELECT already keeps them apart.
     """
-    now = services.clock()
     is_due = (WebhookEvent.delivered.is_(False), WebhookEvent.next_attempt_at <= now)
-    with services.db.transaction() as tx:
-        candidates = tx.scalars(
-            select(WebhookEvent.id)
-            .where(*is_due, *where)
-            .order_by(WebhookEvent.next_attempt_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        ).all()
-        claimed = []
-        for event_id in candidates:
-            leased: CursorResult[Any] = tx.execute(  # type: ignore[assignment]
-                update(WebhookEvent)
-                .where(WebhookEvent.id == event_id, *is_due)
-                .values(next_attempt_at=now + LEASE)
-            )
-            if leased.rowcount == 1:
-                claimed.append(event_id)
-        return claimed
+    candidates = tx.scalars(
+        select(WebhookEvent.id)
+        .where(*is_due, *where)
+        .order_by(WebhookEvent.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    claimed = []
+    for event_id in candidates:
+        leased: CursorResult[Any] = tx.execute(  # type: ignore[assignment]
+            update(WebhookEvent)
+            .where(WebhookEvent.id == event_id, *is_due)
+            .values(next_attempt_at=now + LEASE)
+        )
+        if leased.rowcount == 1:
+            claimed.append(event_id)
+    return claimed
 
 
 def send_event(services: Services, event_id: str) -> WebhookDelivery:
@@ -227,12 +236,18 @@ def _record(
 
 def _prepare(services: Services, event_id: str) -> _Send:
     with services.db.transaction() as tx:
-        event = tx.get_one(WebhookEvent, event_id)
-        project = tx.get_one(Project, event.project_id)
-        secret = project_secret(project, services.sealer(WEBHOOK_SECRET_PURPOSE))
-        live = event.environment == Environment.LIVE
-        payload = event.payload.encode()
-        return _Send(event.id, event.session_id, project.webhook_url, secret, payload, live)
+        return _read(services, tx, event_id)
+
+
+def _read(services: Services, tx: Tx, event_id: str) -> _Send:
+    """What sending an event takes: its body, and its project's URL and signing secret."""
+    event = tx.get_one(WebhookEvent, event_id)
+    project = tx.get_one(Project, event.project_id)
+    secret = project_secret(project, services.sealer(WEBHOOK_SECRET_PURPOSE))
+    live = event.environment == Environment.LIVE
+    return _Send(
+        event.id, event.session_id, project.webhook_url, secret, event.payload.encode(), live
+    )
 
 
 def _post(services: Services, send: _Send) -> _Answer:
