@@ -583,6 +583,7 @@ class Bench:
             "WEB_CONCURRENCY": str(args.workers_web),
         }
         self.db_created = False
+        self.connections_opened = 0
         self.out: list[str] = []
 
     def say(self, line: str = "") -> None:
@@ -785,6 +786,7 @@ class Bench:
 
         log(f"placing {a.calls} calls (think {a.think} s, ramp {a.ramp} s)")
         own_before = self.db_backends()
+        sessions_before = self.db_sessions()
         pg_before = cpu_ticks(postgres_pids())
         web_before, pay_before = cpu_ticks(web_pids), cpu_ticks(pay_pids)
         machine_before, self_before = machine_ticks(), cpu_ticks([os.getpid()])
@@ -806,6 +808,7 @@ class Bench:
         pg_after = cpu_ticks(postgres_pids())
         pg_cpu = cpu_ms(pg_before, pg_after)
         own = own_before | self.db_backends()
+        self.connections_opened = self.db_sessions() - sessions_before
         own_pg_cpu = cpu_ms(
             {p: t for p, t in pg_before.items() if p in own},
             {p: t for p, t in pg_after.items() if p in own},
@@ -871,6 +874,16 @@ class Bench:
                 (self.db,),
             ).fetchall()
         return {int(r[0]) for r in rows}
+
+    def db_sessions(self) -> int:
+        """Connections ever opened to the bench database (pg_stat_database.sessions)."""
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT sessions FROM pg_stat_database WHERE datname = %s", (self.db,)
+            ).fetchone()
+        return int(row[0]) if row else 0
 
     def read_database(self, ids: list[str]) -> dict[str, Any]:
         import psycopg
@@ -980,7 +993,8 @@ class Bench:
         )
         say(
             f"  postgres (all)    {pg_cpu[0] / max(1, n):7.2f}   "
-            f"(backends of the bench database only: {pg_cpu[1] / max(1, n):.2f})"
+            f"(backends of the bench database only: {pg_cpu[1] / max(1, n):.2f}; "
+            f"{self.connections_opened} connections opened during the calls)"
         )
         say(f"  session create    {create_cpu / max(1, len(creates)):7.2f}   (web workers)")
         say(f"  bare endpoint     {bare_ms:7.2f}   ratio bare/webhook {bare_ms / web_ms:.3f}")
