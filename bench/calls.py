@@ -342,6 +342,24 @@ def postgres_pids() -> list[int]:
     return [p for p in all_pids() if (s := proc_stat(p)) is not None and s[0] == "postgres"]
 
 
+def reaped_ticks(pids: list[int]) -> int:
+    """CPU ticks of the exited children these processes have reaped (cutime + cstime): the
+    PostgreSQL backends of connections that closed between two snapshots count there."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            raw = Path(f"/proc/{pid}/stat").read_text()
+            fields = raw[raw.rindex(")") + 2 :].split()
+            total += int(fields[13]) + int(fields[14])
+    return total
+
+
+def postmasters() -> list[int]:
+    """The postgres processes whose parent is not one (each cluster's postmaster)."""
+    pids = set(postgres_pids())
+    return [p for p in pids if (s := proc_stat(p)) is not None and s[1] not in pids]
+
+
 def cpu_ticks(pids: list[int]) -> dict[int, int]:
     return {p: s[2] for p in pids if (s := proc_stat(p)) is not None}
 
@@ -788,6 +806,7 @@ class Bench:
         own_before = self.db_backends()
         sessions_before = self.db_sessions()
         pg_before = cpu_ticks(postgres_pids())
+        reaped_before = reaped_ticks(postmasters())
         web_before, pay_before = cpu_ticks(web_pids), cpu_ticks(pay_pids)
         machine_before, self_before = machine_ticks(), cpu_ticks([os.getpid()])
         self.load_before = loadavg()
@@ -806,7 +825,9 @@ class Bench:
         settle_wall = self.settle(a.settle)
         pay_cpu = cpu_ms(pay_before, cpu_ticks(pay_pids))
         pg_after = cpu_ticks(postgres_pids())
-        pg_cpu = cpu_ms(pg_before, pg_after)
+        pg_cpu = cpu_ms(pg_before, pg_after) + (
+            (reaped_ticks(postmasters()) - reaped_before) * 1000 / CLK_TCK
+        )
         own = own_before | self.db_backends()
         self.connections_opened = self.db_sessions() - sessions_before
         own_pg_cpu = cpu_ms(
@@ -889,12 +910,12 @@ class Bench:
         import psycopg
 
         with psycopg.connect(PG_URL.format(db=self.db).replace("+psycopg", "")) as conn:
-            statuses = dict(
+            statuses: dict[str, str] = dict(
                 conn.execute(
                     "SELECT id, status FROM sessions WHERE id = ANY(%s)", (ids,)
                 ).fetchall()
             )
-            attempts = dict(
+            attempts: dict[str, int] = dict(
                 conn.execute(
                     "SELECT session_id, count(*) FROM payment_attempts WHERE session_id = ANY(%s) "
                     "GROUP BY session_id",
@@ -993,7 +1014,7 @@ class Bench:
         )
         say(
             f"  postgres (all)    {pg_cpu[0] / max(1, n):7.2f}   "
-            f"(backends of the bench database only: {pg_cpu[1] / max(1, n):.2f}; "
+            f"(live backends of the bench database: {pg_cpu[1] / max(1, n):.2f}; "
             f"{self.connections_opened} connections opened during the calls)"
         )
         say(f"  session create    {create_cpu / max(1, len(creates)):7.2f}   (web workers)")
@@ -1009,15 +1030,15 @@ class Bench:
             f"p99 {pct(holds, 99):.2f} s, max {max(holds, default=float('nan')):.2f} s "
             f"({len(holds)} results heard, {held_open} confirmed but heard none)"
         )
-        heard = [c for c in calls if c.confirm_at is not None and c.result_at is not None]
         gw = self.gateway
-        to_gateway = [
-            gw.asked_at[c.session_id] - c.confirm_at for c in heard if c.session_id in gw.asked_at
+        heard = [
+            (c.session_id, c.confirm_at, c.result_at)
+            for c in calls
+            if c.confirm_at is not None and c.result_at is not None
         ]
+        to_gateway = [gw.asked_at[sid] - confirm for sid, confirm, _ in heard if sid in gw.asked_at]
         to_caller = [
-            c.result_at - gw.answered_at[c.session_id]
-            for c in heard
-            if c.session_id in gw.answered_at
+            result - gw.answered_at[sid] for sid, _, result in heard if sid in gw.answered_at
         ]
         say(
             f"  confirm key -> charge asked of the gateway: p50 {pct(to_gateway, 50):.2f} s, "

@@ -41,7 +41,7 @@ def build_services(
         callstates = callstate_from_url(settings.redis_url, settings.secrets().secret_key)
     services = CallServices(
         settings=settings,
-        db=db or Database(settings.database_url),
+        db=db or Database(settings.database_url, pool_size=settings.database_pool_size),
         callstates=callstates,
         runner=runner or default_runner(settings),
         clock=clock,

@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     # threads wait on the gateway: 200 calls and a 2 s gateway (bench/calls.py) held p99 9.9 s at
     # 32 and 6.1 s at 100, 8.5 and 10.5 charges/s.
     worker_threads: int = Field(100, ge=1, validation_alias=_env("PAYDIAL_WORKER_THREADS"))
+    # PostgreSQL connections each process keeps open; a thread finding them all busy waits for
+    # one (up to 30 s). No extra ones are opened for a burst: SQLAlchemy closes those again as
+    # soon as they are returned, and 200 calls (bench/calls.py) opened 227 connections in 20 s
+    # that way. The default fits a web process's 16 threads; 4 of those and a worker hold 80.
+    database_pool_size: int = Field(16, ge=1, validation_alias=_env("PAYDIAL_DB_POOL_SIZE"))
     # Flask-Limiter notation, per API key per endpoint.
     rate_limit_live: str = Field("20/minute", validation_alias=_env("PAYDIAL_RATE_LIMIT_LIVE"))
     rate_limit_test: str = Field("100/minute", validation_alias=_env("PAYDIAL_RATE_LIMIT_TEST"))

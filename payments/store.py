@@ -366,12 +366,15 @@ class Database:
     call still in progress hears that at its next webhook.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pool_size: int = 16) -> None:
         self.url = url
         create_private_sqlite_file(url)
+        # SQLite's own pools fit it (a file opens in microseconds); a server's connections are
+        # kept, `pool_size` of them, with none opened beyond (see Settings.database_pool_size).
+        pool = {} if url.startswith("sqlite") else {"pool_size": pool_size, "max_overflow": 0}
         # A statement's parameters hold what callers sent (and on error reach tracebacks): never
         # in an exception message or a log line.
-        self.engine: Engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)
+        self.engine: Engine = create_engine(url, pool_pre_ping=True, hide_parameters=True, **pool)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
