@@ -32,7 +32,12 @@ from gateways.base import (
 )
 from gateways.cards import UNKNOWN_BRAND
 from payments import backoff, velocity
-from payments.credentials import project_gateway
+from payments.credentials import (
+    CREDENTIALS_PURPOSE,
+    gateway_with,
+    load_credentials,
+    project_gateway,
+)
 from payments.errors import Conflict
 from payments.model import UNRESOLVED_ATTEMPT_STATES, AttemptState, PaymentMode, Status
 from payments.project_settings import ProjectSettings, project_settings
@@ -116,9 +121,10 @@ def pay(
     start = _start(services, session_id, card, postal_code, attempt)
     if isinstance(start, PaymentOutcome):
         return start
-    started, request = start
+    started, request, credentials = start
     try:
-        result: PaymentResult | GatewayError = _call_gateway(services, started, request)
+        gateway = gateway_with(services, started.gateway, started.environment, credentials)
+        result: PaymentResult | GatewayError = _call_gateway(gateway, started, request)
     except GatewayError as error:
         result = error
     return record_result(services, started, result)
@@ -126,8 +132,11 @@ def pay(
 
 def _start(
     services: Services, session_id: str, card: Card, postal_code: str | None, attempt: int | None
-) -> tuple[StartedAttempt, PaymentRequest] | PaymentOutcome:
-    """Record the attempt as pending in its own transaction, or return the recorded outcome."""
+) -> tuple[StartedAttempt, PaymentRequest, dict[str, str] | None] | PaymentOutcome:
+    """Record the attempt as pending in its own transaction, or return the recorded outcome.
+
+    The project's credentials for the gateway are read in the same transaction.
+    """
     now = services.clock()
     with services.db.transaction() as tx:
         session = load_session(tx, session_id, now=now, for_update=True)
@@ -174,7 +183,11 @@ def _start(
             raise Conflict("This payment attempt is already being processed") from None
         request = _request(session, key, card, postal_code)
         started = _started(session, project.id, settings, number, request.as_look_up(), card_key)
-        return started, request
+        sealer = services.sealer(CREDENTIALS_PURPOSE)
+        credentials = load_credentials(
+            tx, project.id, session.gateway, session.environment, sealer=sealer
+        )
+        return started, request, credentials
 
 
 def _request(
@@ -258,9 +271,8 @@ def attempt_gateway(services: Services, started: StartedAttempt) -> PaymentGatew
 
 
 def _call_gateway(
-    services: Services, started: StartedAttempt, request: PaymentRequest
+    gateway: PaymentGateway, started: StartedAttempt, request: PaymentRequest
 ) -> PaymentResult:
-    gateway = attempt_gateway(services, started)
     try:
         return _send(gateway, started.operation, request)
     except GatewayOutcomeUnknown as unknown:

@@ -88,6 +88,13 @@ def project_gateway(
         credentials = load_credentials(
             tx, project_id, gateway, environment, sealer=services.sealer(CREDENTIALS_PURPOSE)
         )
+    return gateway_with(services, gateway, environment, credentials)
+
+
+def gateway_with(
+    services: Services, gateway: str, environment: str, credentials: dict[str, str] | None
+) -> PaymentGateway:
+    """The adapter for a gateway and mode from credentials already loaded (`load_credentials`)."""
     return build_gateway(
         gateway,
         credentials,
