@@ -16,8 +16,10 @@ What it does, all on 127.0.0.1:
 4. replays exactly the same requests, with the same timing, against a bare Flask endpoint that
    returns a static <Gather> under the same gunicorn settings (`bench/bare_app.py`);
 5. prints latency per webhook type, throughput, CPU per webhook read from /proc (web workers,
-   paydial workers, every postgres process), hold times, charges/s, Redis bytes per active call and
-   a correctness summary.
+   paydial workers, every postgres process, and the backends that exited meanwhile), the
+   PostgreSQL connections opened, hold times (split at the stand-in: confirm key to the charge
+   asked of it, its answer to the result heard), charges/s, Redis bytes per active call and a
+   correctness summary.
 
 Not part of the test suite (pytest collects tests/ only).
 """
