@@ -32,12 +32,7 @@ from gateways.base import (
 )
 from gateways.cards import UNKNOWN_BRAND
 from payments import backoff, velocity
-from payments.credentials import (
-    CREDENTIALS_PURPOSE,
-    gateway_with,
-    load_credentials,
-    project_gateway,
-)
+from payments.credentials import gateway_with, project_credentials, project_gateway
 from payments.errors import Conflict
 from payments.model import UNRESOLVED_ATTEMPT_STATES, AttemptState, PaymentMode, Status
 from payments.project_settings import ProjectSettings, project_settings
@@ -183,9 +178,8 @@ def _start(
             raise Conflict("This payment attempt is already being processed") from None
         request = _request(session, key, card, postal_code)
         started = _started(session, project.id, settings, number, request.as_look_up(), card_key)
-        sealer = services.sealer(CREDENTIALS_PURPOSE)
-        credentials = load_credentials(
-            tx, project.id, session.gateway, session.environment, sealer=sealer
+        credentials = project_credentials(
+            services, tx, project.id, session.gateway, session.environment
         )
         return started, request, credentials
 

@@ -85,16 +85,22 @@ def project_gateway(
 ) -> PaymentGateway:
     """The project's adapter for a gateway and mode (the simulator in test mode without keys)."""
     with services.db.transaction() as tx:
-        credentials = load_credentials(
-            tx, project_id, gateway, environment, sealer=services.sealer(CREDENTIALS_PURPOSE)
-        )
+        credentials = project_credentials(services, tx, project_id, gateway, environment)
     return gateway_with(services, gateway, environment, credentials)
+
+
+def project_credentials(
+    services: Services, tx: Tx, project_id: str, gateway: str, environment: str
+) -> dict[str, str] | None:
+    """The project's credentials for a gateway and mode, read in `tx` (None: none are set)."""
+    sealer = services.sealer(CREDENTIALS_PURPOSE)
+    return load_credentials(tx, project_id, gateway, environment, sealer=sealer)
 
 
 def gateway_with(
     services: Services, gateway: str, environment: str, credentials: dict[str, str] | None
 ) -> PaymentGateway:
-    """The adapter for a gateway and mode from credentials already loaded (`load_credentials`)."""
+    """The adapter for a gateway and mode from credentials already read (`project_credentials`)."""
     return build_gateway(
         gateway,
         credentials,

@@ -60,8 +60,8 @@ class Settings(BaseSettings):
     # Sends in flight at once to one merchant endpoint, per worker process; the rest wait.
     webhook_concurrency: int = Field(4, ge=1, validation_alias=_env("PAYDIAL_WEBHOOK_CONCURRENCY"))
     # Gateway calls one `paydial worker` process runs at once (threads on the payment queue). The
-    # threads wait on the gateway: 200 calls and a 2 s gateway (bench/calls.py) held p99 9.9 s at
-    # 32 and 6.1 s at 100, 8.5 and 10.5 charges/s.
+    # threads wait on the gateway: 200 calls and a 2 s gateway (bench/calls.py, when it still ran
+    # sync web workers) held p99 9.9 s at 32 and 6.1 s at 100, 8.5 and 10.5 charges/s.
     worker_threads: int = Field(100, ge=1, validation_alias=_env("PAYDIAL_WORKER_THREADS"))
     # PostgreSQL connections each process keeps open; a thread finding them all busy waits for
     # one (up to 30 s). No extra ones are opened for a burst: SQLAlchemy closes those again as
