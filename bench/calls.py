@@ -321,15 +321,21 @@ class Processes:
             self.stop(process)
 
 
-def proc_stat(pid: int) -> tuple[str, int, int] | None:
-    """(comm, ppid, utime+stime ticks) of a live process."""
+def proc_stat(pid: int) -> tuple[str, int, int, int] | None:
+    """(comm, ppid, utime+stime ticks, cutime+cstime ticks) of a live process; the last are its
+    exited children's, once it has reaped them."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     comm = raw[raw.index("(") + 1 : raw.rindex(")")]
     fields = raw[raw.rindex(")") + 2 :].split()
-    return comm, int(fields[1]), int(fields[11]) + int(fields[12])
+    return (
+        comm,
+        int(fields[1]),
+        int(fields[11]) + int(fields[12]),
+        int(fields[13]) + int(fields[14]),
+    )
 
 
 def all_pids() -> list[int]:
@@ -345,15 +351,9 @@ def postgres_pids() -> list[int]:
 
 
 def reaped_ticks(pids: list[int]) -> int:
-    """CPU ticks of the exited children these processes have reaped (cutime + cstime): the
-    PostgreSQL backends of connections that closed between two snapshots count there."""
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            raw = Path(f"/proc/{pid}/stat").read_text()
-            fields = raw[raw.rindex(")") + 2 :].split()
-            total += int(fields[13]) + int(fields[14])
-    return total
+    """CPU ticks of the exited children these processes have reaped: the PostgreSQL backends of
+    connections that closed between two snapshots count there."""
+    return sum(s[3] for p in pids if (s := proc_stat(p)) is not None)
 
 
 def postmasters() -> list[int]:
