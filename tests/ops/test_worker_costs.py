@@ -73,6 +73,32 @@ def test_a_payment_job_waits_no_longer_than_its_card_and_leaves_nothing_once_it_
     assert rq_keys(rq_redis) == []
 
 
+def test_a_lane_reads_a_payment_job_from_its_data_field_alone(
+    worker_services: Services,
+    redis_url: str,
+    rq_redis: redis.Redis,
+    new_session: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    session_id = new_session()
+    queue_payment(redis_url, session_id)
+    [job_key] = rq_keys(rq_redis)
+    asked: list[tuple[str, ...]] = []
+    execute = redis.Redis.execute_command
+
+    def recorded(client: redis.Redis, *args: Any, **options: Any) -> Any:
+        asked.append(tuple(str(arg) for arg in args[:3]))
+        return execute(client, *args, **options)
+
+    monkeypatch.setattr(redis.Redis, "execute_command", recorded)
+    run_worker(worker_services, {}, pay=run_payment_job, burst=True)
+
+    assert session_status(worker_services, session_id) == "payment-success"
+    of_job = [command for command in asked if job_key.decode() in command]
+    assert ("HGET", job_key.decode(), "data") in of_job
+    assert [command[0] for command in of_job if command[0] != "HGET"] == ["DEL"]  # once it ran
+
+
 def test_the_webhook_of_a_payment_a_worker_ran_goes_out_without_a_second_queued_job(
     worker_services: Services,
     redis_url: str,
