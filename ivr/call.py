@@ -139,8 +139,10 @@ class Call:
         state = live.state
         if state.session_id is None or state.step is not flow.Step.PROCESSING:
             return self._replay(live)
-        poll = attempt_result(self.services, state.session_id, state.attempt)
         sealed = live.sealed(self.services.clock().date())
+        if sealed is not None and not _worth_reading(live):  # still with its job: nothing new
+            return self._carry_out(flow.advance(state, flow.PaymentPending(), self._use(sealed)))
+        poll = attempt_result(self.services, state.session_id, state.attempt)
         if sealed is None:
             context = self._load_context(state.session_id)
         else:  # the poll has just read the session: it says how the session stands
@@ -392,6 +394,18 @@ class Call:
         if transfer is not None:
             context.update(transfer.template_context(), dial_action_url=self.urls.dial_done())
         return render_twiml("error", **context)
+
+
+def _worth_reading(live: LiveCall) -> bool:
+    """Whether a hold poll may find something new in the database: the attempt's job has
+    answered, the session ended since, or the hold is at its limit (a last look, in case the
+    job's note was lost)."""
+    state = live.state
+    return (
+        live.answered == state.attempt
+        or live.session_ended
+        or state.polls + 1 >= flow.MAX_HOLD_POLLS
+    )
 
 
 def _as_of(context: flow.FlowContext, status: Status, attempt_count: int) -> flow.FlowContext:

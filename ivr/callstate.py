@@ -13,7 +13,9 @@ API the webhook layer and the gateway job use:
   session's ``FlowContext`` sealed with it, and whether that session has ended since
   (``note_session_ended(call_sid)``: ``ivr.wiring`` has the database call it whenever a
   transaction that ended a call's session commits: cancelled, expired, paid...). A webhook reads
-  the session again only then, so a cancel or an expiry is still said at the caller's next key;
+  the session again only then, so a cancel or an expiry is still said at the caller's next key.
+  It also says which attempt's payment job last finished (``note_answered``, which the job calls
+  once it has recorded its result): until then a hold poll has nothing to read in the database;
 - ``park(call_sid, payment, card)`` / ``take_card(call_sid)``: the card of a ``StartPayment``
   waits here for the gateway job, which takes it exactly once (atomic get-and-delete); the
   ``ParkedPayment`` (which attempt, and until when its card waits) outlives the card, so the
@@ -102,6 +104,7 @@ class LiveCall:
     state: CallState
     sealed_context: dict[str, Any] | None  # None: unbound, or sealed before contexts were
     session_ended: bool  # since the context was sealed: read the session again
+    answered: int | None = None  # the latest attempt whose payment job has finished
 
     def context(self, today: date) -> FlowContext | None:
         """The sealed context, unless the session ended since or none was sealed."""
@@ -224,12 +227,19 @@ class CallStates:
         return None if raw is None else CallState.from_bytes(raw)
 
     def load(self, call_sid: str) -> LiveCall | None:
-        sealed, ended = self._store.load_many(_state_key(call_sid), _ended_key(call_sid))
+        sealed, ended, answered = self._store.load_many(
+            _state_key(call_sid), _ended_key(call_sid), _answered_key(call_sid)
+        )
         raw = self._open(call_sid, sealed)
         if raw is None:
             return None
         data = json.loads(raw)
-        return LiveCall(CallState.from_dict(data), data.get("context"), ended is not None)
+        return LiveCall(
+            CallState.from_dict(data),
+            data.get("context"),
+            ended is not None,
+            int(answered) if answered is not None else None,
+        )
 
     def is_live(self, call_sid: str) -> bool:
         """Whether the call still has flow state (every webhook renews it; hang-up deletes it)."""
@@ -250,6 +260,10 @@ class CallStates:
         """The call's session ended outside the call: its next webhook reads the session again."""
         self._store.save(_ended_key(call_sid), b"1", DEFAULT_TTL)
 
+    def note_answered(self, call_sid: str, attempt: int) -> None:
+        """The payment job of `attempt` has finished: the hold's next poll reads its result."""
+        self._store.save(_answered_key(call_sid), str(attempt).encode(), DEFAULT_TTL)
+
     def delete(self, call_sid: str) -> None:
         self._store.delete(
             _state_key(call_sid),
@@ -257,12 +271,18 @@ class CallStates:
             _hand_back_key(call_sid),
             _payment_key(call_sid),
             _ended_key(call_sid),
+            _answered_key(call_sid),
         )
 
     def close(self, call_sid: str) -> ParkedPayment | None:
         """The call is over: its state goes, but a card handed to its payment job stays for the
         job. Returns that payment, if any (the job, or its timing out, ends the session)."""
-        self._store.delete(_state_key(call_sid), _hand_back_key(call_sid), _ended_key(call_sid))
+        self._store.delete(
+            _state_key(call_sid),
+            _hand_back_key(call_sid),
+            _ended_key(call_sid),
+            _answered_key(call_sid),
+        )
         return self.payment(call_sid)
 
     def put_hand_back(self, call_sid: str, hand_back: HandBack, ttl: int = CALL_TTL) -> None:
@@ -327,6 +347,10 @@ def _payment_key(call_sid: str) -> str:
 
 def _ended_key(call_sid: str) -> str:
     return f"{KEY_PREFIX}ended:{call_sid}"
+
+
+def _answered_key(call_sid: str) -> str:
+    return f"{KEY_PREFIX}answered:{call_sid}"
 
 
 def callstate_from_url(redis_url: str | None, secret: str) -> CallStates:

@@ -4,9 +4,11 @@ The confirm webhook calls `start_payment`: it claims `pay:<session>:<attempt>` o
 state (a webhook Twilio delivers twice, or ten times at once, starts one job), parks the card
 there for the job, and submits a `PaymentJob` carrying only the session id, the attempt number
 and the CallSid. The job takes the card out of call state (atomically, so it exists once) and
-runs `payments.attempts.pay`, whose attempt row is the second, durable guard. The result
-webhook polls `attempt_result` while the caller holds: one indexed read of the session and the
-attempt, every second of the hold.
+runs `payments.attempts.pay`, whose attempt row is the second, durable guard, and then notes in
+call state that the attempt is answered. The result webhook, every second of the caller's hold,
+reads the database only once that note is there (or the session ended meanwhile, or the hold is
+at its limit): `attempt_result`, one indexed read of the session and the attempt. Before, the
+attempt is still with its job and the poll has nothing to read.
 
 A caller who stops holding (the hold limit, a hang-up) leaves the parked card to its job, which
 still runs the payment and closes the session; a job that has not taken the card within
@@ -92,6 +94,12 @@ def _run_payment_job(services: CallServices, job: PaymentJob) -> None:
         fail_unheard(services, job.session_id, job.attempt)
         with services.db.transaction() as tx:
             end_call(tx, job.call_sid, now=services.clock())
+        return
+    until_reachable(
+        lambda: calls.note_answered(job.call_sid, job.attempt),
+        give_up_after=CARD_TTL,
+        what=job.session_id,
+    )
 
 
 @dataclass(frozen=True)
@@ -125,7 +133,8 @@ _HOLD_POLL = (
 
 
 def attempt_result(services: Services, session_id: str, number: int) -> HoldPoll:
-    """The session and one attempt of it, in one indexed read (every second of a caller's hold)."""
+    """The session and one attempt of it, in one indexed read (a hold poll, once there is
+    something to read: `ivr.call`)."""
     with services.db.transaction() as tx:
         row = tx.execute(_HOLD_POLL, {"session_id": session_id, "number": number}).one()
     status, attempt_count, confirmation, state, error_code = row

@@ -71,8 +71,9 @@ def _send_soon(services: CallServices, event_ids: list[str]) -> None:
 def _tell_calls(services: CallServices, call_sids: list[str]) -> None:
     """A committed transaction ended these calls' sessions: their next webhook reads it.
 
-    With Redis unreachable the note is lost, but the call learns at its result poll (which reads
-    the session), and no payment starts on a session that has ended.
+    With Redis unreachable the note is lost, but the call learns at a result poll that reads the
+    session (once its payment job has answered, and the last of the hold), and no payment starts
+    on a session that has ended.
     """
     try:
         for call_sid in call_sids:

@@ -1,7 +1,8 @@
 """What one Twilio webhook costs the stores once a call is bound (issue 13).
 
 A gather reads and writes the call's state in Redis and runs no SQL: the session's context was
-sealed with the state when the call bound. A hold poll is one indexed read. Statements are
+sealed with the state when the call bound. A hold poll runs no SQL either until the payment's
+job has answered (a note in call state), then one indexed read. Statements are
 counted on the real engine (`before_cursor_execute`), Redis commands on the real client, and
 only for the request's own work: the payment job runs between webhooks, as in a worker.
 """
@@ -19,11 +20,12 @@ from sqlalchemy import event
 
 from ivr.callstate import CallServices, CallStates, RedisCallStateStore
 from ivr.charge import run_payment_job
+from ivr.flow import MAX_HOLD_POLLS
 from ivr.phone import HttpReply, ScriptedKeypad, Transport
 from ivr.wiring import build_services
 from payments.services import PaymentJob, Services
 from tests.conftest import TEST_SECRET_KEY, Clock, make_settings
-from tests.ivr.conftest import APPROVED, CVV, EXPIRY
+from tests.ivr.conftest import APPROVED, CVV, DECLINED, EXPIRY
 from tests.ivr.twilio_client import flask_transport, phone_over
 
 pytestmark = pytest.mark.redis
@@ -123,7 +125,7 @@ def webhooks(
     event.remove(services.db.engine, "before_cursor_execute", note)
 
 
-def test_a_bound_call_keys_its_card_without_sql_and_holds_on_one_indexed_read(
+def test_a_bound_call_keys_its_card_and_holds_without_sql_until_its_job_answers(
     new_session: Callable[..., dict[str, Any]],
     webhooks: tuple[Transport, list[Webhook]],
 ) -> None:
@@ -147,8 +149,67 @@ def test_a_bound_call_keys_its_card_without_sql_and_holds_on_one_indexed_read(
     # card number, expiry, security code: read the state, write it back; the confirm also
     # claims the attempt and parks the card for the job
     assert [w.commands for w in gathers[:3]] == [["MGET", "SET"]] * 3
-    assert len(waiting.statements) == 1 and waiting.commands == ["MGET", "SET"]
-    assert answered.statements[0] == waiting.statements[0]  # then the call's end is recorded
+    assert waiting.statements == [] and waiting.commands == ["MGET", "SET"]
+    # the hold poll's one read of the session and the attempt, then the call's end is recorded
+    assert answered.statements[0].startswith("SELECT sessions.status")
+    assert "JOIN payment_attempts" in answered.statements[0]
+
+
+def test_a_second_card_holds_without_sql_though_the_first_attempt_was_answered(
+    new_session: Callable[..., dict[str, Any]],
+    webhooks: tuple[Transport, list[Webhook]],
+) -> None:
+    transport, sent = webhooks
+    created = new_session()
+    keys = ScriptedKeypad(
+        [
+            DECLINED + "#",
+            EXPIRY + "#",
+            CVV + "#",
+            "1",
+            "1",
+            APPROVED + "#",
+            EXPIRY + "#",
+            CVV + "#",
+            "1",
+        ]
+    )
+
+    result = phone_over(transport, to=created["sip_uri"]).call(keys)
+
+    assert "The card was declined by the bank." in result.heard
+    assert "Your payment was approved." in result.heard
+    polls = [w for w in sent if w.path.startswith("/twilio/result")]
+    assert len(polls) == 4  # each attempt: one while its job runs, one once it answered
+    assert [len(w.statements) for w in (polls[0], polls[2])] == [0, 0]
+    assert all(w.statements for w in (polls[1], polls[3]))
+
+
+def test_a_lost_answer_note_is_made_up_for_by_a_last_read_at_the_hold_limit(
+    new_session: Callable[..., dict[str, Any]],
+    webhooks: tuple[Transport, list[Webhook]],
+    jobs: BetweenWebhooks,
+    services: CallServices,
+    counting_redis: CountingRedis,
+) -> None:
+    transport, sent = webhooks
+    created = new_session()  # a decline leaves it open: no note says the session ended
+    keys = ScriptedKeypad([DECLINED + "#", EXPIRY + "#", CVV + "#", "1", "2"])
+    note_answered = services.callstates.note_answered
+
+    def lost(call_sid: str, attempt: int) -> None:  # written, then lost with a Redis failover
+        note_answered(call_sid, attempt)
+        counting_redis.delete(f"paydial:call:answered:{call_sid}")
+
+    services.callstates.note_answered = lost  # type: ignore[method-assign]
+
+    result = phone_over(transport, to=created["sip_uri"]).call(keys)
+
+    assert "The card was declined by the bank." in result.heard  # not "the merchant will be told"
+    polls = [w for w in sent if w.path.startswith("/twilio/result")]
+    assert len(polls) == MAX_HOLD_POLLS
+    assert [len(w.statements) for w in polls[:-1]] == [0] * (MAX_HOLD_POLLS - 1)
+    assert polls[-1].statements
 
 
 def test_binding_the_transfer_back_and_the_hang_up_read_each_row_once(
