@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import getpass
 import json
 import os
@@ -311,6 +312,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
     stop = threading.Event()  # SIGTERM or Ctrl-C: take no new jobs, finish the running ones
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    gc.freeze()  # what start-up built lives as long as the process (api/gunicorn_conf.py)
     try:
         run_worker(services, tasks, pay=run_payment_job, burst=args.burst, stop=stop)
     finally:

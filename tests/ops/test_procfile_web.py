@@ -1,4 +1,5 @@
-"""The Procfile's `web` command as written, run by bash: its access log and its body limit.
+"""The Procfile's `web` command as written, run by bash: its access log and its body limit, and
+what its settings have each worker do once it has loaded the app.
 
 The command line is read from the Procfile itself, so a change there is what gets tested. The
 start-up wait follows the process (its exit fails at once) and allows it 90 seconds.
@@ -7,9 +8,13 @@ start-up wait follows the process (its exit fails at once) and allows it 90 seco
 from __future__ import annotations
 
 import contextlib
+import gc
 import http.client
 import json
+import re
+import shlex
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -136,3 +141,20 @@ def test_a_chunked_body_over_the_limit_is_a_413_with_the_json_error_body(
     assert (answer.status, json.loads(answer.read())) == (413, body)
     sized.close()
     assert set(body) == {"detail"} and body["detail"]
+
+
+def test_each_web_worker_freezes_what_it_built_once_its_app_is_loaded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """gunicorn's own parser reads the command's settings; its post-worker-init hook runs here."""
+    from gunicorn.app.wsgiapp import WSGIApplication
+
+    command = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", procfile_command("web"))  # the defaults
+    monkeypatch.setattr(sys, "argv", shlex.split(command))
+    hook = WSGIApplication("%(prog)s [OPTIONS] [APP_MODULE]").cfg.post_worker_init
+    frozen = gc.get_freeze_count()
+    try:
+        hook(None)
+        assert gc.get_freeze_count() > frozen
+    finally:
+        gc.unfreeze()

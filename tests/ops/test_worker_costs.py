@@ -7,7 +7,9 @@ merchant endpoint is a real HTTP server.
 
 from __future__ import annotations
 
+import gc
 import logging
+import signal
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -158,3 +160,30 @@ def test_an_idle_worker_says_nothing_at_info_while_its_sweeps_run(
         if record.name.split(".")[0] in OUR_LOGGERS and record.levelno >= logging.INFO
     ]
     assert ours == []
+
+
+def test_the_worker_command_freezes_what_it_built_and_still_runs_its_jobs(
+    cli_env: str,
+    redis_url: str,
+    rq_redis: redis.Redis,
+    new_session: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`paydial worker --burst`, run in this process (its signal handlers put back after), on
+    the real clock: the job it runs finds the test's session expired, and still ends."""
+    from paydial.cli import main
+
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    session_id = new_session()
+    queue_payment(redis_url, session_id)
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    frozen = gc.get_freeze_count()
+    try:
+        assert main(["worker", "--burst"]) == 0
+        assert gc.get_freeze_count() > frozen
+    finally:
+        gc.unfreeze()
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+
+    assert rq_keys(rq_redis) == []  # the payment job ran and left nothing
