@@ -1,9 +1,13 @@
 """gunicorn settings of the Procfile's web command (`--config python:api.gunicorn_conf`).
 
-A worker's app, once built, lives as long as the worker. `gc.freeze()` takes those objects (about
-200,000: Flask, SQLAlchemy, the SDKs) out of the cyclic collector's sight, so a full collection
-scans what requests allocate instead. Measured on bench/calls.py before: each web worker stopped
-for about 225 ms at every full collection, every request it held waiting with it.
+Once a worker has built its app, two things are done at once rather than in its first burst of
+traffic, when every core is busy:
+- its database pool's connections are opened (`Database.warm`): on bench/calls.py, runs whose
+  processes opened 35-45 PostgreSQL connections during the calls were the ones whose webhook p99
+  reached 0.6-1.9 s;
+- what it built (about 200,000 objects: Flask, SQLAlchemy, the SDKs) is taken out of the cyclic
+  collector's sight with `gc.freeze()`, so a full collection scans what requests allocate
+  instead; before, each one stopped the worker for about 225 ms, every request it held waiting.
 See https://docs.python.org/3/library/gc.html#gc.freeze and
 https://docs.gunicorn.org/en/stable/settings.html#post-worker-init
 """
@@ -13,7 +17,13 @@ from __future__ import annotations
 import gc
 from typing import Any
 
+from api.extension import EXTENSION
+from payments.services import Services
+
 
 def post_worker_init(worker: Any) -> None:
-    """The worker has built its app: everything alive now stays for its lifetime."""
+    """The worker has loaded its app (`worker.wsgi`): everything alive now stays for its life."""
+    services: Services | None = getattr(worker.wsgi, "extensions", {}).get(EXTENSION)
+    if services is not None:  # another app under these settings (the bench's bare endpoint)
+        services.db.warm()
     gc.freeze()

@@ -312,7 +312,8 @@ def cmd_worker(args: argparse.Namespace) -> None:
     stop = threading.Event()  # SIGTERM or Ctrl-C: take no new jobs, finish the running ones
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    gc.freeze()  # what start-up built lives as long as the process (api/gunicorn_conf.py)
+    services.db.warm()  # as each web worker does, and why: api/gunicorn_conf.py
+    gc.freeze()
     try:
         run_worker(services, tasks, pay=run_payment_job, burst=args.burst, stop=stop)
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,9 +28,13 @@ from sqlalchemy import (
     create_engine,
     event,
 )
-from sqlalchemy.engine import Dialect, Engine, make_url
+from sqlalchemy.engine import Connection, Dialect, Engine, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 from sqlalchemy.orm import Session as OrmSession
+from sqlalchemy.pool import QueuePool
+
+log = logging.getLogger(__name__)
 
 
 def new_id() -> str:
@@ -395,6 +400,24 @@ class Database:
     def transaction(self) -> Iterator[OrmSession]:
         with self._sessions.begin() as session:
             yield session
+
+    def warm(self) -> int:
+        """Open the pool's connections now, at start-up, not in the first burst of traffic: each
+        is a PostgreSQL backend forked, a cost that otherwise lands when every core is busy. The
+        number opened; a database that cannot be reached leaves the rest for later."""
+        pool = self.engine.pool
+        if self.engine.dialect.name == "sqlite" or not isinstance(pool, QueuePool):
+            return 0
+        opened: list[Connection] = []
+        try:
+            while len(opened) < pool.size():
+                opened.append(self.engine.connect())
+        except OperationalError as error:
+            log.warning("database connections not opened ahead: %s", type(error).__name__)
+        finally:
+            for connection in opened:
+                connection.close()  # back to the pool, which keeps it
+        return len(opened)
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -19,9 +19,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from flask import Flask
 
+from payments.services import Services
 from tests.conftest import free_port, process_env
 
 REPO = Path(__file__).resolve().parents[2]
@@ -143,18 +146,23 @@ def test_a_chunked_body_over_the_limit_is_a_413_with_the_json_error_body(
     assert set(body) == {"detail"} and body["detail"]
 
 
-def test_each_web_worker_freezes_what_it_built_once_its_app_is_loaded(
-    monkeypatch: pytest.MonkeyPatch,
+def test_each_web_worker_opens_its_pool_and_freezes_what_it_built_once_its_app_is_loaded(
+    app: Flask, services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """gunicorn's own parser reads the command's settings; its post-worker-init hook runs here."""
+    """gunicorn's own parser reads the command's settings; its post-worker-init hook runs here,
+    handed a worker that has loaded `app` (gunicorn's Worker keeps it as `wsgi`)."""
     from gunicorn.app.wsgiapp import WSGIApplication
 
     command = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", procfile_command("web"))  # the defaults
     monkeypatch.setattr(sys, "argv", shlex.split(command))
     hook = WSGIApplication("%(prog)s [OPTIONS] [APP_MODULE]").cfg.post_worker_init
+    pool = services.db.engine.pool
     frozen = gc.get_freeze_count()
     try:
-        hook(None)
+        hook(SimpleNamespace(wsgi=app))
         assert gc.get_freeze_count() > frozen
     finally:
         gc.unfreeze()
+    if services.db.engine.dialect.name == "postgresql":  # SQLite opens a file, not a backend
+        size = services.settings.database_pool_size
+        assert pool.checkedin() == pool.size() == size  # type: ignore[attr-defined]
