@@ -2,9 +2,9 @@
 
 Once a worker has built its app, two things are done at once rather than in its first burst of
 traffic, when every core is busy:
-- its database pool's connections are opened (`Database.warm`): on bench/calls.py, runs whose
-  processes opened 35-45 PostgreSQL connections during the calls were the ones whose webhook p99
-  reached 0.6-1.9 s;
+- its database pool's connections are opened (`Database.warm`): before, bench/calls.py runs
+  opened 20-45 PostgreSQL connections during the calls, each a backend forked while every core
+  was busy;
 - what it built (about 200,000 objects: Flask, SQLAlchemy, the SDKs) is taken out of the cyclic
   collector's sight with `gc.freeze()`, so a full collection scans what requests allocate
   instead; before, each one stopped the worker for about 225 ms, every request it held waiting.
