@@ -24,6 +24,13 @@ MASK = "[redacted card number]"
 _SEPARATOR = r"(?:[ +-]|%20|%2[dD])"
 _DIGIT_RUN = re.compile(rf"\d(?:{_SEPARATOR}?\d){{11,}}")
 _DIGIT_OR_SEPARATOR = re.compile(rf"{_SEPARATOR}|\d")
+# A UUID (a session's, a project's id) may hold 12 digits across its dashes that pass Luhn: one
+# with a hex letter in it is an id, never a card number, and is left whole.
+_HEX = "[0-9a-fA-F]"
+_UUID_OR_DIGIT_RUN = re.compile(
+    rf"(?<![0-9a-fA-F-])(?P<uuid>{_HEX}{{8}}(?:-{_HEX}{{4}}){{3}}-{_HEX}{{12}})(?![0-9a-fA-F-])"
+    rf"|{_DIGIT_RUN.pattern}"
+)
 
 request_id_var: ContextVar[str | None] = ContextVar("paydial_request_id", default=None)
 session_id_var: ContextVar[str | None] = ContextVar("paydial_session_id", default=None)
@@ -35,7 +42,14 @@ def redact(text: str) -> str:
     A longer run may be a card number followed by its expiry, so every 12-19 digit stretch of it
     is checked instead.
     """
-    return _DIGIT_RUN.sub(_mask_run, text)
+    return _UUID_OR_DIGIT_RUN.sub(_mask_unless_id, text)
+
+
+def _mask_unless_id(match: re.Match[str]) -> str:
+    uuid = match.group("uuid")
+    if uuid is None:
+        return _mask_run(match)
+    return uuid if not uuid.replace("-", "").isdigit() else _DIGIT_RUN.sub(_mask_run, uuid)
 
 
 def _mask_run(match: re.Match[str]) -> str:

@@ -143,3 +143,12 @@ def test_a_webhook_delivery_logs_its_session(
 
     [given_up] = [e for e in lines(captured) if "given up" in str(e["message"])]
     assert given_up["session_id"] == session_id
+
+
+def test_an_id_whose_digits_pass_luhn_across_its_dashes_is_left_whole() -> None:
+    # 26469-0934-403: twelve digits that pass Luhn, inside a project id (a random UUID)
+    line = "session refused: project b0f26469-0934-403f-b1ce-24ea8f5fa610 has no live credentials"
+    assert logs.redact(line) == line
+    # a card number shaped like an id (digits only) is still masked
+    shaped = logs.redact("id 42424242-4242-4242-4242-424242424242 end")
+    assert "4242" not in shaped and logs.MASK in shaped
