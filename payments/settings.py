@@ -33,6 +33,9 @@ def _env(*names: str) -> AliasChoices:
     return AliasChoices(*names)
 
 
+DATABASE_POOL_SIZE = 16  # connections per process: Settings.database_pool_size, Database
+
+
 class Settings(BaseSettings):
     """Everything configurable; the defaults are the embedded, single-process setup."""
 
@@ -67,7 +70,9 @@ class Settings(BaseSettings):
     # one (up to 30 s). No extra ones are opened for a burst: SQLAlchemy closes those again as
     # soon as they are returned, and 200 calls (bench/calls.py) opened 227 connections in 20 s
     # that way. The default fits a web process's 16 threads; 4 of those and a worker hold 80.
-    database_pool_size: int = Field(16, ge=1, validation_alias=_env("PAYDIAL_DB_POOL_SIZE"))
+    database_pool_size: int = Field(
+        DATABASE_POOL_SIZE, ge=1, validation_alias=_env("PAYDIAL_DB_POOL_SIZE")
+    )
     # Flask-Limiter notation, per API key per endpoint.
     rate_limit_live: str = Field("20/minute", validation_alias=_env("PAYDIAL_RATE_LIMIT_LIVE"))
     rate_limit_test: str = Field("100/minute", validation_alias=_env("PAYDIAL_RATE_LIMIT_TEST"))

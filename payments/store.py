@@ -34,6 +34,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship,
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.pool import QueuePool
 
+from payments.settings import DATABASE_POOL_SIZE
+
 log = logging.getLogger(__name__)
 
 
@@ -371,7 +373,7 @@ class Database:
     call still in progress hears that at its next webhook.
     """
 
-    def __init__(self, url: str, *, pool_size: int = 16) -> None:
+    def __init__(self, url: str, *, pool_size: int = DATABASE_POOL_SIZE) -> None:
         self.url = url
         create_private_sqlite_file(url)
         # SQLite's own pools fit it (a file opens in microseconds); a server's connections are
