@@ -25,9 +25,9 @@ from payments.model import Channel, Gateway, PaymentMode
 from payments.sessions import (
     NewSession,
     cancel_session,
-    create_session,
     find_session_for_caller,
     load_session,
+    open_session,
 )
 from payments.settings import Settings
 from payments.store import PaymentSession, Project
@@ -124,14 +124,13 @@ def _open(new: NewSession) -> PaymentSession:
     """Create a session for the calling key's account, in the key's mode."""
     services = current_services()
     caller = current_caller()
-    with services.db.transaction() as tx:
-        return create_session(
-            tx,
-            account_id=caller.account_id,
-            environment=caller.environment,
-            now=services.clock(),
-            new=new,
-        )
+    return open_session(
+        services.db,
+        account_id=caller.account_id,
+        environment=caller.environment,
+        now=services.clock(),
+        new=new,
+    )
 
 
 @bp.post("/sessions")

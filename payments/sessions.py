@@ -17,6 +17,7 @@ from typing import Any
 
 import phonenumbers
 from sqlalchemy import case, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as Tx
 
 from payments.accounts import find_account_project
@@ -33,7 +34,9 @@ from payments.model import (
 from payments.outbox import record_status_change
 from payments.project_settings import project_settings
 from payments.store import (
+    ACCESS_CODE_INDEX,
     ENDED_CALLS,
+    Database,
     PaymentAttempt,
     PaymentSession,
     Project,
@@ -46,6 +49,8 @@ log = logging.getLogger(__name__)
 ACTIVE = (Status.PENDING.value, Status.COLLECTING.value)
 # The longest a call may stay on the IVR (ivr.callstate keeps a call's hand-back this long).
 CALL_BOUND = timedelta(hours=1)
+# Draws of an access code before giving up: each clashes only with a code a bindable session holds.
+ACCESS_CODE_DRAWS = 5
 CONFIRMATION_CODES = range(10_000_000, 100_000_000)  # eight digits, never a leading zero
 PREVIEW_DESCRIPTION = "Widget preview and test events (dashboard)"
 PREVIEW_AMOUNT_CENTS = 1000
@@ -71,17 +76,16 @@ class NewSession:
     language: str | None = None
 
 
-def _new_access_code(tx: Tx) -> str:
-    """Six digits, unique among sessions that can still be bound to a call."""
-    while True:
-        code = f"{secrets.randbelow(1_000_000):06d}"
-        clash = tx.scalar(
-            select(PaymentSession.id).where(
-                PaymentSession.access_code == code, PaymentSession.status.in_(ACTIVE)
-            )
-        )
-        if clash is None:
-            return code
+def _new_access_code() -> str:
+    """Six digits. The database keeps them unique among sessions that can still be bound to a
+    call (store.ACCESS_CODE_INDEX): a clash fails the insert, and `open_session` draws again."""
+    return f"{secrets.randbelow(1_000_000):06d}"
+
+
+def access_code_taken(error: IntegrityError) -> bool:
+    """Whether an insert failed because its session drew an access code already in use."""
+    message = str(error.orig)  # PostgreSQL names the index, SQLite the column
+    return ACCESS_CODE_INDEX in message or "sessions.access_code" in message
 
 
 def _check_callback_country(callback: str | None, countries: list[str]) -> None:
@@ -142,7 +146,7 @@ def create_session(
         memory=new.memory,
         billing_address=new.billing_address,
         language=new.language,
-        access_code=_new_access_code(tx) if new.channel is Channel.VOICE else None,
+        access_code=_new_access_code() if new.channel is Channel.VOICE else None,
         attempt_count=0,
         created_at=now,
         updated_at=now,
@@ -160,6 +164,22 @@ def create_session(
         )
     )
     return session
+
+
+def open_session(
+    db: Database, *, account_id: str, environment: Environment, new: NewSession, now: datetime
+) -> PaymentSession:
+    """`create_session` in a transaction of its own, drawing another access code on a clash."""
+    for _ in range(ACCESS_CODE_DRAWS):
+        try:
+            with db.transaction() as tx:
+                return create_session(
+                    tx, account_id=account_id, environment=environment, new=new, now=now
+                )
+        except IntegrityError as error:
+            if not access_code_taken(error):
+                raise
+    raise Conflict("No access code is free right now: too many sessions are open; retry shortly")
 
 
 def preview_session(tx: Tx, project: Project, *, ttl: timedelta, now: datetime) -> PaymentSession:

@@ -27,6 +27,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    text,
 )
 from sqlalchemy.engine import Connection, Dialect, Engine, make_url
 from sqlalchemy.exc import OperationalError
@@ -35,6 +36,10 @@ from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.pool import QueuePool
 
 from payments.settings import DATABASE_POOL_SIZE
+
+# Access codes are unique among the sessions a call can still bind (payments.sessions).
+ACCESS_CODE_INDEX = "uq_sessions_active_access_code"
+_BINDABLE = text("status IN ('pending', 'collecting')")
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +110,13 @@ class PaymentSession(Base):
     __table_args__ = (
         Index("ix_sessions_caller_created", "caller", "created_at"),
         Index("ix_sessions_status_expires", "status", "expires_at"),
+        Index(
+            ACCESS_CODE_INDEX,
+            "access_code",
+            unique=True,
+            postgresql_where=_BINDABLE,
+            sqlite_where=_BINDABLE,
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)

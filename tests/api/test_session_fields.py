@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+
+from sqlalchemy import select
+
+from payments.services import Services
+from payments.sessions import ACCESS_CODE_DRAWS
+from payments.store import PaymentSession
 
 VALID: dict[str, Any] = {
     "project": "acme",
@@ -199,6 +206,59 @@ def test_each_session_gets_its_own_sip_uri_and_access_code(
     second = post(client, merchant["test"], VALID).json
     assert first["sip_uri"] != second["sip_uri"]
     assert first["access_code"] != second["access_code"]
+
+
+def draws(monkeypatch: pytest.MonkeyPatch, *codes: int) -> list[int]:
+    """Make the access-code draws return `codes` in turn (the last one from then on); the list
+    of what was drawn."""
+    drawn: list[int] = []
+
+    def randbelow(_upper: int) -> int:
+        drawn.append(codes[min(len(drawn), len(codes) - 1)])
+        return drawn[-1]
+
+    monkeypatch.setattr(secrets, "randbelow", randbelow)
+    return drawn
+
+
+def test_a_drawn_access_code_already_in_use_is_drawn_again(
+    client: FlaskClient, merchant: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drawn = draws(monkeypatch, 123456, 123456, 654321)
+    first = post(client, merchant["test"], VALID).json
+    second = post(client, merchant["test"], VALID).json
+    assert (first["access_code"], second["access_code"]) == ("123456", "654321")
+    assert drawn == [123456, 123456, 654321]
+
+
+def test_an_ended_sessions_access_code_may_be_drawn_again(
+    client: FlaskClient, merchant: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    draws(monkeypatch, 123456)
+    first = post(client, merchant["test"], VALID).json
+    cancelled = client.post(
+        f"/v1/sessions/{first['session_id']}/cancel", headers={"Authorization": merchant["test"]}
+    )
+    assert cancelled.status_code == 204
+    second = post(client, merchant["test"], VALID)
+    assert second.status_code == 201
+    assert second.json["access_code"] == first["access_code"] == "123456"
+
+
+def test_when_every_draw_clashes_the_create_is_refused_with_nothing_stored(
+    client: FlaskClient,
+    merchant: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    services: Services,
+) -> None:
+    drawn = draws(monkeypatch, 123456)
+    assert post(client, merchant["test"], VALID).status_code == 201
+    refused = post(client, merchant["test"], VALID)
+    assert refused.status_code == 409
+    assert "No access code is free" in refused.json["detail"]
+    assert len(drawn) == 1 + ACCESS_CODE_DRAWS
+    with services.db.transaction() as tx:
+        assert tx.scalars(select(PaymentSession.access_code)).all() == ["123456"]
 
 
 def test_amounts_read_back_as_dollar_strings(client: FlaskClient, merchant: dict[str, str]) -> None:
