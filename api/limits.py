@@ -23,11 +23,13 @@ request making them when Redis hangs; the other requests of an outage do not tou
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask import Blueprint, Flask, Response, g, request
-from flask_limiter import HeaderNames, Limiter
+from flask_limiter import Limiter, RequestLimit
+from redis.exceptions import RedisError
 
 from api.auth import bearer_token
 from api.extension import EXTENSION, current_services
@@ -36,11 +38,6 @@ from payments.services import Services
 from payments.sessions import project_of_session
 
 LIMITER_EXTENSION = "paydial_limiter"
-# Flask-Limiter writes its window to Retry-After on every response it counts (201s, 404s, and the
-# database's 503 too, whose own value it overrides): it writes here instead, and only a 429 of the
-# limiter's own gets it as Retry-After.
-LIMITER_RETRY_AFTER = "X-Paydial-Limiter-Retry-After"
-RETRY_AFTER_STATUSES = (429, 503)
 WIDGET_CHARGE_ENDPOINT = "widget.charge"
 TOO_MANY_FROM_HERE = "Too many payment attempts from this network. Please try again later."
 TOO_MANY_DECLINES = "Too many declined payments from this network. Please try again later."
@@ -77,6 +74,14 @@ def _declined(response: Response) -> bool:
 
 def _reached_gateway(response: Response) -> bool:
     return response.status_code in (200, 402)
+
+
+def _seconds_to_reset(limit: RequestLimit) -> int:
+    """When a breached limit's window resets; its whole window when the storage cannot say."""
+    try:
+        return max(1, int(limit.reset_at - time.time()))
+    except RedisError:
+        return int(limit.limit.get_expiry())
 
 
 def _skip_blueprints(app: Flask, limiter: Limiter, skipped: frozenset[str]) -> None:
@@ -130,16 +135,6 @@ def init_app(app: Flask, *, unlimited: Iterable[Blueprint] = ()) -> Limiter:
         live = (bearer_token() or "").startswith("mvn_live_")
         return settings.rate_limit_live if live else settings.rate_limit_test
 
-    # Registered before the limiter's own hook, so it runs after it (Flask runs them in reverse).
-    @app.after_request
-    def _retry_after_only_when_refused(response: Response) -> Response:
-        window = response.headers.pop(LIMITER_RETRY_AFTER, None)
-        if response.status_code not in RETRY_AFTER_STATUSES:
-            response.headers.pop("Retry-After", None)
-        elif window is not None and response.status_code == 429:
-            response.headers.setdefault("Retry-After", window)
-        return response
-
     limiter = Limiter(
         _key,
         app=app,
@@ -151,12 +146,21 @@ def init_app(app: Flask, *, unlimited: Iterable[Blueprint] = ()) -> Limiter:
         storage_options={"socket_connect_timeout": 1, "socket_timeout": 1}
         if settings.redis_url
         else {},
-        headers_enabled=True,
-        header_name_mapping={HeaderNames.RETRY_AFTER: LIMITER_RETRY_AFTER},
+        # Flask-Limiter's X-RateLimit-* headers would cost every keyed request two more Redis
+        # round trips (its window's count and reset); only a refusal says when to come back.
+        headers_enabled=False,
         # The same limits in memory while Redis is unreachable (see above).
         in_memory_fallback_enabled=True,
         key_prefix="paydial-limits",
     )
+
+    @app.after_request
+    def _retry_after_when_refused(response: Response) -> Response:
+        refused = limiter.current_limit
+        if response.status_code == 429 and refused is not None and refused.breached:
+            response.headers.setdefault("Retry-After", str(_seconds_to_reset(refused)))
+        return response
+
     _skip_blueprints(app, limiter, frozenset(blueprint.name for blueprint in unlimited))
     app.extensions[LIMITER_EXTENSION] = limiter
     guard_widget_charges(app, limiter)

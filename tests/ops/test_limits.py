@@ -6,10 +6,13 @@ import uuid
 from collections.abc import Callable
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
+from flask_limiter import Limiter, RequestLimit
+from limits import parse
 from twilio.request_validator import RequestValidator
 
-from api.limits import LIMITER_EXTENSION
+from api.limits import LIMITER_EXTENSION, _seconds_to_reset
 from payments.services import Services
 from tests.conftest import PUBLIC_URL, TEST_TWILIO_TOKEN, free_port, tuned
 from tests.ops.conftest import app_for
@@ -103,3 +106,16 @@ def test_twilio_webhooks_are_not_looked_at_by_the_limiter(
     assert (webhook.status_code, keyed.status_code) == (200, 404)
     assert resolved == ["sessions.get_session"]
     assert set(scoped) == {"sessions.get_session"}
+
+
+def test_a_refusal_whose_window_the_storage_cannot_tell_says_the_whole_window() -> None:
+    """Redis gone between the count and the answer: the refusal still says when to come back."""
+    app = Flask(__name__)
+    limiter = Limiter(
+        lambda: "key",
+        app=app,
+        storage_uri=f"redis://127.0.0.1:{free_port()}/0",
+        storage_options={"socket_connect_timeout": 1, "socket_timeout": 1},
+    )
+    refused = RequestLimit(limiter, parse("3/hour"), ["key", "scope"], True, False)
+    assert _seconds_to_reset(refused) == 3600
