@@ -123,14 +123,21 @@ def deliver_due(services: Services, *, limit: int = 50) -> int:
 def deliver_now(services: Services, event_id: str) -> bool:
     """Send one event just committed, unless it is not due or another process holds it.
 
-    The event is claimed and read in one transaction. When its endpoint already has its share of
-    sends in this process, the claim is given back at once, without an attempt: the event is due
-    again now and a sweep sends it.
+    The event is claimed and read in one statement: the lease's compare-and-set returns the
+    event it leased. When its endpoint already has its share of sends in this process, the claim
+    is given back at once, without an attempt: the event is due again now and a sweep sends it.
     """
+    now = services.clock()
     with services.db.transaction() as tx:
-        if not _lease(tx, services.clock(), WebhookEvent.id == event_id, limit=1):
+        event = tx.scalar(
+            update(WebhookEvent)
+            .where(WebhookEvent.id == event_id, *_due(now))
+            .values(next_attempt_at=now + LEASE)
+            .returning(WebhookEvent)
+        )
+        if event is None:
             return False
-        send = _read(services, tx, event_id)
+        send = _read(services, tx, event)
     if _send(services, send):
         return True
     _due_again(services, event_id, services.clock())
@@ -161,23 +168,26 @@ def _due_again(services: Services, event_id: str, when: datetime) -> None:
         )
 
 
-def _claim(services: Services, *where: ColumnElement[bool], limit: int) -> list[str]:
+def _claim(services: Services, *, limit: int) -> list[str]:
     """Lease due, undelivered events to this process; ids of those it got."""
     with services.db.transaction() as tx:
-        return _lease(tx, services.clock(), *where, limit=limit)
+        return _lease(tx, services.clock(), limit=limit)
 
 
-def _lease(tx: Tx, now: datetime, *where: ColumnElement[bool], limit: int) -> list[str]:
+def _due(now: datetime) -> tuple[ColumnElement[bool], ...]:
+    return WebhookEvent.delivered.is_(False), WebhookEvent.next_attempt_at <= now
+
+
+def _lease(tx: Tx, now: datetime, *, limit: int) -> list[str]:
     """Lease due, undelivered events in `tx`; ids of those it got.
 
     The lease is a compare-and-set (an UPDATE that still requires the event to be due), so two
     processes that both saw an event due cannot both take it, even on SQLite, which has no
     SKIP LOCKED; on PostgreSQL the locked SELECT already keeps them apart.
     """
-    is_due = (WebhookEvent.delivered.is_(False), WebhookEvent.next_attempt_at <= now)
     candidates = tx.scalars(
         select(WebhookEvent.id)
-        .where(*is_due, *where)
+        .where(*_due(now))
         .order_by(WebhookEvent.next_attempt_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -186,7 +196,7 @@ def _lease(tx: Tx, now: datetime, *where: ColumnElement[bool], limit: int) -> li
     for event_id in candidates:
         leased: CursorResult[Any] = tx.execute(  # type: ignore[assignment]
             update(WebhookEvent)
-            .where(WebhookEvent.id == event_id, *is_due)
+            .where(WebhookEvent.id == event_id, *_due(now))
             .values(next_attempt_at=now + LEASE)
         )
         if leased.rowcount == 1:
@@ -236,12 +246,11 @@ def _record(
 
 def _prepare(services: Services, event_id: str) -> _Send:
     with services.db.transaction() as tx:
-        return _read(services, tx, event_id)
+        return _read(services, tx, tx.get_one(WebhookEvent, event_id))
 
 
-def _read(services: Services, tx: Tx, event_id: str) -> _Send:
+def _read(services: Services, tx: Tx, event: WebhookEvent) -> _Send:
     """What sending an event takes: its body, and its project's URL and signing secret."""
-    event = tx.get_one(WebhookEvent, event_id)
     project = tx.get_one(Project, event.project_id)
     secret = project_secret(project, services.sealer(WEBHOOK_SECRET_PURPOSE))
     live = event.environment == Environment.LIVE

@@ -7,12 +7,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
 from pytest_httpserver import HTTPServer
 from rq import Queue
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from api import maintenance_tasks
 from ivr.charge import run_payment_job
@@ -134,6 +135,42 @@ def test_the_job_and_the_sweep_racing_for_one_event_send_it_once(
     assert _deliveries(services) == [(event_id, 200)]
     if services.db.engine.dialect.name == "postgresql":
         assert errors == []  # SKIP LOCKED: the loser simply finds nothing to send
+
+
+def test_sending_an_event_just_committed_claims_and_reads_it_in_one_statement(
+    services: Services,
+    queued: QueuedJobs,
+    hook_secret: str,
+    receiver: HTTPServer,
+    new_session: Callable[..., str],
+) -> None:
+    receiver.expect_request("/hooks", method="POST").respond_with_data("ok")
+    pay(services, new_session(), APPROVED)
+    [event_id] = queued.deliveries
+    statements: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if not statement.startswith("BEGIN"):  # SQLite's BEGIN IMMEDIATE (store._sqlite_begin)
+            statements.append(" ".join(statement.split()[:2]))
+
+    event.listen(services.db.engine, "before_cursor_execute", note)
+    try:
+        assert deliver_now(services, event_id)
+        assert deliver_now(services, event_id) is False  # delivered: nothing to claim
+    finally:
+        event.remove(services.db.engine, "before_cursor_execute", note)
+
+    # the lease returns the event; its project; then the attempt recorded; then the second,
+    # refused claim
+    assert statements == [
+        "UPDATE webhook_events",
+        "SELECT projects.id,",
+        "SELECT webhook_events.id,",
+        "INSERT INTO",
+        "UPDATE webhook_events",
+        "UPDATE webhook_events",
+    ]
+    assert _deliveries(services) == [(event_id, 200)]
 
 
 def test_when_the_queue_is_unreachable_the_commit_stands_and_the_sweep_sends(
