@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as Tx
 
@@ -138,14 +138,14 @@ def _start(
         project = tx.get_one(Project, session.project_id)
         settings = project_settings(project)
         number = attempt if attempt is not None else session.attempt_count + 1
-        existing = _attempt_row(tx, session.id, number)
+        existing, unresolved = _this_or_unresolved(tx, session.id, number)
         if existing is not None:
             if existing.state == AttemptState.PENDING:
                 raise Conflict("This payment attempt is already being processed")
             return _outcome(session, existing, settings.max_payment_attempts)
         if Status(session.status).is_terminal:
             raise Conflict(f"Session is {session.status}")
-        if _unresolved_attempt(tx, session.id) is not None:
+        if unresolved:
             raise Conflict("The previous payment attempt is still being confirmed")
         if number != session.attempt_count + 1 or number > settings.max_payment_attempts:
             raise Conflict("No payment attempts remain for this session")
@@ -242,13 +242,20 @@ def resume_attempt(tx: Tx, attempt: PaymentAttempt) -> StartedAttempt:
     return _started(session, project.id, project_settings(project), attempt.number, look_up, None)
 
 
-def _unresolved_attempt(tx: Tx, session_id: str) -> PaymentAttempt | None:
-    return tx.scalar(
+def _this_or_unresolved(tx: Tx, session_id: str, number: int) -> tuple[PaymentAttempt | None, bool]:
+    """The session's attempt `number` if it exists, and whether any attempt awaits its outcome:
+    one read of the session's attempts."""
+    rows = tx.scalars(
         select(PaymentAttempt).where(
             PaymentAttempt.session_id == session_id,
-            PaymentAttempt.state.in_(UNRESOLVED_ATTEMPT_STATES),
+            or_(
+                PaymentAttempt.number == number,
+                PaymentAttempt.state.in_(UNRESOLVED_ATTEMPT_STATES),
+            ),
         )
-    )
+    ).all()
+    this = next((row for row in rows if row.number == number), None)
+    return this, any(row.state in UNRESOLVED_ATTEMPT_STATES for row in rows)
 
 
 def _attempt_row(tx: Tx, session_id: str, number: int) -> PaymentAttempt | None:

@@ -19,16 +19,20 @@ import redis
 from flask import Flask
 from pytest_httpserver import HTTPServer
 from rq import Queue
+from sqlalchemy import event
 
 from api import maintenance_tasks
 from ivr.callstate import CARD_TTL
 from ivr.charge import run_payment_job
 from ivr.wiring import build_services
+from payments.attempts import pay
 from payments.jobs import QUEUE_NAME, RQJobs, run_worker
 from payments.services import Services
+from tests.ops.conftest import QueuedJobs
 from tests.ops.test_exactly_once import session_status
 from tests.ops.test_payment_lanes import DEADLINE, queue_payment
 from tests.ops.test_webhook_jobs import _received
+from tests.ops.test_webhooks import APPROVED
 
 pytestmark = pytest.mark.redis
 
@@ -187,3 +191,24 @@ def test_the_worker_command_freezes_what_it_built_and_still_runs_its_jobs(
             signal.signal(signum, handler)
 
     assert rq_keys(rq_redis) == []  # the payment job ran and left nothing
+
+
+def test_a_payment_reads_its_attempts_once_to_start_and_once_to_record(
+    services: Services, queued: QueuedJobs, new_session: Callable[..., str]
+) -> None:
+    """`_start` asks for "this attempt, or any unresolved one" in one read."""
+    session_id = new_session()
+    selects: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.startswith("SELECT"):
+            selects.append(statement)
+
+    event.listen(services.db.engine, "before_cursor_execute", note)
+    try:
+        outcome = pay(services, session_id, APPROVED)
+    finally:
+        event.remove(services.db.engine, "before_cursor_execute", note)
+
+    assert outcome.status == "payment-success"
+    assert len([s for s in selects if "\nFROM payment_attempts" in s]) == 2  # start, record
