@@ -98,6 +98,16 @@ class HandBack:
 
 
 @dataclass(frozen=True)
+class ClosedCall:
+    """What a call left behind when it ended (`CallStates.close`)."""
+
+    payment: ParkedPayment | None  # the payment last handed to a job; its card may be gone
+    # A transaction that ended the call's session left a note (`note_session_ended`): the session
+    # is terminal, so there is nothing to close.
+    session_ended: bool
+
+
+@dataclass(frozen=True)
 class LiveCall:
     """A call's state as a webhook finds it (`CallStates.load`)."""
 
@@ -265,25 +275,32 @@ class CallStates:
         self._store.save(_answered_key(call_sid), str(attempt).encode(), DEFAULT_TTL)
 
     def delete(self, call_sid: str) -> None:
+        """The flow is over: its state goes. A note that its session ended stays until it expires,
+        so the call's status callback knows the session needs no closing (`close`)."""
         self._store.delete(
             _state_key(call_sid),
             _card_key(call_sid),
             _hand_back_key(call_sid),
             _payment_key(call_sid),
-            _ended_key(call_sid),
             _answered_key(call_sid),
         )
 
-    def close(self, call_sid: str) -> ParkedPayment | None:
+    def close(self, call_sid: str) -> ClosedCall:
         """The call is over: its state goes, but a card handed to its payment job stays for the
-        job. Returns that payment, if any (the job, or its timing out, ends the session)."""
+        job. Says what was parked for that job, if anything (the job, or its timing out, ends the
+        session), and whether the call's session was noted as ended."""
+        ended, parked = self._store.load_many(_ended_key(call_sid), _payment_key(call_sid))
         self._store.delete(
             _state_key(call_sid),
             _hand_back_key(call_sid),
             _ended_key(call_sid),
             _answered_key(call_sid),
         )
-        return self.payment(call_sid)
+        raw = self._open(call_sid, parked)
+        return ClosedCall(
+            payment=None if raw is None else ParkedPayment.from_bytes(raw),
+            session_ended=ended is not None,
+        )
 
     def put_hand_back(self, call_sid: str, hand_back: HandBack, ttl: int = CALL_TTL) -> None:
         self._store.save(_hand_back_key(call_sid), self._seal(call_sid, hand_back.to_bytes()), ttl)

@@ -8,7 +8,10 @@ abandon the open session in the database. When one store is down its part is mis
 sweep `close_vanished_calls` finishes the job: a bound, open session whose call state is gone
 (deleted by the callback, or expired because no webhook came within its TTL) has no call left,
 so it ends `abandoned` at once rather than when its time runs out (a used session times out
-`abandoned` too, never `expired`: payments.sessions).
+`abandoned` too, never `expired`: payments.sessions). A call whose session already ended (paid,
+failed, cancelled) needs no database at all: the transaction that ended it left a note in call
+state (`CallStates.note_session_ended`), which outlives the flow's own state; without the note (a
+Redis failover lost it) the session is read and, being terminal, left as it is.
 
 A call that ends while its payment job has not started yet leaves the session to that job: the
 card stays parked for it (`CallStates.close`), and the job records the result and closes the
@@ -41,14 +44,16 @@ GRACE = timedelta(minutes=1)
 
 def call_ended(services: CallServices, call_sid: str) -> None:
     """Twilio says the call is over: destroy its state, abandon its open session (unless a card
-    handed to a payment job still waits for it)."""
-    parked = None
+    handed to a payment job still waits for it). A session noted as ended needs no database."""
+    closed = None
     try:
-        parked = services.callstates.close(call_sid)
+        closed = services.callstates.close(call_sid)
     except RedisError as error:  # the state expires there; the sweep closes the session then
         log.error("call %s ended, call state unreachable: %s", call_sid, type(error).__name__)
+    if closed is not None and closed.session_ended and closed.payment is None:
+        return
     try:
-        _close_session(services, call_sid, parked)
+        _close_session(services, call_sid, closed.payment if closed is not None else None)
     except SQLAlchemyError as error:  # its state is gone (or going): the sweep closes it
         log.error("call %s ended, database unreachable: %s", call_sid, type(error).__name__)
 

@@ -2,7 +2,8 @@
 
 A gather reads and writes the call's state in Redis and runs no SQL: the session's context was
 sealed with the state when the call bound. A hold poll runs no SQL either until the payment's
-job has answered (a note in call state), then one indexed read. Statements are
+job has answered (a note in call state), then one indexed read. The hang-up of a call whose
+session ended runs none: the commit that ended it left a note in call state. Statements are
 counted on the real engine (`before_cursor_execute`), Redis commands on the real client, and
 only for the request's own work: the payment job runs between webhooks, as in a worker.
 """
@@ -144,7 +145,7 @@ def test_a_bound_call_keys_its_card_and_holds_without_sql_until_its_job_answers(
         "/twilio/result",
         "/twilio/status",
     ]
-    gathers, (waiting, answered) = sent[1:5], sent[5:7]
+    gathers, (waiting, answered), status = sent[1:5], sent[5:7], sent[7]
     assert [len(w.statements) for w in gathers] == [0, 0, 0, 0]
     # card number, expiry, security code: read the state, write it back; the confirm also
     # claims the attempt and parks the card for the job
@@ -153,6 +154,8 @@ def test_a_bound_call_keys_its_card_and_holds_without_sql_until_its_job_answers(
     # the hold poll's one read of the session and the attempt, then the call's end is recorded
     assert answered.statements[0].startswith("SELECT sessions.status")
     assert "JOIN payment_attempts" in answered.statements[0]
+    # the hang-up: the job's commit noted the session's end in call state, so nothing is closed
+    assert status.statements == [] and status.commands == ["MGET", "DEL"]
 
 
 def test_a_second_card_holds_without_sql_though_the_first_attempt_was_answered(
@@ -234,5 +237,38 @@ def test_binding_the_transfer_back_and_the_hang_up_read_each_row_once(
         assert len(reads) == len(set(reads)), webhook
     # the session (locked), its project, binding's update and event, the caller's failures
     assert len(voice.statements) == 5
-    # the session by its CallSid (locked), then the transfer's status; the hang-up only reads
-    assert (len(dial.statements), len(status.statements)) == (2, 1)
+    # the session by its CallSid (locked), then the transfer's status; the hang-up runs none: the
+    # job's commit noted in call state that the session ended
+    assert (len(dial.statements), len(status.statements)) == (2, 0)
+
+
+def test_a_lost_session_ended_note_has_the_hang_up_read_the_session_and_leave_it_as_it_ended(
+    new_session: Callable[..., dict[str, Any]],
+    webhooks: tuple[Transport, list[Webhook]],
+    services: CallServices,
+    counting_redis: CountingRedis,
+    client: FlaskClient,
+    merchant: dict[str, str],
+) -> None:
+    transport, sent = webhooks
+    created = new_session(callback="sip:agent@agents.example.com")
+    keys = ScriptedKeypad([APPROVED + "#", EXPIRY + "#", CVV + "#", "1"])
+    note_session_ended = services.callstates.note_session_ended
+
+    def lost(call_sid: str) -> None:  # written, then lost with a Redis failover
+        note_session_ended(call_sid)
+        counting_redis.delete(f"paydial:call:ended:{call_sid}")
+
+    services.callstates.note_session_ended = lost  # type: ignore[method-assign]
+
+    result = phone_over(transport, to=created["sip_uri"]).call(keys)
+
+    assert result.dialed
+    status = sent[-1]
+    assert status.path.startswith("/twilio/status")
+    [read] = status.statements
+    assert read.startswith("SELECT sessions.")
+    after = client.get(
+        f"/v1/sessions/{created['session_id']}", headers={"Authorization": merchant["test"]}
+    )
+    assert after.json["status"] == "payment-success"
