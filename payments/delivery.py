@@ -5,9 +5,10 @@ as a background job: `payments.jobs`); the periodic sweep (`deliver_due`) sends 
 a crash kept from going out at once. Each send is one signed POST with a short timeout, recorded
 as a `WebhookDelivery` (status code, latency, error). A failed event is retried with exponential
 backoff and jitter; time comes from `services.clock`, so a test moves it forward instead of
-sleeping. Events are claimed with a lease (`next_attempt_at` pushed forward under `SKIP LOCKED`),
-so several workers never send one event at the same time, and an event claimed by a worker that
-died is simply picked up again later. Each process sends to one merchant endpoint at most
+sleeping. Events are claimed with a lease (`next_attempt_at` pushed forward by a compare-and-set;
+the sweep's batch picks its candidates under `SKIP LOCKED`), so several workers never send one
+event at the same time, and an event claimed by a worker that died is simply picked up again
+later. Each process sends to one merchant endpoint at most
 `PAYDIAL_WEBHOOK_CONCURRENCY` events at once (`EndpointSlots`); an event that finds its endpoint
 full is given back, due again a few seconds later, without counting as an attempt.
 """

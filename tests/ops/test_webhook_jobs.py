@@ -100,16 +100,25 @@ def test_with_redis_the_event_is_a_queued_job_that_a_worker_sends(
     assert _deliveries(services) == [(event_id, 200)]
 
 
-def test_the_job_and_the_sweep_racing_for_one_event_send_it_once(
+@pytest.fixture
+def paid_event(
     services: Services,
     queued: QueuedJobs,
     hook_secret: str,
     receiver: HTTPServer,
     new_session: Callable[..., str],
-) -> None:
+) -> str:
+    """A payment's webhook event, committed and waiting to be sent; the receiver answers 200."""
     receiver.expect_request("/hooks", method="POST").respond_with_data("ok")
     pay(services, new_session(), APPROVED)
     [event_id] = queued.deliveries
+    return event_id
+
+
+def test_the_job_and_the_sweep_racing_for_one_event_send_it_once(
+    services: Services, receiver: HTTPServer, paid_event: str
+) -> None:
+    event_id = paid_event
     start = threading.Barrier(2)
     errors: list[BaseException] = []
 
@@ -134,19 +143,13 @@ def test_the_job_and_the_sweep_racing_for_one_event_send_it_once(
     assert len(receiver.log) == 1
     assert _deliveries(services) == [(event_id, 200)]
     if services.db.engine.dialect.name == "postgresql":
-        assert errors == []  # SKIP LOCKED: the loser simply finds nothing to send
+        assert errors == []  # the loser finds the event leased: nothing to send, no error
 
 
 def test_sending_an_event_just_committed_claims_and_reads_it_in_one_statement(
-    services: Services,
-    queued: QueuedJobs,
-    hook_secret: str,
-    receiver: HTTPServer,
-    new_session: Callable[..., str],
+    services: Services, receiver: HTTPServer, paid_event: str
 ) -> None:
-    receiver.expect_request("/hooks", method="POST").respond_with_data("ok")
-    pay(services, new_session(), APPROVED)
-    [event_id] = queued.deliveries
+    event_id = paid_event
     statements: list[str] = []
 
     def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
