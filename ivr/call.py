@@ -29,7 +29,7 @@ from ivr.binding import (
     session_for_call,
 )
 from ivr.callstate import CallServices, CallStates, HandBack, LiveCall
-from ivr.charge import attempt_result, start_payment
+from ivr.charge import HoldPoll, attempt_result, start_payment
 from ivr.hangup import call_ended
 from ivr.prompts import DEFAULT_LANGUAGE, catalog
 from ivr.speech import announced_merchant
@@ -80,6 +80,7 @@ class Call:
         self.form = form
         self.caller = form.get("From", "")
         self.session_status: str | None = None
+        self.poll: HoldPoll | None = None  # what this webhook's hold poll read, if it read
         # The bound session's context this webhook used; sealed with the call's next state.
         self.context: flow.FlowContext | None = None
 
@@ -142,7 +143,7 @@ class Call:
         sealed = live.sealed(self.services.clock().date())
         if sealed is not None and not _worth_reading(live):  # still with its job: nothing new
             return self._carry_out(flow.advance(state, flow.PaymentPending(), self._use(sealed)))
-        poll = attempt_result(self.services, state.session_id, state.attempt)
+        poll = self.poll = attempt_result(self.services, state.session_id, state.attempt)
         if sealed is None:
             context = self._load_context(state.session_id)
         else:  # the poll has just read the session: it says how the session stands
@@ -279,6 +280,16 @@ class Call:
     def _finish(self, session_id: str, finish: flow.Finish) -> Transfer | None:
         """Record how the flow ended and work out where the caller goes next."""
         services = self.services
+        poll = self.poll
+        if poll is not None and poll.status.is_terminal:  # read just now, and final: no record
+            self.session_status = poll.status.value
+            return transfer_for(
+                poll.callback,
+                session_id=session_id,
+                status=poll.status.value,
+                memory=poll.memory,
+                secret_key=services.secrets.secret_key,
+            )
         now = services.clock()
         with services.db.transaction() as tx:
             session = load_session(tx, session_id, now=now, for_update=True)

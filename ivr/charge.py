@@ -110,6 +110,9 @@ class HoldPoll:
     status: Status
     attempt_count: int
     answer: flow.GatewayAnswer | None
+    # Where an ended session sends its caller back to, and with what (`ivr.transfer`).
+    callback: str | None = None
+    memory: str | None = None
 
 
 # Built once: the poll runs every second of every caller's hold.
@@ -120,6 +123,8 @@ _HOLD_POLL = (
         PaymentSession.confirmation_code,
         PaymentAttempt.state,
         PaymentAttempt.error_code,
+        PaymentSession.callback,
+        PaymentSession.memory,
     )
     .outerjoin(
         PaymentAttempt,
@@ -137,10 +142,10 @@ def attempt_result(services: Services, session_id: str, number: int) -> HoldPoll
     something to read: `ivr.call`)."""
     with services.db.transaction() as tx:
         row = tx.execute(_HOLD_POLL, {"session_id": session_id, "number": number}).one()
-    status, attempt_count, confirmation, state, error_code = row
+    status, attempt_count, confirmation, state, error_code, callback, memory = row
     answer = None  # running, or awaiting reconciliation: the caller keeps holding
     if state == AttemptState.SUCCEEDED:
         answer = flow.GatewayAnswer(approved=True, confirmation=confirmation or "")
     elif state is not None and state not in UNRESOLVED_ATTEMPT_STATES:
         answer = flow.GatewayAnswer(approved=False, decline_code=error_code or "")
-    return HoldPoll(Status(status), attempt_count, answer)
+    return HoldPoll(Status(status), attempt_count, answer, callback, memory)

@@ -151,9 +151,11 @@ def test_a_bound_call_keys_its_card_and_holds_without_sql_until_its_job_answers(
     # claims the attempt and parks the card for the job
     assert [w.commands for w in gathers[:3]] == [["MGET", "SET"]] * 3
     assert waiting.statements == [] and waiting.commands == ["MGET", "SET"]
-    # the hold poll's one read of the session and the attempt, then the call's end is recorded
-    assert answered.statements[0].startswith("SELECT sessions.status")
-    assert "JOIN payment_attempts" in answered.statements[0]
+    # the hold poll's one read of the session and the attempt; the session has ended, so that
+    # read also says where the caller goes: nothing more is read or recorded
+    [read] = answered.statements
+    assert read.startswith("SELECT sessions.status")
+    assert "JOIN payment_attempts" in read
     # the hang-up: the job's commit noted the session's end in call state, so nothing is closed
     assert status.statements == [] and status.commands == ["MGET", "DEL"]
 
