@@ -30,7 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from ivr.binding import end_call
-from ivr.callstate import CallServices, ParkedPayment
+from ivr.callstate import CallServices, ClosedCall, ParkedPayment
 from payments.attempts import attempt_recorded, time_out
 from payments.model import Channel, Status
 from payments.store import PaymentSession
@@ -45,15 +45,15 @@ GRACE = timedelta(minutes=1)
 def call_ended(services: CallServices, call_sid: str) -> None:
     """Twilio says the call is over: destroy its state, abandon its open session (unless a card
     handed to a payment job still waits for it). A session noted as ended needs no database."""
-    closed = None
+    closed = ClosedCall(payment=None, session_ended=False)  # all an unreachable store can say
     try:
         closed = services.callstates.close(call_sid)
     except RedisError as error:  # the state expires there; the sweep closes the session then
         log.error("call %s ended, call state unreachable: %s", call_sid, type(error).__name__)
-    if closed is not None and closed.session_ended and closed.payment is None:
+    if closed.session_ended and closed.payment is None:
         return
     try:
-        _close_session(services, call_sid, closed.payment if closed is not None else None)
+        _close_session(services, call_sid, closed.payment)
     except SQLAlchemyError as error:  # its state is gone (or going): the sweep closes it
         log.error("call %s ended, database unreachable: %s", call_sid, type(error).__name__)
 
