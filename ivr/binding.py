@@ -28,16 +28,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session as Tx
 
 from payments.errors import NotFound
-from payments.model import UNRESOLVED_ATTEMPT_STATES, Channel, Status
+from payments.model import Channel, Status
 from payments.sessions import (
     ACTIVE,
     CALL_BOUND,
     bind_window,
     expire_if_due,
     load_session,
+    payment_in_flight,
     transition,
 )
-from payments.store import PaymentAttempt, PaymentSession, Project
+from payments.store import PaymentSession, Project
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _SIP_USER = re.compile(r"^<?sips?:([^@;?>]+)@", re.IGNORECASE)
@@ -215,12 +216,6 @@ def end_call(tx: Tx, call_sid: str, *, now: datetime) -> PaymentSession | None:
     session = session_for_call(tx, call_sid, now=now)
     if session is None or Status(session.status).is_terminal:
         return session
-    running = tx.scalar(
-        select(PaymentAttempt.id).where(
-            PaymentAttempt.session_id == session.id,
-            PaymentAttempt.state.in_(UNRESOLVED_ATTEMPT_STATES),
-        )
-    )
-    if running is None:
+    if not payment_in_flight(tx, session.id):
         transition(tx, session, Status.ABANDONED, cause="caller_hung_up", now=now)
     return session

@@ -296,11 +296,7 @@ class CallStates:
             _ended_key(call_sid),
             _answered_key(call_sid),
         )
-        raw = self._open(call_sid, parked)
-        return ClosedCall(
-            payment=None if raw is None else ParkedPayment.from_bytes(raw),
-            session_ended=ended is not None,
-        )
+        return ClosedCall(self._parked(call_sid, parked), session_ended=ended is not None)
 
     def put_hand_back(self, call_sid: str, hand_back: HandBack, ttl: int = CALL_TTL) -> None:
         self._store.save(_hand_back_key(call_sid), self._seal(call_sid, hand_back.to_bytes()), ttl)
@@ -320,7 +316,10 @@ class CallStates:
 
     def payment(self, call_sid: str) -> ParkedPayment | None:
         """The payment last handed to a job on this call (its card may be taken or gone since)."""
-        raw = self._open(call_sid, self._store.load(_payment_key(call_sid)))
+        return self._parked(call_sid, self._store.load(_payment_key(call_sid)))
+
+    def _parked(self, call_sid: str, sealed: bytes | None) -> ParkedPayment | None:
+        raw = self._open(call_sid, sealed)
         return None if raw is None else ParkedPayment.from_bytes(raw)
 
     def take_card(self, call_sid: str) -> KeyedCard | None:

@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from sqlalchemy import ColumnElement, CursorResult, select, update
+from sqlalchemy import ColumnElement, CursorResult, Update, select, update
 from sqlalchemy.orm import Session as Tx
 
 from payments import logs
@@ -130,12 +130,7 @@ def deliver_now(services: Services, event_id: str) -> bool:
     """
     now = services.clock()
     with services.db.transaction() as tx:
-        event = tx.scalar(
-            update(WebhookEvent)
-            .where(WebhookEvent.id == event_id, *_due(now))
-            .values(next_attempt_at=now + LEASE)
-            .returning(WebhookEvent)
-        )
+        event = tx.scalar(_lease_one(event_id, now).returning(WebhookEvent))
         if event is None:
             return False
         send = _read(services, tx, event)
@@ -179,6 +174,15 @@ def _due(now: datetime) -> tuple[ColumnElement[bool], ...]:
     return WebhookEvent.delivered.is_(False), WebhookEvent.next_attempt_at <= now
 
 
+def _lease_one(event_id: str, now: datetime) -> Update:
+    """The lease's compare-and-set: the event's next attempt pushed past the lease, if still due."""
+    return (
+        update(WebhookEvent)
+        .where(WebhookEvent.id == event_id, *_due(now))
+        .values(next_attempt_at=now + LEASE)
+    )
+
+
 def _lease(tx: Tx, now: datetime, *, limit: int) -> list[str]:
     """Lease due, undelivered events in `tx`; ids of those it got.
 
@@ -195,11 +199,7 @@ def _lease(tx: Tx, now: datetime, *, limit: int) -> list[str]:
     ).all()
     claimed = []
     for event_id in candidates:
-        leased: CursorResult[Any] = tx.execute(  # type: ignore[assignment]
-            update(WebhookEvent)
-            .where(WebhookEvent.id == event_id, *_due(now))
-            .values(next_attempt_at=now + LEASE)
-        )
+        leased: CursorResult[Any] = tx.execute(_lease_one(event_id, now))  # type: ignore[assignment]
         if leased.rowcount == 1:
             claimed.append(event_id)
     return claimed

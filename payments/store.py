@@ -35,11 +35,14 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship,
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.pool import QueuePool
 
+from payments.model import Status
 from payments.settings import DATABASE_POOL_SIZE
 
 # Access codes are unique among the sessions a call can still bind (payments.sessions).
 ACCESS_CODE_INDEX = "uq_sessions_active_access_code"
-_BINDABLE = text("status IN ('pending', 'collecting')")
+_BINDABLE = text(
+    "status IN ({})".format(", ".join(f"'{s.value}'" for s in Status if not s.is_terminal))
+)
 
 log = logging.getLogger(__name__)
 
