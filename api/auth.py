@@ -50,7 +50,7 @@ def require_api_key(view: Callable[P, R]) -> Callable[P, R]:
         token = bearer_token()
         if token is None:
             raise _unauthorized("Not authenticated")
-        with current_services().db.transaction() as tx:
+        with current_services().db.read() as tx:
             key = authenticate(tx, token)
             if key is None:
                 raise _unauthorized("Invalid or revoked API key")

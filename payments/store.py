@@ -418,6 +418,25 @@ class Database:
         with self._sessions.begin() as session:
             yield session
 
+    @contextmanager
+    def read(self) -> Iterator[OrmSession]:
+        """A session for reads only. On PostgreSQL its statements run in autocommit, each in a
+        snapshot of its own: a single read saves the BEGIN and COMMIT round trips of
+        `transaction`. On SQLite it is `transaction`: we say BEGIN ourselves there
+        (`_sqlite_begin`), and handing back an autocommit connection would turn pysqlite's own
+        BEGINs on again.
+        https://docs.sqlalchemy.org/en/20/core/connections.html#setting-transaction-isolation-levels-including-dbapi-autocommit
+        """
+        if self.engine.dialect.name == "sqlite":
+            with self.transaction() as session:
+                yield session
+            return
+        with (
+            self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection,
+            self._sessions(bind=connection) as session,
+        ):
+            yield session
+
     def warm(self) -> int:
         """Open the pool's connections now, at start-up, not in the first burst of traffic: each
         is a PostgreSQL backend forked, a cost that otherwise lands when every core is busy. The

@@ -56,7 +56,7 @@ def signature_valid(body: bytes, api_key: str, header: str, now_ms: int) -> bool
 @bp.post("/integrations/retell/<project>")
 def retell_function(project: str) -> tuple[Response, int] | Response:
     services = current_services()
-    with services.db.transaction() as tx:
+    with services.db.read() as tx:
         access = authenticate_integration(tx, project, request.args.get("token", ""))
         if access is None:
             raise Unauthorized("Invalid integration token")

@@ -70,7 +70,7 @@ class VapiServerMessage(BaseModel):
 
 def _caller(project: str) -> Caller:
     services = current_services()
-    with services.db.transaction() as tx:
+    with services.db.read() as tx:
         token = bearer_token()
         if token is not None:
             key = authenticate(tx, token)
