@@ -35,6 +35,7 @@ from payments.sessions import (
     bind_window,
     expire_if_due,
     load_session,
+    load_session_and_project,
     payment_in_flight,
     transition,
 )
@@ -79,20 +80,21 @@ class CallBinding:
 def bind_call(tx: Tx, call: CallParams, *, now: datetime) -> CallBinding:
     """Bind the call to the one session its parameters name; unbound: ask for the code."""
     for how, session_id in _named(call):
-        session = _bindable(tx, session_id, call.call_sid, now)
-        if session is not None:
-            return CallBinding(session, project=_bind(tx, session, call.call_sid, now, how=how))
+        found = _bindable(tx, session_id, call.call_sid, now)
+        if found is not None:
+            _bind(tx, found[0], call.call_sid, now, how=how)
+            return CallBinding(found[0], project=found[1])
     if not E164.match(call.caller):
         return CallBinding(None)
     pending = [
-        session
+        found
         for session_id in _pending_for_caller(tx, call.caller, now)
-        if (session := _bindable(tx, session_id, call.call_sid, now)) is not None
+        if (found := _bindable(tx, session_id, call.call_sid, now)) is not None
     ]
     if len(pending) != 1:
         return CallBinding(None, ambiguous_caller_id=len(pending) > 1)
-    project = _bind(tx, pending[0], call.call_sid, now, how="caller_id")
-    return CallBinding(pending[0], project=project)
+    _bind(tx, pending[0][0], call.call_sid, now, how="caller_id")
+    return CallBinding(pending[0][0], project=pending[0][1])
 
 
 def find_by_access_code(
@@ -106,17 +108,19 @@ def find_by_access_code(
             PaymentSession.status.in_(ACTIVE),
         )
     )
-    return None if session_id is None else _bindable(tx, session_id, call_sid, now)
+    found = None if session_id is None else _bindable(tx, session_id, call_sid, now)
+    return None if found is None else found[0]
 
 
 def bind_by_access_code(
     tx: Tx, session_id: str, *, call_sid: str, now: datetime
 ) -> PaymentSession | None:
     """Bind after the caller keyed a matching code; None when someone else bound it meanwhile."""
-    session = _bindable(tx, session_id, call_sid, now)
-    if session is not None:
-        _bind(tx, session, call_sid, now, how="access_code")
-    return session
+    found = _bindable(tx, session_id, call_sid, now)
+    if found is None:
+        return None
+    _bind(tx, found[0], call_sid, now, how="access_code")
+    return found[0]
 
 
 def ended_session_for(tx: Tx, call: CallParams, *, now: datetime) -> PaymentSession | None:
@@ -178,26 +182,27 @@ def _pending_for_caller(tx: Tx, caller: str, now: datetime) -> list[str]:
     )
 
 
-def _bindable(tx: Tx, session_id: str, call_sid: str, now: datetime) -> PaymentSession | None:
+def _bindable(
+    tx: Tx, session_id: str, call_sid: str, now: datetime
+) -> tuple[PaymentSession, Project] | None:
+    """The session, locked, and its project, when this call may bind it."""
     try:
-        session = load_session(tx, session_id, now=now, for_update=True)
+        session, project = load_session_and_project(tx, session_id, now=now, for_update=True)
     except NotFound:
         return None
     if session.channel != Channel.VOICE.value or session.status not in ACTIVE:
         return None
     if session.call_sid not in (None, call_sid):
         return None
-    return session
+    return session, project
 
 
-def _bind(tx: Tx, session: PaymentSession, call_sid: str, now: datetime, *, how: str) -> Project:
-    """Bind the session to the call; returns its project (see `CallBinding`)."""
-    project = tx.get_one(Project, session.project_id)
+def _bind(tx: Tx, session: PaymentSession, call_sid: str, now: datetime, *, how: str) -> None:
+    """Bind the session to the call."""
     session.call_sid = call_sid
     session.updated_at = now
     session.expires_at = bind_window(session.expires_at, now)
     transition(tx, session, Status.COLLECTING, cause="call_bound", now=now, detail={"by": how})
-    return project
 
 
 def session_for_call(tx: Tx, call_sid: str, *, now: datetime) -> PaymentSession | None:

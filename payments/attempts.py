@@ -38,7 +38,7 @@ from payments.model import UNRESOLVED_ATTEMPT_STATES, AttemptState, PaymentMode,
 from payments.project_settings import ProjectSettings, project_settings
 from payments.reversals import REVERSED_CODE, REVERSED_MESSAGE, reverse_attempt
 from payments.services import Services
-from payments.sessions import load_session, transition
+from payments.sessions import load_session, load_session_and_project, transition
 from payments.store import PaymentAttempt, PaymentSession, Project, SessionEvent
 
 PLAIN_MESSAGES = {
@@ -134,8 +134,7 @@ def _start(
     """
     now = services.clock()
     with services.db.transaction() as tx:
-        session = load_session(tx, session_id, now=now, for_update=True)
-        project = tx.get_one(Project, session.project_id)
+        session, project = load_session_and_project(tx, session_id, now=now, for_update=True)
         settings = project_settings(project)
         number = attempt if attempt is not None else session.attempt_count + 1
         existing, unresolved = _this_or_unresolved(tx, session.id, number)
@@ -338,8 +337,9 @@ def _record_result(
 ) -> tuple[PaymentOutcome, int | None]:
     now = services.clock()
     with services.db.transaction() as tx:
-        session = load_session(tx, started.session_id, now=now, for_update=True)
-        project = tx.get_one(Project, session.project_id)
+        session, project = load_session_and_project(
+            tx, started.session_id, now=now, for_update=True
+        )
         max_attempts = project_settings(project).max_payment_attempts
         attempt = _attempt_row(tx, session.id, started.number)
         assert attempt is not None  # written by _start, never deleted

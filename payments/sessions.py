@@ -337,6 +337,26 @@ def load_session(
     return session
 
 
+def load_session_and_project(
+    tx: Tx, session_id: str, *, now: datetime, for_update: bool = False
+) -> tuple[PaymentSession, Project]:
+    """A session by id and its project, in one read; `for_update` locks the session row only
+    (every payment of a project would otherwise queue on the project's row)."""
+    query = (
+        select(PaymentSession, Project)
+        .join(Project, Project.id == PaymentSession.project_id)
+        .where(PaymentSession.id == session_id)
+    )
+    if for_update:
+        query = query.with_for_update(of=PaymentSession)
+    row = tx.execute(query).tuples().one_or_none()
+    if row is None:
+        raise NotFound("Session not found")
+    session, project = row
+    expire_if_due(tx, session, now)
+    return session, project
+
+
 def project_of_session(tx: Tx, session_id: str) -> Project | None:
     """The project a session belongs to; None when there is no such session."""
     return tx.scalar(

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session as Tx
 from payments.crypto import Sealer
 from payments.errors import Conflict, InvalidInput, NotFound, PaydialError
 from payments.store import Account, DashboardUser
-from payments.velocity import record, wait_for
+from payments.velocity import record, waits_for
 
 EMAIL_FAILURES = 5  # per email address per window
 ADDRESS_FAILURES = 20  # per client address per window
@@ -99,7 +99,7 @@ def _subjects(email: str, address: str) -> list[tuple[str, int]]:
 
 
 def _refuse_while_throttled(tx: Tx, subjects: list[tuple[str, int]], now: datetime) -> None:
-    waits = [wait_for(tx, subject, limit, FAILURE_WINDOW, now) for subject, limit in subjects]
+    waits = waits_for(tx, subjects, FAILURE_WINDOW, now)
     wait = max((w for w in waits if w is not None), default=None)
     if wait is not None:
         raise SignInThrottled(wait)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import ScalarSelect, bindparam, delete, select
 from sqlalchemy.orm import Session as Tx
 
 from payments.errors import PaydialError
@@ -62,23 +62,43 @@ def _subjects(caller: str | None, card: str | None) -> list[str]:
     return ([f"caller:{caller}"] if caller else []) + ([f"card:{card}"] if card else [])
 
 
-# The `limit`-th most recent failure of a subject inside the window, if it has that many: one
-# index range read on (subject, at). Built once: a voice webhook and every payment ask it.
-_NTH_RECENT = (
-    select(VelocityEvent.at)
-    .where(VelocityEvent.subject == bindparam("subject"), VelocityEvent.at > bindparam("since"))
-    .order_by(VelocityEvent.at.desc())
-    .limit(1)
-    .offset(bindparam("skip"))
-)
+def _nth_recent(i: int) -> ScalarSelect[datetime]:
+    """The `limit`-th most recent failure of subject `i` inside the window, if it has that many:
+    one index range read on (subject, at)."""
+    return (
+        select(VelocityEvent.at)
+        .where(
+            VelocityEvent.subject == bindparam(f"subject{i}"),
+            VelocityEvent.at > bindparam("since"),
+        )
+        .order_by(VelocityEvent.at.desc())
+        .limit(1)
+        .offset(bindparam(f"skip{i}"))
+        .scalar_subquery()
+    )
 
 
-def wait_for(tx: Tx, subject: str, limit: int, window: timedelta, now: datetime) -> int | None:
-    """Seconds until `subject` may try again, or None when it is under its limit."""
-    oldest = tx.scalar(_NTH_RECENT, {"subject": subject, "since": now - window, "skip": limit - 1})
-    if oldest is None:
-        return None
-    return max(1, int((oldest + window - now).total_seconds()) + 1)
+# One statement for up to MAX_SUBJECTS subjects, each its own subquery; built once: a voice
+# webhook, every payment and every sign-in ask it.
+MAX_SUBJECTS = 2
+_NTH_RECENT = {n: select(*map(_nth_recent, range(n))) for n in range(1, MAX_SUBJECTS + 1)}
+
+
+def waits_for(
+    tx: Tx, subjects: Sequence[tuple[str, int]], window: timedelta, now: datetime
+) -> list[int | None]:
+    """For each (subject, limit): seconds until it may try again, or None when it is under its
+    limit. One read."""
+    if not subjects:
+        return []
+    params: dict[str, object] = {"since": now - window}
+    for i, (subject, limit) in enumerate(subjects):
+        params |= {f"subject{i}": subject, f"skip{i}": limit - 1}
+    oldest = tx.execute(_NTH_RECENT[len(subjects)], params).one()
+    return [
+        None if at is None else max(1, int((at + window - now).total_seconds()) + 1)
+        for at in oldest
+    ]
 
 
 def check(
@@ -86,14 +106,14 @@ def check(
 ) -> None:
     """Raise CallerLockedOut or CardLocked when either has used up its failures in the window."""
     settings = services.settings
-    wait = caller_lockout(tx, services, [caller], now=now)
-    if wait is not None:
+    subjects = [(f"caller:{caller}", settings.caller_failure_limit)] if caller else []
+    subjects += [(f"card:{card}", settings.card_failure_limit)] if card else []
+    window = timedelta(hours=settings.velocity_window_hours)
+    waits = dict(zip((s for s, _ in subjects), waits_for(tx, subjects, window, now), strict=True))
+    if (wait := waits.get(f"caller:{caller}")) is not None:
         raise CallerLockedOut(wait)
-    if card:
-        window = timedelta(hours=settings.velocity_window_hours)
-        wait = wait_for(tx, f"card:{card}", settings.card_failure_limit, window, now)
-        if wait is not None:
-            raise CardLocked(wait)
+    if (wait := waits.get(f"card:{card}")) is not None:
+        raise CardLocked(wait)
 
 
 def caller_lockout(
@@ -105,11 +125,11 @@ def caller_lockout(
     """
     settings = services.settings
     window = timedelta(hours=settings.velocity_window_hours)
-    waits = (
-        wait_for(tx, f"caller:{caller}", settings.caller_failure_limit, window, now)
+    subjects = [
+        (f"caller:{caller}", settings.caller_failure_limit)
         for caller in dict.fromkeys(c for c in callers if c)
-    )
-    return max((wait for wait in waits if wait is not None), default=None)
+    ]
+    return max((w for w in waits_for(tx, subjects, window, now) if w is not None), default=None)
 
 
 def record(tx: Tx, subject: str, now: datetime, *, environment: str | None = None) -> None:

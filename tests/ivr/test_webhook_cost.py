@@ -237,8 +237,8 @@ def test_binding_the_transfer_back_and_the_hang_up_read_each_row_once(
     for webhook in sent:
         reads = [s for s in webhook.statements if s.startswith("SELECT")]
         assert len(reads) == len(set(reads)), webhook
-    # the session (locked), its project, binding's update and event, the caller's failures
-    assert len(voice.statements) == 5
+    # the session (locked) with its project, binding's update and event, the caller's failures
+    assert len(voice.statements) == 4
     # the session by its CallSid (locked), then the transfer's status; the hang-up runs none: the
     # job's commit noted in call state that the session ended
     assert (len(dial.statements), len(status.statements)) == (2, 0)

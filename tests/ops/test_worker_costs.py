@@ -193,11 +193,8 @@ def test_the_worker_command_freezes_what_it_built_and_still_runs_its_jobs(
     assert rq_keys(rq_redis) == []  # the payment job ran and left nothing
 
 
-def test_a_payment_reads_its_attempts_once_to_start_and_once_to_record(
-    services: Services, queued: QueuedJobs, new_session: Callable[..., str]
-) -> None:
-    """`_start` asks for "this attempt, or any unresolved one" in one read."""
-    session_id = new_session()
+def selects_of_a_payment(services: Services, session_id: str) -> list[str]:
+    """The SELECTs one approved payment runs, start to record."""
     selects: list[str] = []
 
     def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
@@ -209,6 +206,26 @@ def test_a_payment_reads_its_attempts_once_to_start_and_once_to_record(
         outcome = pay(services, session_id, APPROVED)
     finally:
         event.remove(services.db.engine, "before_cursor_execute", note)
-
     assert outcome.status == "payment-success"
+    return selects
+
+
+def test_a_payment_reads_its_attempts_once_to_start_and_once_to_record(
+    services: Services, queued: QueuedJobs, new_session: Callable[..., str]
+) -> None:
+    """`_start` asks for "this attempt, or any unresolved one" in one read."""
+    selects = selects_of_a_payment(services, new_session())
+
     assert len([s for s in selects if "\nFROM payment_attempts" in s]) == 2  # start, record
+
+
+def test_a_payment_reads_the_session_with_its_project_and_the_failures_at_once(
+    services: Services, queued: QueuedJobs, new_session: Callable[..., str]
+) -> None:
+    """Start and record each lock the session and read its project in one statement; the
+    caller's and the card's failures are one read."""
+    selects = selects_of_a_payment(services, new_session())
+
+    assert [s for s in selects if "\nFROM projects" in s] == []  # the project never on its own
+    assert len([s for s in selects if "JOIN projects" in s]) == 2  # start, record
+    assert len([s for s in selects if "velocity_events" in s]) == 1
