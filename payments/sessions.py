@@ -349,7 +349,7 @@ def load_session_and_project(
     )
     if for_update:
         query = query.with_for_update(of=PaymentSession)
-    row = tx.execute(query).tuples().one_or_none()
+    row = tx.execute(query).one_or_none()
     if row is None:
         raise NotFound("Session not found")
     session, project = row
