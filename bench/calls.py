@@ -1019,7 +1019,12 @@ class Bench:
             f"(live backends of the bench database: {pg_cpu[1] / max(1, n):.2f}; "
             f"{self.connections_opened} connections opened during the calls)"
         )
-        say(f"  session create    {create_cpu / max(1, len(creates)):7.2f}   (web workers)")
+        create_ms = create_cpu / max(1, len(creates))
+        times_bare = create_ms / max(bare_ms, 1e-9)
+        say(
+            f"  session create    {create_ms:7.2f}   (web workers; {times_bare:.1f} times the bare "
+            f"endpoint's, a figure that moves less with the machine's speed)"
+        )
         say(f"  bare endpoint     {bare_ms:7.2f}   ratio bare/webhook {bare_ms / web_ms:.3f}")
         holds = [
             c.result_at - c.confirm_at
