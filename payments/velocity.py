@@ -106,14 +106,16 @@ def check(
 ) -> None:
     """Raise CallerLockedOut or CardLocked when either has used up its failures in the window."""
     settings = services.settings
-    subjects = [(f"caller:{caller}", settings.caller_failure_limit)] if caller else []
-    subjects += [(f"card:{card}", settings.card_failure_limit)] if card else []
+    limits: list[tuple[type[VelocityLimited], str, int]] = []
+    if caller:
+        limits.append((CallerLockedOut, f"caller:{caller}", settings.caller_failure_limit))
+    if card:
+        limits.append((CardLocked, f"card:{card}", settings.card_failure_limit))
     window = timedelta(hours=settings.velocity_window_hours)
-    waits = dict(zip((s for s, _ in subjects), waits_for(tx, subjects, window, now), strict=True))
-    if (wait := waits.get(f"caller:{caller}")) is not None:
-        raise CallerLockedOut(wait)
-    if (wait := waits.get(f"card:{card}")) is not None:
-        raise CardLocked(wait)
+    waits = waits_for(tx, [(subject, limit) for _, subject, limit in limits], window, now)
+    for (refusal, _, _), wait in zip(limits, waits, strict=True):  # the caller's comes first
+        if wait is not None:
+            raise refusal(wait)
 
 
 def caller_lockout(
