@@ -82,8 +82,9 @@ def bind_call(tx: Tx, call: CallParams, *, now: datetime) -> CallBinding:
     for how, session_id in _named(call):
         found = _bindable(tx, session_id, call.call_sid, now)
         if found is not None:
-            _bind(tx, found[0], call.call_sid, now, how=how)
-            return CallBinding(found[0], project=found[1])
+            session, project = found
+            _bind(tx, session, call.call_sid, now, how=how)
+            return CallBinding(session, project=project)
     if not E164.match(call.caller):
         return CallBinding(None)
     pending = [
@@ -93,8 +94,9 @@ def bind_call(tx: Tx, call: CallParams, *, now: datetime) -> CallBinding:
     ]
     if len(pending) != 1:
         return CallBinding(None, ambiguous_caller_id=len(pending) > 1)
-    _bind(tx, pending[0][0], call.call_sid, now, how="caller_id")
-    return CallBinding(pending[0][0], project=pending[0][1])
+    [(session, project)] = pending
+    _bind(tx, session, call.call_sid, now, how="caller_id")
+    return CallBinding(session, project=project)
 
 
 def find_by_access_code(
