@@ -27,7 +27,7 @@ from payments.delivery import deliver_now
 from payments.jobs import RQJobs, ThreadJobs
 from payments.refunds import run_operation
 from payments.services import PaymentJob, Services
-from tests.conftest import TEST_SECRET_KEY, Clock, make_settings, set_project
+from tests.conftest import TEST_SECRET_KEY, Clock, close_services, make_settings, set_project
 from tests.ivr.twilio_client import make_phone
 
 APPROVED = "4242424242424242"
@@ -100,7 +100,9 @@ def services_on(
         runner=runners[runs],
     )
     yield services
-    services.db.dispose()
+    for pool in pools:  # the pools' jobs use this database: they end before it closes
+        pool.shutdown()
+    close_services(services)
 
 
 @pytest.fixture(params=["memory-threads", pytest.param("redis-inline", marks=pytest.mark.redis)])
