@@ -123,3 +123,63 @@ def test_a_project_event_needs_no_session_and_goes_on_downgrade_with_its_deliver
     engine.dispose()
     assert counts == [0, 0]
     command.upgrade(config, "head")
+
+
+def test_open_sessions_that_share_an_access_code_keep_it_on_one_and_draw_new_ones_on_upgrade(
+    blank_database: str,
+) -> None:
+    """Before the unique index, two sessions created at once could draw the same code; the
+    upgrade must still build the index, keeping the code where a call is on it (else on the
+    oldest) and leaving ended sessions alone."""
+    config = alembic_config(blank_database)
+    command.upgrade(config, "totp_replay")
+    engine = create_engine(blank_database)
+    sessions = [  # id, status, call_sid, created (minute), access code
+        ("s-old", "pending", None, 1, "123456"),
+        ("s-on-a-call", "collecting", "CA1", 2, "123456"),
+        ("s-new", "pending", None, 3, "123456"),
+        ("s-ended", "cancelled", None, 0, "123456"),
+        ("s-b1", "pending", None, 1, "654321"),
+        ("s-b2", "pending", None, 2, "654321"),
+        ("s-alone", "pending", None, 1, "111111"),
+    ]
+    with engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO accounts (id, name, created_at) VALUES ('a', 'Acme', :now)"),
+            {"now": "2026-11-30 12:00:00+00:00"},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO projects (id, account_id, slug, name, settings, created_at) "
+                "VALUES ('p', 'a', 'acme', 'acme', '{}', '2026-11-30 12:00:00+00:00')"
+            )
+        )
+        for session_id, status, call_sid, minute, code in sessions:
+            connection.execute(
+                text(
+                    "INSERT INTO sessions (id, account_id, project_id, environment, channel, "
+                    "status, amount_cents, currency, mode, gateway, access_code, call_sid, "
+                    "attempt_count, created_at, updated_at, expires_at) VALUES (:id, 'a', 'p', "
+                    "'test', 'voice', :status, 1500, 'USD', 'charge', 'stripe', :code, :call_sid, "
+                    "0, :at, :at, '2026-11-30 13:00:00+00:00')"
+                ),
+                {
+                    "id": session_id,
+                    "status": status,
+                    "code": code,
+                    "call_sid": call_sid,
+                    "at": f"2026-11-30 12:{minute:02d}:00+00:00",
+                },
+            )
+
+    command.upgrade(config, "head")
+
+    with engine.connect() as connection:
+        codes = dict(connection.execute(text("SELECT id, access_code FROM sessions")).all())
+    engine.dispose()
+    kept = {"s-on-a-call": "123456", "s-ended": "123456", "s-b1": "654321", "s-alone": "111111"}
+    assert {key: codes[key] for key in kept} == kept
+    redrawn = [codes["s-old"], codes["s-new"], codes["s-b2"]]
+    assert all(len(code) == 6 and code.isdigit() for code in redrawn)
+    open_codes = [code for key, code in codes.items() if key != "s-ended"]
+    assert len(set(open_codes)) == len(open_codes)
