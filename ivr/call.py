@@ -12,6 +12,7 @@ short TTL); nothing here logs form values.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Protocol
@@ -53,7 +54,8 @@ FLOW_FAILED_MESSAGES = {
     flow.VELOCITY_LIMITED: velocity.CallerLockedOut.message,
     flow.NO_INPUT: "The caller did not key any card details.",
 }
-# Seconds between result polls: the caller hears the outcome within a second of the gateway's
+# Seconds between result polls, when a poll does not wait for news itself
+# (Settings.hold_wait_seconds): the caller hears the outcome within a second of the gateway's
 # answer, and flow.MAX_HOLD_POLLS of these (plus the reminders) bound the hold near a minute.
 HOLD_PAUSE_SECONDS = 1
 
@@ -81,6 +83,7 @@ class Call:
         self.caller = form.get("From", "")
         self.session_status: str | None = None
         self.poll: HoldPoll | None = None  # what this webhook's hold poll read, if it read
+        self.hold_pause = HOLD_PAUSE_SECONDS  # before the next hold poll; 0 after a wait here
         # The bound session's context this webhook used; sealed with the call's next state.
         self.context: flow.FlowContext | None = None
 
@@ -141,6 +144,11 @@ class Call:
         if state.session_id is None or state.step is not flow.Step.PROCESSING:
             return self._replay(live)
         sealed = live.sealed(self.services.clock().date())
+        if sealed is not None and not _worth_reading(live):
+            waited = self._wait_for_news(live)  # the job writes notes, never the state
+            if waited is None:  # the caller hung up meanwhile
+                return self.error()
+            live = waited
         if sealed is not None and not _worth_reading(live):  # still with its job: nothing new
             return self._carry_out(flow.advance(state, flow.PaymentPending(), self._use(sealed)))
         poll = self.poll = attempt_result(self.services, state.session_id, state.attempt)
@@ -150,6 +158,25 @@ class Call:
             context = self._use(_as_of(sealed, poll.status, poll.attempt_count))
         event = poll.answer if poll.answer is not None else flow.PaymentPending()
         return self._carry_out(flow.advance(state, event, context))
+
+    def _wait_for_news(self, live: LiveCall) -> LiveCall | None:
+        """Wait, up to the hold's pause, for the job's answer or the session's end, so the
+        caller hears it now rather than after Twilio's next pause; the call as it then stands.
+        A poll that waited asks Twilio for no pause before the next one; with no waiter free in
+        this process, it waits for nothing and Twilio pauses as before."""
+        deadline = time.monotonic() + self.services.settings.hold_wait_seconds
+        while (left := deadline - time.monotonic()) > 0:
+            news = self.calls.wait_for_news(self.call_sid, left)
+            if news is None:
+                break
+            self.hold_pause = 0
+            if not news:
+                break
+            found = self.calls.load(self.call_sid)
+            if found is None or _worth_reading(found):
+                return found
+            live = found  # a note for an earlier attempt: wait on
+        return live
 
     def dial_done(self) -> str:
         """The transfer back ended; keep how it went."""
@@ -330,7 +357,7 @@ class Call:
             return render_twiml(reply.template, **context)
         if reply.template == "hold":
             return render_twiml(
-                "hold", **context, redirect_url=self.urls.result(), pause=HOLD_PAUSE_SECONDS
+                "hold", **context, redirect_url=self.urls.result(), pause=self.hold_pause
             )
         if transfer is not None:
             template = "dial_number" if transfer.number else "dial_sip"

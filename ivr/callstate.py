@@ -16,6 +16,9 @@ API the webhook layer and the gateway job use:
   the session again only then, so a cancel or an expiry is still said at the caller's next key.
   It also says which attempt's payment job last finished (``note_answered``, which the job calls
   once it has recorded its result): until then a hold poll has nothing to read in the database;
+- ``wait_for_news(call_sid, seconds)``: a hold poll waits here, in its web thread, for either note
+  (the job answered, the session ended) instead of only learning of it at its next poll; a
+  process lets at most ``waiters`` polls wait at once, so waiting never takes every thread;
 - ``park(call_sid, payment, card)`` / ``take_card(call_sid)``: the card of a ``StartPayment``
   waits here for the gateway job, which takes it exactly once (atomic get-and-delete); the
   ``ParkedPayment`` (which attempt, and until when its card waits) outlives the card, so the
@@ -148,6 +151,14 @@ class CallStateStore(Protocol):
         """Set the key only if absent; true when this caller set it."""
         ...
 
+    def save_and_wake(self, key: str, value: bytes, ttl: int, wake: str) -> None:
+        """`save`, and wake whoever waits on `wake` (or the next to wait there), at once."""
+        ...
+
+    def wait(self, wake: str, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for a wake on `wake` and consume it; whether one came."""
+        ...
+
 
 class RedisCallStateStore:
     def __init__(self, client: redis.Redis) -> None:
@@ -173,6 +184,18 @@ class RedisCallStateStore:
     def claim(self, key: str, ttl: int) -> bool:
         return bool(self._redis.set(key, b"1", nx=True, ex=ttl))
 
+    def save_and_wake(self, key: str, value: bytes, ttl: int, wake: str) -> None:
+        # One round trip; the wake is a one-element list a waiter's BLPOP takes.
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.set(key, value, ex=ttl)
+        pipe.lpush(wake, b"1")
+        pipe.ltrim(wake, 0, 0)
+        pipe.expire(wake, ttl)
+        pipe.execute()
+
+    def wait(self, wake: str, timeout: float) -> bool:
+        return self._redis.blpop([wake], timeout=timeout) is not None
+
 
 class MemoryCallStateStore:
     """The embedded default: a dict behind a lock, expiring by an injectable monotonic clock."""
@@ -180,6 +203,7 @@ class MemoryCallStateStore:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._lock = threading.Lock()
+        self._woken = threading.Condition(self._lock)
         self._items: dict[str, tuple[bytes, float]] = {}
 
     def _live(self, key: str) -> bytes | None:
@@ -221,13 +245,29 @@ class MemoryCallStateStore:
             self._items[key] = (b"1", self._clock() + ttl)
             return True
 
+    def save_and_wake(self, key: str, value: bytes, ttl: int, wake: str) -> None:
+        with self._lock:
+            self._items[key] = (value, self._clock() + ttl)
+            self._items[wake] = (b"1", self._clock() + ttl)
+            self._woken.notify_all()
+
+    def wait(self, wake: str, timeout: float) -> bool:
+        with self._woken:
+            woken = self._woken.wait_for(lambda: self._live(wake) is not None, timeout)
+            self._items.pop(wake, None)
+            return woken
+
 
 class CallStates:
-    """Typed, sealed access to a ``CallStateStore``; values are bound to their CallSid."""
+    """Typed, sealed access to a ``CallStateStore``; values are bound to their CallSid.
 
-    def __init__(self, store: CallStateStore, secret: str) -> None:
+    `waiters`: how many hold polls of this process may wait for news at once (none by default).
+    """
+
+    def __init__(self, store: CallStateStore, secret: str, *, waiters: int = 0) -> None:
         self._store = store
         self._sealer = Sealer(secret, "callstate")
+        self._waiters = threading.BoundedSemaphore(waiters) if waiters > 0 else None
 
     def __repr__(self) -> str:
         return f"CallStates({type(self._store).__name__})"
@@ -268,11 +308,23 @@ class CallStates:
 
     def note_session_ended(self, call_sid: str) -> None:
         """The call's session ended outside the call: its next webhook reads the session again."""
-        self._store.save(_ended_key(call_sid), b"1", DEFAULT_TTL)
+        self._store.save_and_wake(_ended_key(call_sid), b"1", DEFAULT_TTL, _wake_key(call_sid))
 
     def note_answered(self, call_sid: str, attempt: int) -> None:
         """The payment job of `attempt` has finished: the hold's next poll reads its result."""
-        self._store.save(_answered_key(call_sid), str(attempt).encode(), DEFAULT_TTL)
+        self._store.save_and_wake(
+            _answered_key(call_sid), str(attempt).encode(), DEFAULT_TTL, _wake_key(call_sid)
+        )
+
+    def wait_for_news(self, call_sid: str, seconds: float) -> bool | None:
+        """Wait up to `seconds` for a note on this call (its job answered, its session ended):
+        whether one came; None at once when none of this process's waiters is free."""
+        if self._waiters is None or not self._waiters.acquire(blocking=False):
+            return None
+        try:
+            return self._store.wait(_wake_key(call_sid), seconds)
+        finally:
+            self._waiters.release()
 
     def delete(self, call_sid: str) -> None:
         """The flow is over: its state goes. A note that its session ended stays until it expires,
@@ -283,6 +335,7 @@ class CallStates:
             _hand_back_key(call_sid),
             _payment_key(call_sid),
             _answered_key(call_sid),
+            _wake_key(call_sid),
         )
 
     def close(self, call_sid: str) -> ClosedCall:
@@ -295,6 +348,7 @@ class CallStates:
             _hand_back_key(call_sid),
             _ended_key(call_sid),
             _answered_key(call_sid),
+            _wake_key(call_sid),
         )
         return ClosedCall(self._parked(call_sid, parked), session_ended=ended is not None)
 
@@ -369,11 +423,15 @@ def _answered_key(call_sid: str) -> str:
     return f"{KEY_PREFIX}answered:{call_sid}"
 
 
-def callstate_from_url(redis_url: str | None, secret: str) -> CallStates:
+def _wake_key(call_sid: str) -> str:
+    return f"{KEY_PREFIX}wake:{call_sid}"
+
+
+def callstate_from_url(redis_url: str | None, secret: str, *, waiters: int = 0) -> CallStates:
     """Redis when ``REDIS_URL`` is set (several web processes share it), else in-process."""
     store: CallStateStore
     if redis_url:
         store = RedisCallStateStore(redis.Redis.from_url(redis_url))
     else:
         store = MemoryCallStateStore()
-    return CallStates(store, secret)
+    return CallStates(store, secret, waiters=waiters)

@@ -6,7 +6,7 @@ is named after its ``flow.Step`` value; the others are ``hold``, ``goodbye``, ``
 
 - every template: ``say`` (sentences), ``language``, ``voice`` (``flow.CallReply.context()``);
 - gathering steps: ``action_url``;
-- ``hold``: ``redirect_url``, optional ``pause`` seconds (default 3);
+- ``hold``: ``redirect_url``, ``pause`` seconds before it (0: none);
 - ``dial_number``: ``number``, ``dial_action_url``; ``dial_sip``: ``sip_uri``, ``dial_action_url``;
 - ``error``: optional ``number`` or ``sip_uri`` (with ``dial_action_url``), else it hangs up.
 """

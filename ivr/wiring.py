@@ -38,7 +38,9 @@ def build_services(
 ) -> CallServices:
     """Services from `settings`; `db`, `callstates` and `runner` replace the settings' own."""
     if callstates is None:
-        callstates = callstate_from_url(settings.redis_url, settings.secrets().secret_key)
+        callstates = callstate_from_url(
+            settings.redis_url, settings.secrets().secret_key, waiters=settings.hold_waiters
+        )
     services = CallServices(
         settings=settings,
         db=db or Database(settings.database_url, pool_size=settings.database_pool_size),

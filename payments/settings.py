@@ -66,6 +66,14 @@ class Settings(BaseSettings):
     # threads wait on the gateway: 200 calls and a 2 s gateway (bench/calls.py, when it still ran
     # sync web workers) held p99 9.9 s at 32 and 6.1 s at 100, 8.5 and 10.5 charges/s.
     worker_threads: int = Field(100, ge=1, validation_alias=_env("PAYDIAL_WORKER_THREADS"))
+    # A call's hold poll waits in its web thread, up to this long, for its payment's answer or
+    # its session's end, so the caller hears either at once instead of after Twilio's next
+    # one-second <Pause> (the poll that follows a wait asks for none). 0: no waiting; at most
+    # 10, well inside the 15 s Twilio waits for a webhook's answer.
+    hold_wait_seconds: float = Field(1.0, ge=0, le=10, validation_alias=_env("PAYDIAL_HOLD_WAIT"))
+    # Hold polls of one web process that may wait at once (each holds a thread: keep it under
+    # WEB_THREADS); the others pause as with no waiting.
+    hold_waiters: int = Field(8, ge=0, validation_alias=_env("PAYDIAL_HOLD_WAITERS"))
     # PostgreSQL connections each process keeps open; a thread finding them all busy waits for
     # one (up to 30 s). No extra ones are opened for a burst: SQLAlchemy closes those again as
     # soon as they are returned, and 200 calls (bench/calls.py) opened 227 connections in 20 s

@@ -208,6 +208,9 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "twilio_auth_token": SecretStr(TEST_TWILIO_TOKEN),
         "phone_number": "+15005550006",
         "sip_domain": "pay.sip.example.com",
+        # The phones here pause a hundredth of Twilio's time (pause_scale): a hold poll waits for
+        # its job's news about as briefly (tests/ivr/test_hold_wait.py waits for real).
+        "hold_wait_seconds": 0.05,
     }
     values.update(overrides)
     return Settings.model_validate(values)

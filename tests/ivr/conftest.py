@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -19,7 +20,13 @@ import gateways
 from api import create_app
 from gateways.base import PaymentRequest, PaymentResult
 from gateways.simulator import SimulatorGateway
-from ivr.callstate import CallServices, CallStates, callstate_from_url
+from ivr.callstate import (
+    CallServices,
+    CallStates,
+    CallStateStore,
+    MemoryCallStateStore,
+    RedisCallStateStore,
+)
 from ivr.charge import run_payment_job
 from ivr.phone import CallResult, Phone, ScriptedKeypad
 from ivr.wiring import Runner, build_services
@@ -56,6 +63,39 @@ def gateway_holding(
     return release
 
 
+class Watched:
+    """The call state's real store, noting when a hold poll begins to wait on it."""
+
+    def __init__(self, store: CallStateStore) -> None:
+        self._store = store
+        self.waiting = threading.Event()
+
+    def load(self, key: str) -> bytes | None:
+        return self._store.load(key)
+
+    def load_many(self, *keys: str) -> list[bytes | None]:
+        return self._store.load_many(*keys)
+
+    def save(self, key: str, value: bytes, ttl: int) -> None:
+        self._store.save(key, value, ttl)
+
+    def take(self, key: str) -> bytes | None:
+        return self._store.take(key)
+
+    def delete(self, *keys: str) -> None:
+        self._store.delete(*keys)
+
+    def claim(self, key: str, ttl: int) -> bool:
+        return self._store.claim(key, ttl)
+
+    def save_and_wake(self, key: str, value: bytes, ttl: int, wake: str) -> None:
+        self._store.save_and_wake(key, value, ttl, wake)
+
+    def wait(self, wake: str, timeout: float) -> bool:
+        self.waiting.set()
+        return self._store.wait(wake, timeout)
+
+
 class InlineJobs:
     """Runs each job at once, in the caller's thread (RQ's place in the Redis setup)."""
 
@@ -78,9 +118,13 @@ def services_on(
     kind: str,
     pools: list[ThreadJobs[CallStates]],
     redis_url: str | None = None,
+    *,
+    watch: Callable[[CallStateStore], CallStateStore] = lambda store: store,
+    **overrides: Any,
 ) -> Iterator[CallServices]:
     """Services wired for one backend, "<call state>-<jobs>": call state in memory or Redis, jobs
-    on a thread pool (kept in `pools`), inline, or queued in RQ for a worker."""
+    on a thread pool (kept in `pools`), inline, or queued in RQ for a worker. `watch` may wrap
+    the call state's store; `overrides` change settings."""
     where, runs = kind.split("-")
     assert redis_url is not None or (where, runs) == ("memory", "threads")
 
@@ -93,10 +137,18 @@ def services_on(
         "inline": InlineJobs,
         "rq": lambda _: RQJobs(str(redis_url)),
     }
+    settings = make_settings(
+        database_url, redis_url=redis_url if runs == "rq" else None, **overrides
+    )
+    store = (
+        RedisCallStateStore(redis.Redis.from_url(str(redis_url)))
+        if where == "redis"
+        else MemoryCallStateStore()
+    )
     services = build_services(
-        make_settings(database_url, redis_url=redis_url if runs == "rq" else None),
+        settings,
         clock=clock,
-        callstates=callstate_from_url(redis_url if where == "redis" else None, TEST_SECRET_KEY),
+        callstates=CallStates(watch(store), TEST_SECRET_KEY, waiters=settings.hold_waiters),
         runner=runners[runs],
     )
     yield services

@@ -19,6 +19,7 @@ from ivr.callstate import (
 from ivr.flow import CallState, KeyedCard, Step
 from ivr.transfer import Transfer
 from payments.crypto import DecryptionError
+from tests.ivr.conftest import Watched
 
 SECRET = "callstate-test-secret"
 CARD = KeyedCard(number="4242424242424242", expiry="1230", security_code="987", postal_code="94107")
@@ -189,3 +190,30 @@ def test_without_a_redis_url_the_state_stays_in_this_process() -> None:
 def test_with_a_redis_url_every_process_sees_the_same_state(redis_url: str) -> None:
     callstate_from_url(redis_url, SECRET).put("CA1", STATE)
     assert callstate_from_url(redis_url, SECRET).get("CA1") == STATE
+
+
+def test_a_hold_waits_for_its_own_calls_news_and_takes_each_note_once(backend: Backend) -> None:
+    calls = CallStates(backend.store, SECRET, waiters=1)
+    calls.note_answered("CA1", 1)
+    assert calls.wait_for_news("CA2", 0.05) is False  # another call's note wakes no one here
+    assert calls.wait_for_news("CA1", 60) is True  # a note left before the wait is not missed
+    assert calls.wait_for_news("CA1", 0.05) is False  # nor is it taken twice
+    waiting = threading.Thread(target=calls.note_session_ended, args=("CA1",))
+    waiting.start()
+    assert calls.wait_for_news("CA1", 60) is True
+    waiting.join()
+
+
+def test_a_process_lets_only_its_waiters_wait_and_none_by_default(backend: Backend) -> None:
+    assert CallStates(backend.store, SECRET).wait_for_news("CA1", 60) is None
+    store = Watched(backend.store)
+    calls = CallStates(store, SECRET, waiters=1)
+    outcome: list[bool | None] = []
+    first = threading.Thread(target=lambda: outcome.append(calls.wait_for_news("CA1", 60)))
+    first.start()
+    assert store.waiting.wait(60)
+    assert calls.wait_for_news("CA2", 60) is None  # its one waiter is taken: no wait at all
+    calls.note_answered("CA1", 1)
+    first.join(60)
+    assert outcome == [True]
+    assert calls.wait_for_news("CA2", 0.05) is False  # and free again

@@ -87,10 +87,13 @@ def services(
     database_url: str, clock: Clock, counting_redis: CountingRedis, jobs: BetweenWebhooks
 ) -> Iterator[CallServices]:
     """Call state in Redis (the scaled-out setup) through a client that counts commands."""
+    settings = make_settings(database_url)
     services = build_services(
-        make_settings(database_url),
+        settings,
         clock=clock,
-        callstates=CallStates(RedisCallStateStore(counting_redis), TEST_SECRET_KEY),
+        callstates=CallStates(
+            RedisCallStateStore(counting_redis), TEST_SECRET_KEY, waiters=settings.hold_waiters
+        ),
         runner=lambda _: jobs,
     )
     yield services
@@ -150,7 +153,8 @@ def test_a_bound_call_keys_its_card_and_holds_without_sql_until_its_job_answers(
     # card number, expiry, security code: read the state, write it back; the confirm also
     # claims the attempt and parks the card for the job
     assert [w.commands for w in gathers[:3]] == [["MGET", "SET"]] * 3
-    assert waiting.statements == [] and waiting.commands == ["MGET", "SET"]
+    # the hold poll while the job runs: read the state, wait for news, write it back
+    assert waiting.statements == [] and waiting.commands == ["MGET", "BLPOP", "SET"]
     # the hold poll's one read of the session and the attempt; the session has ended, so that
     # read also says where the caller goes: nothing more is read or recorded
     [read] = answered.statements
