@@ -165,16 +165,38 @@ def call_backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
+def call_settings() -> dict[str, Any]:
+    """Settings the call tests' Services change; a module overrides this to change some."""
+    return {}
+
+
+@pytest.fixture
+def watch_store() -> Callable[[CallStateStore], CallStateStore]:
+    """What wraps the call tests' call-state store; a module overrides this to watch it."""
+    return lambda store: store
+
+
+@pytest.fixture
 def services(
     request: pytest.FixtureRequest,
     database_url: str,
     clock: Clock,
     call_backend: str,
     thread_pools: list[ThreadJobs[CallStates]],
+    call_settings: dict[str, Any],
+    watch_store: Callable[[CallStateStore], CallStateStore],
 ) -> Iterator[CallServices]:
     """The call tests' Services, wired for `call_backend`."""
     redis_url = None if call_backend == "memory-threads" else request.getfixturevalue("redis_url")
-    yield from services_on(database_url, clock, call_backend, thread_pools, redis_url)
+    yield from services_on(
+        database_url,
+        clock,
+        call_backend,
+        thread_pools,
+        redis_url,
+        watch=watch_store,
+        **call_settings,
+    )
 
 
 class KeypadWithAnOutage:

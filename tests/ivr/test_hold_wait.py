@@ -9,15 +9,13 @@ the call, call state in process memory and in Redis, on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
 
-from ivr.callstate import CallServices, CallStates, CallStateStore
+from ivr.callstate import CallStateStore
 from ivr.phone import HttpReply, ScriptedKeypad
-from payments.jobs import ThreadJobs
-from tests.conftest import Clock
 from tests.ivr.conftest import (
     APPROVED,
     BESIDE_THE_CALL,
@@ -26,7 +24,6 @@ from tests.ivr.conftest import (
     EXPIRY,
     Watched,
     gateway_holding,
-    services_on,
 )
 from tests.ivr.test_call_e2e import _enter_until_confirm
 from tests.ivr.twilio_client import flask_transport, phone_over, twiml
@@ -42,36 +39,24 @@ def watched() -> list[Watched]:
 
 
 @pytest.fixture
-def hold_wait() -> float:
-    return WAIT
-
-
-@pytest.fixture
-def services(
-    request: pytest.FixtureRequest,
-    database_url: str,
-    clock: Clock,
-    call_backend: str,
-    thread_pools: list[ThreadJobs[CallStates]],
-    watched: list[Watched],
-    hold_wait: float,
-) -> Iterator[CallServices]:
-    """The call tests' Services (tests/ivr/conftest.py), a poll waiting up to `hold_wait`."""
+def watch_store(watched: list[Watched]) -> Callable[[CallStateStore], CallStateStore]:
+    """The call state's store, noting when a poll begins to wait on it."""
 
     def watch(store: CallStateStore) -> CallStateStore:
         watched.append(Watched(store))
         return watched[-1]
 
-    redis_url = request.getfixturevalue("redis_url") if call_backend.startswith("redis") else None
-    yield from services_on(
-        database_url,
-        clock,
-        call_backend,
-        thread_pools,
-        redis_url,
-        watch=watch,
-        hold_wait_seconds=hold_wait,
-    )
+    return watch
+
+
+@pytest.fixture
+def hold_wait() -> float:
+    return WAIT
+
+
+@pytest.fixture
+def call_settings(hold_wait: float) -> dict[str, Any]:
+    return {"hold_wait_seconds": hold_wait}
 
 
 class Recording:
@@ -117,7 +102,6 @@ def test_the_caller_hears_the_answer_as_the_job_records_it_not_at_a_later_poll(
     letting_go.start()
     recording = Recording(flask_transport(client))
     created = new_session()
-
     keys = ScriptedKeypad([card + "#", EXPIRY, CVV, "1"])  # then no other card: hang up
 
     result = phone_over(recording, to=created["sip_uri"]).call(keys)
