@@ -160,7 +160,7 @@ class Call:
         return self._carry_out(flow.advance(state, event, context))
 
     def _wait_for_news(self, live: LiveCall) -> LiveCall | None:
-        """Wait, up to the hold's pause, for the job's answer or the session's end, so the
+        """Wait, up to `hold_wait_seconds`, for the job's answer or the session's end, so the
         caller hears it now rather than after Twilio's next pause; the call as it then stands.
         A poll that waited asks Twilio for no pause before the next one; with no waiter free in
         this process, it waits for nothing and Twilio pauses as before."""

@@ -217,3 +217,16 @@ def test_a_process_lets_only_its_waiters_wait_and_none_by_default(backend: Backe
     first.join(60)
     assert outcome == [True]
     assert calls.wait_for_news("CA2", 0.05) is False  # and free again
+
+
+def test_a_wait_with_next_to_no_time_left_still_ends(backend: Backend) -> None:
+    """A poll's last instant of waiting: BLPOP's 0 means "block for good", and a timeout this
+    small must not turn into it."""
+    calls = CallStates(backend.store, SECRET, waiters=1)
+    outcome: list[bool | None] = []
+    waiting = threading.Thread(
+        target=lambda: outcome.append(calls.wait_for_news("CA1", 1e-6)), daemon=True
+    )
+    waiting.start()
+    waiting.join(60)
+    assert outcome == [False]
