@@ -148,9 +148,9 @@ class Call:
             waited = self._wait_for_news(live)  # the job writes notes, never the state
             if waited is None:  # the caller hung up meanwhile
                 return self.error()
-            live = waited
-        if sealed is not None and not _worth_reading(live):  # still with its job: nothing new
-            return self._carry_out(flow.advance(state, flow.PaymentPending(), self._use(sealed)))
+            if not _worth_reading(waited):  # still with its job: nothing new
+                pending = flow.PaymentPending()
+                return self._carry_out(flow.advance(state, pending, self._use(sealed)))
         poll = self.poll = attempt_result(self.services, state.session_id, state.attempt)
         if sealed is None:
             context = self._load_context(state.session_id)
