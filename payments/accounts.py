@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import secrets
@@ -11,7 +10,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import Session as Tx
 
 from payments.errors import Conflict, InvalidInput, NotFound
@@ -23,6 +22,15 @@ KEY_ALPHABET = string.ascii_letters + string.digits
 KEY_RANDOM_LENGTH = 32
 KEY_PREFIX_RANDOM_CHARS = 8  # shown back to identify a key; the other 24 stay secret
 MIN_REVOKE_PREFIX = 12  # `mvn_test_` and 3 more: short enough to type, long enough to mean one key
+
+# The look-ups every API request makes, built once: a statement built per call costs its
+# expression objects and its cache key each time (SQLAlchemy memoizes the key per statement).
+_ACCOUNT_PROJECT = select(Project).where(Project.account_id == bindparam("account_id"))
+_PROJECT_BY_SLUG = _ACCOUNT_PROJECT.where(Project.slug == bindparam("slug"))
+_PROJECT_BY_SLUG_OR_ID = _ACCOUNT_PROJECT.where(
+    or_(Project.slug == bindparam("slug"), Project.id == bindparam("id"))
+)
+_KEY_BY_HASH = select(ApiKey).where(ApiKey.key_hash == bindparam("digest"))
 
 
 @dataclass(frozen=True)
@@ -70,10 +78,14 @@ def get_project_by_slug(tx: Tx, slug: str) -> Project:
 
 def find_account_project(tx: Tx, account_id: str, identifier: str) -> Project:
     """A project of this account by UUID or slug; anything else is NotFound."""
-    clauses = [Project.slug == identifier]
-    with contextlib.suppress(ValueError):  # not a UUID: the slug alone decides
-        clauses.append(Project.id == str(uuid.UUID(identifier)))
-    project = tx.scalar(select(Project).where(Project.account_id == account_id, or_(*clauses)))
+    try:
+        project_id = str(uuid.UUID(identifier))
+    except ValueError:  # not a UUID: the slug alone decides
+        project = tx.scalar(_PROJECT_BY_SLUG, {"account_id": account_id, "slug": identifier})
+    else:
+        project = tx.scalar(
+            _PROJECT_BY_SLUG_OR_ID, {"account_id": account_id, "slug": identifier, "id": project_id}
+        )
     if project is None:
         raise NotFound("Project not found")
     return project
@@ -151,7 +163,7 @@ def authenticate(tx: Tx, presented: str) -> ApiKey | None:
     if not presented.startswith(("mvn_test_", "mvn_live_")):
         return None
     digest = hash_key(presented)
-    key = tx.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
+    key = tx.scalar(_KEY_BY_HASH, {"digest": digest})
     if key is None or key.revoked_at is not None:
         return None
     return key if hmac.compare_digest(key.key_hash, digest) else None

@@ -13,12 +13,13 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import phonenumbers
-from sqlalchemy import case, select
+from sqlalchemy import Table, case, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as Tx
+from sqlalchemy.orm import make_transient_to_detached
 
 from payments.accounts import find_account_project
 from payments.credentials import has_credentials
@@ -54,6 +55,9 @@ ACCESS_CODE_DRAWS = 5
 CONFIRMATION_CODES = range(10_000_000, 100_000_000)  # eight digits, never a leading zero
 PREVIEW_DESCRIPTION = "Widget preview and test events (dashboard)"
 PREVIEW_AMOUNT_CENTS = 1000
+# A new session's two rows, written as plain INSERTs (`create_session`).
+_INSERT_SESSION = insert(cast(Table, PaymentSession.__table__))
+_INSERT_SESSION_EVENT = insert(cast(Table, SessionEvent.__table__))
 # Payment attempt states whose outcome is not known yet (see payments.attempts, payments.reconcile).
 
 
@@ -129,40 +133,47 @@ def create_session(
     project = find_account_project(tx, account_id, new.project)
     _check_callback_country(new.callback, project_settings(project).callback_countries)
     _check_live_credentials(tx, project, new.gateway, environment)
-    session = PaymentSession(
-        id=new_id(),  # known now, so both rows go in at the commit's one flush
-        account_id=account_id,
-        project_id=project.id,
-        environment=environment.value,
-        channel=new.channel.value,
-        status=Status.PENDING.value,
-        amount_cents=new.amount_cents,
-        currency=new.currency,
-        mode=new.mode.value,
-        gateway=new.gateway.value,
-        caller=new.caller,
-        description=new.description,
-        callback=new.callback,
-        memory=new.memory,
-        billing_address=new.billing_address,
-        language=new.language,
-        access_code=_new_access_code() if new.channel is Channel.VOICE else None,
-        attempt_count=0,
-        created_at=now,
-        updated_at=now,
-        expires_at=now + new.ttl,
+    values: dict[str, Any] = {
+        "id": new_id(),
+        "account_id": account_id,
+        "project_id": project.id,
+        "environment": environment.value,
+        "channel": new.channel.value,
+        "status": Status.PENDING.value,
+        "amount_cents": new.amount_cents,
+        "currency": new.currency,
+        "mode": new.mode.value,
+        "gateway": new.gateway.value,
+        "caller": new.caller,
+        "description": new.description,
+        "callback": new.callback,
+        "memory": new.memory,
+        "billing_address": new.billing_address,
+        "language": new.language,
+        "access_code": _new_access_code() if new.channel is Channel.VOICE else None,
+        "attempt_count": 0,
+        "refunded_cents": 0,
+        "created_at": now,
+        "updated_at": now,
+        "expires_at": now + new.ttl,
+    }
+    # Two plain INSERTs: the unit of work's flush of two new objects cost a create more CPU
+    # than the rest of its database work. The session joins `tx` as a loaded, persistent object.
+    tx.execute(_INSERT_SESSION, values)
+    tx.execute(
+        _INSERT_SESSION_EVENT,
+        {
+            "session_id": values["id"],
+            "at": now,
+            "from_status": None,
+            "to_status": Status.PENDING.value,
+            "cause": "created",
+            "detail": None,
+        },
     )
+    session = PaymentSession(**values)
+    make_transient_to_detached(session)
     tx.add(session)
-    tx.add(
-        SessionEvent(
-            session_id=session.id,
-            at=now,
-            from_status=None,
-            to_status=Status.PENDING.value,
-            cause="created",
-            detail=None,
-        )
-    )
     return session
 
 
