@@ -58,7 +58,6 @@ PREVIEW_AMOUNT_CENTS = 1000
 # A new session's two rows, written as plain INSERTs (`create_session`).
 _INSERT_SESSION = insert(cast(Table, PaymentSession.__table__))
 _INSERT_SESSION_EVENT = insert(cast(Table, SessionEvent.__table__))
-# Payment attempt states whose outcome is not known yet (see payments.attempts, payments.reconcile).
 
 
 @dataclass(frozen=True)
