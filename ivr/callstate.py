@@ -247,8 +247,9 @@ class MemoryCallStateStore:
 
     def save_and_wake(self, key: str, value: bytes, ttl: int, wake: str) -> None:
         with self._lock:
-            self._items[key] = (value, self._clock() + ttl)
-            self._items[wake] = (b"1", self._clock() + ttl)
+            expires = self._clock() + ttl
+            self._items[key] = (value, expires)
+            self._items[wake] = (b"1", expires)
             self._woken.notify_all()
 
     def wait(self, wake: str, timeout: float) -> bool:
