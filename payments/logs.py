@@ -25,10 +25,11 @@ _SEPARATOR = r"(?:[ +-]|%20|%2[dD])"
 _DIGIT_RUN = re.compile(rf"\d(?:{_SEPARATOR}?\d){{11,}}")
 _DIGIT_OR_SEPARATOR = re.compile(rf"{_SEPARATOR}|\d")
 # A UUID (a session's, a project's id) may hold 12 digits across its dashes that pass Luhn: one
-# with a hex letter in it is an id, never a card number, and is left whole.
+# with a hex letter in it is an id, never a card number, and is left whole, also where a dash
+# joins it to a name (a job's id, `pay-<session id>-1`).
 _HEX = "[0-9a-fA-F]"
 _UUID_OR_DIGIT_RUN = re.compile(
-    rf"(?<![0-9a-fA-F-])(?P<uuid>{_HEX}{{8}}(?:-{_HEX}{{4}}){{3}}-{_HEX}{{12}})(?![0-9a-fA-F-])"
+    rf"(?<![0-9a-fA-F])(?P<uuid>{_HEX}{{8}}(?:-{_HEX}{{4}}){{3}}-{_HEX}{{12}})(?![0-9a-fA-F])"
     rf"|{_DIGIT_RUN.pattern}"
 )
 

@@ -152,3 +152,12 @@ def test_an_id_whose_digits_pass_luhn_across_its_dashes_is_left_whole() -> None:
     # a card number shaped like an id (digits only) is still masked
     shaped = logs.redact("id 42424242-4242-4242-4242-424242424242 end")
     assert "4242" not in shaped and logs.MASK in shaped
+
+
+def test_a_job_id_that_holds_a_session_id_is_left_whole() -> None:
+    # 161-4682-9483-851: fourteen digits that pass Luhn, inside a session id inside a job id
+    line = "job pay-1f848018-f161-4682-9483-851f6302eafe-1 found no card"
+    assert logs.redact(line) == line
+    # digits joined to an id by a dash are still checked on their own
+    joined = logs.redact("job pay-1f848018-f161-4682-9483-851f6302eafe-4242424242424242 end")
+    assert "4242" not in joined and joined.endswith(f"eafe-{logs.MASK} end")
