@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import wraps
 from typing import ParamSpec, TypeVar
 
@@ -12,25 +11,10 @@ from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import Unauthorized
 
 from api.extension import current_services
-from payments.accounts import authenticate
-from payments.model import Environment
+from payments.accounts import Caller, authenticate
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who is calling the API: an account, in one mode."""
-
-    account_id: str
-    environment: Environment
-    key_prefix: str
-
-    @property
-    def actor(self) -> str:
-        """Who made a change, for the audit log: the key, never its secret part."""
-        return f"api key {self.key_prefix}"
 
 
 def _unauthorized(message: str) -> Unauthorized:
@@ -50,11 +34,10 @@ def require_api_key(view: Callable[P, R]) -> Callable[P, R]:
         token = bearer_token()
         if token is None:
             raise _unauthorized("Not authenticated")
-        with current_services().db.read() as tx:
-            key = authenticate(tx, token)
-            if key is None:
-                raise _unauthorized("Invalid or revoked API key")
-            g.caller = Caller(key.account_id, Environment(key.environment), key.prefix)
+        with current_services().db.lookup() as connection:
+            g.caller = authenticate(connection, token)
+        if g.caller is None:
+            raise _unauthorized("Invalid or revoked API key")
         return view(*args, **kwargs)
 
     return wrapper

@@ -40,17 +40,14 @@ def cmd_retell_key(args: argparse.Namespace) -> None:
 
 
 def cmd_mcp(args: argparse.Namespace) -> None:
-    from api.auth import Caller
     from api.integrations.mcp_server import serve_stdio
     from payments.accounts import authenticate
-    from payments.model import Environment
 
     services = services_from_env()
     with services.db.transaction() as tx:
-        key = authenticate(tx, args.key)
-        if key is None:
+        caller = authenticate(tx, args.key)
+        if caller is None:
             raise CommandError("invalid or revoked API key")
-        caller = Caller(key.account_id, Environment(key.environment), key.prefix)
     serve_stdio(services, caller)
 
 

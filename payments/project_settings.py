@@ -10,7 +10,7 @@ import logging
 import re
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Annotated, Any, Literal, get_origin
+from typing import Annotated, Any, Literal, Protocol, get_origin
 from urllib.parse import urlsplit
 
 import phonenumbers
@@ -264,7 +264,14 @@ class ProjectChanges(ProjectSettings):
     ) = Field(None, description="Where webhooks go; the first URL makes a `whsec_` secret")
 
 
-def project_settings(project: Project) -> ProjectSettings:
+class Configured(Protocol):
+    """What holds a project's stored settings: the project, or a row of some of its columns."""
+
+    @property
+    def settings(self) -> dict[str, Any]: ...
+
+
+def project_settings(project: Configured) -> ProjectSettings:
     stored = dict(project.settings or {})
     if isinstance(stored.get("widget"), dict) and "allowed_origins" in stored["widget"]:
         widget = stored["widget"]

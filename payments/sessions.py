@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as Tx
 from sqlalchemy.orm import make_transient_to_detached
 
-from payments.accounts import find_account_project
+from payments.accounts import ProjectRef, account_project_ref
 from payments.credentials import has_credentials
 from payments.errors import Conflict, InvalidInput, NotFound
 from payments.model import (
@@ -105,7 +105,7 @@ def _check_callback_country(callback: str | None, countries: list[str]) -> None:
 
 
 def _check_live_credentials(
-    tx: Tx, project: Project, gateway: Gateway, environment: Environment
+    tx: Tx, project: ProjectRef, gateway: Gateway, environment: Environment
 ) -> None:
     """A live session needs the project's live credentials for its gateway; test mode falls back
     to the simulator. Refused here, before a caller keys a whole card for nothing."""
@@ -129,7 +129,7 @@ def _check_live_credentials(
 def create_session(
     tx: Tx, *, account_id: str, environment: Environment, new: NewSession, now: datetime
 ) -> PaymentSession:
-    project = find_account_project(tx, account_id, new.project)
+    project = account_project_ref(tx, account_id, new.project)
     _check_callback_country(new.callback, project_settings(project).callback_countries)
     _check_live_credentials(tx, project, new.gateway, environment)
     values: dict[str, Any] = {

@@ -431,11 +431,22 @@ class Database:
             with self.transaction() as session:
                 yield session
             return
-        with (
-            self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection,
-            self._sessions(bind=connection) as session,
-        ):
+        with self._autocommit() as connection, self._sessions(bind=connection) as session:
             yield session
+
+    @contextmanager
+    def lookup(self) -> Iterator[Connection]:
+        """`read` for Core statements, without an ORM session: a connection, in autocommit on
+        PostgreSQL, in a transaction of its own on SQLite."""
+        if self.engine.dialect.name == "sqlite":
+            with self.engine.begin() as connection:
+                yield connection
+            return
+        with self._autocommit() as connection:
+            yield connection
+
+    def _autocommit(self) -> Connection:
+        return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
 
     def warm(self) -> int:
         """Open the pool's connections now, at start-up, not in the first burst of traffic: each

@@ -17,8 +17,8 @@ from mcp.server.lowlevel.server import Server
 from mcp.server.stdio import stdio_server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
-from api.auth import Caller
 from api.integrations.tools import TOOLS, ToolError
+from payments.accounts import Caller
 from payments.services import Services
 
 INSTRUCTIONS = (

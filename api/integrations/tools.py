@@ -27,10 +27,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as Tx
 
-from api.auth import Caller
 from api.errors import wire_errors
 from api.schemas import CreateWidgetSession, SessionCreate, e164
 from api.sessions import chat_created, chat_session, voice_created, voice_session
+from payments.accounts import Caller
 from payments.errors import Conflict, InvalidInput, NotFound
 from payments.integrations import IntegrationAccess
 from payments.services import Services

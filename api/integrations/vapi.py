@@ -18,13 +18,12 @@ from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, Json
 from werkzeug.exceptions import Unauthorized
 
-from api.auth import Caller, bearer_token
+from api.auth import bearer_token
 from api.extension import current_services
 from api.integrations.tools import ToolError, integration_caller, platform_call
 from api.validation import parse_body
-from payments.accounts import authenticate
+from payments.accounts import Caller, authenticate
 from payments.integrations import authenticate_integration
-from payments.model import Environment
 
 bp = Blueprint("vapi", __name__)
 
@@ -73,9 +72,9 @@ def _caller(project: str) -> Caller:
     with services.db.read() as tx:
         token = bearer_token()
         if token is not None:
-            key = authenticate(tx, token)
-            if key is not None:
-                return Caller(key.account_id, Environment(key.environment), key.prefix)
+            caller = authenticate(tx, token)
+            if caller is not None:
+                return caller
         secret = request.headers.get("X-Vapi-Secret")
         if secret:
             access = authenticate_integration(tx, project, secret)
