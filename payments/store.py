@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,10 +32,10 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Connection, Dialect, Engine, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InvalidatePoolError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 from sqlalchemy.orm import Session as OrmSession
-from sqlalchemy.pool import QueuePool
+from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
 from payments.model import Status
 from payments.settings import DATABASE_POOL_SIZE
@@ -349,6 +351,35 @@ class ProjectIntegration(Base):
     updated_at: Mapped[datetime]
 
 
+def _ping_after_idle(engine: Engine, seconds: float) -> None:
+    """SQLAlchemy's pre-ping, for connections that have been idle in the pool for `seconds`.
+
+    A connection that answered moments ago is as likely to be alive as one a request is using
+    now; pinging it would cost every checkout a round trip, two per session create. One idle
+    longer is pinged, and a dead one is replaced before it is handed out, along with every other
+    connection opened before it (they share its fate: a restart, a failover).
+    https://docs.sqlalchemy.org/en/20/core/pooling.html#disconnect-handling-pessimistic
+    """
+    dialect = engine.dialect
+
+    def idle_from_now(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    def ping_if_idle(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get(_IDLE_SINCE, -math.inf) < seconds:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as error:
+            if dialect.is_disconnect(error, dbapi_connection, None):
+                raise InvalidatePoolError() from error
+            raise
+
+    event.listen(engine, "connect", idle_from_now)  # a new connection has just answered
+    event.listen(engine, "checkin", idle_from_now)
+    event.listen(engine, "checkout", ping_if_idle)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
@@ -377,6 +408,9 @@ def create_private_sqlite_file(url: str) -> None:
 
 OUTBOX = "paydial_outbox"  # session.info key: ids of webhook events added in the transaction
 ENDED_CALLS = "paydial_ended_calls"  # session.info key: CallSids of the sessions it ended
+# A pooled connection idle for longer than this is pinged before it is handed out (seconds).
+PING_AFTER_IDLE = 0.25
+_IDLE_SINCE = "paydial_idle_since"  # connection record info key: when it last answered
 
 
 class Database:
@@ -388,15 +422,27 @@ class Database:
     call still in progress hears that at its next webhook.
     """
 
-    def __init__(self, url: str, *, pool_size: int = DATABASE_POOL_SIZE) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = DATABASE_POOL_SIZE,
+        ping_after_idle: float = PING_AFTER_IDLE,
+    ) -> None:
         self.url = url
         create_private_sqlite_file(url)
         # SQLite's own pools fit it (a file opens in microseconds); a server's connections are
-        # kept, `pool_size` of them, with none opened beyond (see Settings.database_pool_size).
-        pool = {} if url.startswith("sqlite") else {"pool_size": pool_size, "max_overflow": 0}
+        # kept, `pool_size` of them, with none opened beyond (see Settings.database_pool_size),
+        # the one back last handed out first, so a busy process reuses one that has just answered.
+        pool = (
+            {}
+            if url.startswith("sqlite")
+            else {"pool_size": pool_size, "max_overflow": 0, "pool_use_lifo": True}
+        )
         # A statement's parameters hold what callers sent (and on error reach tracebacks): never
         # in an exception message or a log line.
-        self.engine: Engine = create_engine(url, pool_pre_ping=True, hide_parameters=True, **pool)
+        self.engine: Engine = create_engine(url, hide_parameters=True, **pool)
+        _ping_after_idle(self.engine, ping_after_idle)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
