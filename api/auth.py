@@ -35,9 +35,10 @@ def require_api_key(view: Callable[P, R]) -> Callable[P, R]:
         if token is None:
             raise _unauthorized("Not authenticated")
         with current_services().db.lookup() as connection:
-            g.caller = authenticate(connection, token)
-        if g.caller is None:
+            caller = authenticate(connection, token)
+        if caller is None:
             raise _unauthorized("Invalid or revoked API key")
+        g.caller = caller
         return view(*args, **kwargs)
 
     return wrapper
