@@ -122,6 +122,7 @@ def test_a_connection_back_moments_ago_is_handed_out_without_a_ping(
     db = Database(postgres_url, pool_size=2, ping_after_idle=3600)
     pings = counted_pings(db, monkeypatch)
     try:
+        assert db.warm() == 2  # both in the pool: first in, first out would take turns
         pids = [backend_pid(db) for _ in range(3)]
         assert pings == []
         assert len(set(pids)) == 1  # the one back last goes out first: a busy process reuses it
