@@ -477,7 +477,7 @@ class Database:
             with self.transaction() as session:
                 yield session
             return
-        with self._autocommit() as connection, self._sessions(bind=connection) as session:
+        with self.lookup() as connection, self._sessions(bind=connection) as session:
             yield session
 
     @contextmanager
@@ -488,11 +488,8 @@ class Database:
             with self.engine.begin() as connection:
                 yield connection
             return
-        with self._autocommit() as connection:
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             yield connection
-
-    def _autocommit(self) -> Connection:
-        return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
 
     def warm(self) -> int:
         """Open the pool's connections now, at start-up, not in the first burst of traffic: each
