@@ -1,11 +1,11 @@
-"""Rate limits per API key per endpoint (Flask-Limiter), shared through Redis when configured.
+"""Rate limits per API key per endpoint, counted by `limits`, shared through Redis when configured.
 
 With `REDIS_URL` every web process (gunicorn worker, machine) counts in one place, so a key gets
 the same answer and the same `Retry-After` wherever its request lands. Without Redis the counts
 live in the process, which is right for the one-process embedded setup. Requests without a
-bearer key (health, Twilio, the widget frame) are not counted by those. Blueprints no limit applies
-to (`init_app(unlimited=...)`: Twilio's webhooks, signed by Twilio rather than keyed by a merchant)
-are skipped before the limiter does any work: it would cost every webhook of every call its time.
+bearer key (health, Twilio, the widget frame, the dashboard) are not counted by those, and
+blueprints no limit applies to (`init_app(unlimited=...)`: Twilio's webhooks, signed by Twilio
+rather than keyed by a merchant) are not looked at.
 
 The widget's charge endpoint has no key and no caller, so card testing through it is counted by
 client address and by project instead (`guard_widget_charges`): every charge per address; only
@@ -19,17 +19,26 @@ logs one warning. Meanwhile a request now and then pings Redis, 1, 2, 4 ... 32 s
 then from 1 again; once Redis answers, the process counts there again (the memory counts are not
 copied over). The 1-second socket timeouts bound what that first count and each ping cost the one
 request making them when Redis hangs; the other requests of an outage do not touch Redis.
+
+This was Flask-Limiter until it was measured: working out which of its limits apply cost every
+keyed request more than the Redis count itself, an eighth of a session create's instructions
+(README, "Benchmarks"). What is left is the counting, which is `limits`, the library under it.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NoReturn, TypeVar
 
 from flask import Blueprint, Flask, Response, g, request
-from flask_limiter import Limiter, RequestLimit
-from redis.exceptions import RedisError
+from limits import RateLimitItem, parse_many
+from limits.errors import StorageError
+from limits.storage import MemoryStorage, RedisStorage
+from limits.strategies import FixedWindowRateLimiter
+from werkzeug.exceptions import TooManyRequests
 
 from api.auth import bearer_token
 from api.extension import EXTENSION, current_services
@@ -37,16 +46,98 @@ from payments.accounts import hash_key
 from payments.services import Services
 from payments.sessions import project_of_session
 
-LIMITER_EXTENSION = "paydial_limiter"
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+LIMITS_EXTENSION = "paydial_limits"
+KEY_PREFIX = "paydial-limits"
 WIDGET_CHARGE_ENDPOINT = "widget.charge"
 TOO_MANY_FROM_HERE = "Too many payment attempts from this network. Please try again later."
 TOO_MANY_DECLINES = "Too many declined payments from this network. Please try again later."
 PROJECT_BUSY = "This merchant is taking too many card payments right now. Please try again later."
+# While Redis is down it is pinged 2**n seconds after the last ping, n = 0 .. MAX_PING_EXPONENT.
+MAX_PING_EXPONENT = 5
+_PENDING = "paydial_limits_pending"  # g key: counts a widget charge owes once its answer is known
 
 
-def _key() -> str:
-    """A digest of the presented key, so limits need no database look-up and store no secret."""
-    return "key:" + hash_key(bearer_token() or "")
+class Counts:
+    """Fixed-window counts: in Redis when `redis_url` is set, in this process's memory while
+    Redis does not answer (see the module docstring). `clock` is monotonic seconds."""
+
+    def __init__(
+        self, redis_url: str | None, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._memory = FixedWindowRateLimiter(MemoryStorage())
+        self._shared: FixedWindowRateLimiter | None = None
+        self._storage: RedisStorage | None = None
+        if redis_url:
+            self._storage = RedisStorage(
+                redis_url, wrap_exceptions=True, socket_connect_timeout=1, socket_timeout=1
+            )
+            self._shared = FixedWindowRateLimiter(self._storage)
+        self._clock = clock
+        self._down = False
+        self._pinged_at = 0.0
+        self._pings = 0
+
+    def hit(self, item: RateLimitItem, *identifiers: str) -> bool:
+        """Count one; False when the window was already full."""
+        return self._run(lambda counter: counter.hit(item, KEY_PREFIX, *identifiers))
+
+    def test(self, item: RateLimitItem, *identifiers: str) -> bool:
+        """Whether one more would fit, counting nothing."""
+        return self._run(lambda counter: counter.test(item, KEY_PREFIX, *identifiers))
+
+    def seconds_to_reset(self, item: RateLimitItem, *identifiers: str) -> int:
+        """When a full window resets; the whole window when the storage cannot say."""
+        try:
+            stats = self._counter().get_window_stats(item, KEY_PREFIX, *identifiers)
+        except StorageError:
+            return item.get_expiry()
+        return max(1, int(stats.reset_time - time.time()))
+
+    def close(self) -> None:
+        """Close the Redis connections now rather than when the garbage collector finds them."""
+        if self._storage is not None:
+            self._storage.storage.close()
+
+    def _counter(self) -> FixedWindowRateLimiter:
+        if self._shared is None or (self._down and not self._answers_again()):
+            return self._memory
+        return self._shared
+
+    def _run(self, count: Callable[[FixedWindowRateLimiter], T]) -> T:
+        counter = self._counter()
+        try:
+            return count(counter)
+        except StorageError as error:
+            if counter is self._memory:
+                raise
+            log.warning(
+                "rate limits counted in this process's memory: Redis did not answer (%s)",
+                type(error.storage_error).__name__,
+            )
+            self._down, self._pinged_at, self._pings = True, self._clock(), 0
+            return count(self._memory)
+
+    def _answers_again(self) -> bool:
+        """Ping Redis when the backoff allows; True once it answers."""
+        if self._clock() - self._pinged_at <= 2**self._pings:
+            return False
+        self._pinged_at = self._clock()
+        self._pings = (self._pings + 1) % (MAX_PING_EXPONENT + 1)
+        assert self._storage is not None  # only a shared counter goes down
+        if not self._storage.check():
+            return False
+        log.info("rate limits counted in Redis again")
+        self._down = False
+        return True
+
+
+def _refuse(
+    counts: Counts, item: RateLimitItem, identifiers: tuple[str, ...], message: str
+) -> NoReturn:
+    raise TooManyRequests(message, retry_after=counts.seconds_to_reset(item, *identifiers))
 
 
 def _client_address() -> str:
@@ -55,17 +146,11 @@ def _client_address() -> str:
 
 
 def _charged_project() -> str:
-    """The project of the session in the path, looked up once per request; '' when unknown."""
-    if "widget_project" not in g:
-        services = current_services()
-        with services.db.transaction() as tx:
-            project = project_of_session(tx, (request.view_args or {}).get("session_id", ""))
-            g.widget_project = project.id if project else None
-    return f"project:{g.widget_project}" if g.widget_project else ""
-
-
-def _no_project() -> bool:
-    return not _charged_project()
+    """The project of the session in the path; '' when there is none."""
+    services = current_services()
+    with services.db.transaction() as tx:
+        project = project_of_session(tx, (request.view_args or {}).get("session_id", ""))
+        return f"project:{project.id}" if project else ""
 
 
 def _declined(response: Response) -> bool:
@@ -76,92 +161,77 @@ def _reached_gateway(response: Response) -> bool:
     return response.status_code in (200, 402)
 
 
-def _seconds_to_reset(limit: RequestLimit) -> int:
-    """When a breached limit's window resets; its whole window when the storage cannot say."""
-    try:
-        return max(1, int(limit.reset_at - time.time()))
-    except RedisError:
-        return int(limit.limit.get_expiry())
+@dataclass(frozen=True)
+class _Guard:
+    """One widget charge limit: counted on every charge, or only on answers `counts_when` says."""
+
+    item: RateLimitItem
+    message: str
+    counts_when: Callable[[Response], bool] | None = None
 
 
-def _skip_blueprints(app: Flask, limiter: Limiter, skipped: frozenset[str]) -> None:
-    """Run the limiter's check only outside `skipped`. Its own request filter is asked only after
-    it has worked out which limits and exemptions apply, so the hook itself is wrapped."""
-    hooks = app.before_request_funcs[None]
-    at = hooks.index(limiter._check_request_limit)
-    check = hooks[at]
-
-    def _check_request_limit() -> None:
-        if request.blueprint not in skipped:
-            check()
-
-    hooks[at] = _check_request_limit
+def _guards(
+    notation: str, message: str, counts_when: Callable[[Response], bool] | None = None
+) -> list[_Guard]:
+    return [_Guard(item, message, counts_when) for item in parse_many(notation)]
 
 
-def guard_widget_charges(app: Flask, limiter: Limiter) -> None:
+def guard_widget_charges(app: Flask, counts: Counts) -> None:
     """The widget charge view, wrapped in its limits (see the module docstring)."""
-    services: Services = app.extensions[EXTENSION]
-    limits = services.settings
+    settings = app.extensions[EXTENSION].settings
+    by_address = [
+        *_guards(settings.widget_ip_charge_limit, TOO_MANY_FROM_HERE),
+        *_guards(settings.widget_ip_decline_limit, TOO_MANY_DECLINES, _declined),
+    ]
+    by_project = _guards(settings.widget_project_charge_limit, PROJECT_BUSY, _reached_gateway)
     view: Callable[..., Any] = app.view_functions[WIDGET_CHARGE_ENDPOINT]
-    for decorate in (
-        limiter.limit(
-            limits.widget_ip_charge_limit,
-            key_func=_client_address,
-            error_message=TOO_MANY_FROM_HERE,
-        ),
-        limiter.limit(
-            limits.widget_ip_decline_limit,
-            key_func=_client_address,
-            deduct_when=_declined,
-            error_message=TOO_MANY_DECLINES,
-        ),
-        limiter.limit(
-            limits.widget_project_charge_limit,
-            deduct_when=_reached_gateway,
-            error_message=PROJECT_BUSY,
-            key_func=_charged_project,
-            exempt_when=_no_project,
-        ),
-    ):
-        view = decorate(view)
-    app.view_functions[WIDGET_CHARGE_ENDPOINT] = view
 
+    def guarded(**kwargs: str) -> Any:
+        address, project = _client_address(), _charged_project()
+        checks = [(guard, address) for guard in by_address]
+        if project:
+            checks += [(guard, project) for guard in by_project]
+        pending = []
+        for guard, who in checks:
+            identifiers = (who, WIDGET_CHARGE_ENDPOINT)
+            if guard.counts_when is None:
+                allowed = counts.hit(guard.item, *identifiers)
+            else:
+                allowed = counts.test(guard.item, *identifiers)
+                pending.append((guard, identifiers))
+            if not allowed:
+                _refuse(counts, guard.item, identifiers, guard.message)
+        g.setdefault(_PENDING, []).extend(pending)
+        return view(**kwargs)
 
-def init_app(app: Flask, *, unlimited: Iterable[Blueprint] = ()) -> Limiter:
-    services: Services = app.extensions[EXTENSION]
-    settings = services.settings
-
-    def limit_for_key() -> str:
-        live = (bearer_token() or "").startswith("mvn_live_")
-        return settings.rate_limit_live if live else settings.rate_limit_test
-
-    limiter = Limiter(
-        _key,
-        app=app,
-        # Default limits count per route (and here per method): one key, one budget per endpoint.
-        default_limits=[limit_for_key],
-        default_limits_per_method=True,
-        default_limits_exempt_when=lambda: bearer_token() is None,
-        storage_uri=settings.redis_url or "memory://",
-        storage_options={"socket_connect_timeout": 1, "socket_timeout": 1}
-        if settings.redis_url
-        else {},
-        # Flask-Limiter's X-RateLimit-* headers would cost every keyed request two more Redis
-        # round trips (its window's count and reset); only a refusal says when to come back.
-        headers_enabled=False,
-        # The same limits in memory while Redis is unreachable (see above).
-        in_memory_fallback_enabled=True,
-        key_prefix="paydial-limits",
-    )
+    app.view_functions[WIDGET_CHARGE_ENDPOINT] = guarded
 
     @app.after_request
-    def _retry_after_when_refused(response: Response) -> Response:
-        refused = limiter.current_limit
-        if response.status_code == 429 and refused is not None and refused.breached:
-            response.headers.setdefault("Retry-After", str(_seconds_to_reset(refused)))
+    def _count_what_the_answer_owes(response: Response) -> Response:
+        for guard, identifiers in g.pop(_PENDING, ()):
+            if guard.counts_when is not None and guard.counts_when(response):
+                counts.hit(guard.item, *identifiers)
         return response
 
-    _skip_blueprints(app, limiter, frozenset(blueprint.name for blueprint in unlimited))
-    app.extensions[LIMITER_EXTENSION] = limiter
-    guard_widget_charges(app, limiter)
-    return limiter
+
+def init_app(app: Flask, *, unlimited: Iterable[Blueprint] = ()) -> Counts:
+    services: Services = app.extensions[EXTENSION]
+    settings = services.settings
+    counts = Counts(settings.redis_url)
+    live, test = parse_many(settings.rate_limit_live), parse_many(settings.rate_limit_test)
+    skipped = frozenset(blueprint.name for blueprint in unlimited)
+
+    @app.before_request
+    def _count_keyed_request() -> None:
+        """One budget per key, endpoint and method; refused once any of the key's limits is full."""
+        token = bearer_token()
+        if token is None or request.endpoint is None or request.blueprint in skipped:
+            return
+        identifiers = ("key:" + hash_key(token), f"{request.endpoint}:{request.method}")
+        for item in live if token.startswith("mvn_live_") else test:
+            if not counts.hit(item, *identifiers):
+                _refuse(counts, item, identifiers, str(item))
+
+    app.extensions[LIMITS_EXTENSION] = counts
+    guard_widget_charges(app, counts)
+    return counts

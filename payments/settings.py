@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import AliasChoices, Field, SecretStr
+from limits import parse_many
+from pydantic import AfterValidator, AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from payments.local import (
@@ -34,6 +36,17 @@ def _env(*names: str) -> AliasChoices:
 
 
 DATABASE_POOL_SIZE = 16  # connections per process: Settings.database_pool_size, Database
+
+
+def _rate_limits(value: str) -> str:
+    """Rate limits in `limits`' notation, e.g. "20/minute" or "100/minute;1000/hour"; a typo is a
+    settings error at start-up, not a 500 on the first request it would apply to.
+    https://limits.readthedocs.io/en/stable/quickstart.html#rate-limit-string-notation"""
+    parse_many(value)
+    return value
+
+
+RateLimits = Annotated[str, AfterValidator(_rate_limits)]
 
 
 class Settings(BaseSettings):
@@ -81,9 +94,13 @@ class Settings(BaseSettings):
     database_pool_size: int = Field(
         DATABASE_POOL_SIZE, ge=1, validation_alias=_env("PAYDIAL_DB_POOL_SIZE")
     )
-    # Flask-Limiter notation, per API key per endpoint.
-    rate_limit_live: str = Field("20/minute", validation_alias=_env("PAYDIAL_RATE_LIMIT_LIVE"))
-    rate_limit_test: str = Field("100/minute", validation_alias=_env("PAYDIAL_RATE_LIMIT_TEST"))
+    # Per API key per endpoint.
+    rate_limit_live: RateLimits = Field(
+        "20/minute", validation_alias=_env("PAYDIAL_RATE_LIMIT_LIVE")
+    )
+    rate_limit_test: RateLimits = Field(
+        "100/minute", validation_alias=_env("PAYDIAL_RATE_LIMIT_TEST")
+    )
     # Failed payment attempts allowed per card and per caller within the window, across sessions.
     card_failure_limit: int = Field(5, ge=1, validation_alias=_env("PAYDIAL_CARD_FAILURE_LIMIT"))
     caller_failure_limit: int = Field(
@@ -92,18 +109,18 @@ class Settings(BaseSettings):
     velocity_window_hours: int = Field(
         24, ge=1, validation_alias=_env("PAYDIAL_VELOCITY_WINDOW_HOURS")
     )
-    # Card testing through the widget (Flask-Limiter notation): charges and declines per client
+    # Card testing through the widget: charges and declines per client
     # address, and charges per project; the breaker below pauses a project's widget charges.
     # How many reverse proxies in front of the web process append to X-Forwarded-For (Heroku's
     # router, a load balancer): the client address the widget limits count is the one they saw.
     trusted_proxies: int = Field(0, ge=0, validation_alias=_env("PAYDIAL_TRUSTED_PROXIES"))
-    widget_ip_charge_limit: str = Field(
+    widget_ip_charge_limit: RateLimits = Field(
         "20/hour", validation_alias=_env("PAYDIAL_WIDGET_IP_CHARGE_LIMIT")
     )
-    widget_ip_decline_limit: str = Field(
+    widget_ip_decline_limit: RateLimits = Field(
         "5/hour", validation_alias=_env("PAYDIAL_WIDGET_IP_DECLINE_LIMIT")
     )
-    widget_project_charge_limit: str = Field(
+    widget_project_charge_limit: RateLimits = Field(
         "600/minute", validation_alias=_env("PAYDIAL_WIDGET_PROJECT_CHARGE_LIMIT")
     )
     # The decline-rate breaker (payments.breaker): at least this many widget charges in the window,

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERS = ["gateways", "payments", "ivr", "api", "paydial"]  # each may import only those before it
 RANK = {package: rank for rank, package in enumerate(LAYERS)}
 RANK["migrations"] = RANK["payments"]  # Alembic reads the models, nothing more
-FLASK_PACKAGES = ("flask", "flask_limiter", "flask_wtf")
+FLASK_PACKAGES = ("flask", "flask_wtf")
 
 
 def modules() -> dict[str, Path]:
