@@ -24,6 +24,7 @@ from api.validation import parse_body, parse_path, parse_query
 from payments.model import Channel, Gateway, PaymentMode
 from payments.sessions import (
     NewSession,
+    OpenedSession,
     cancel_session,
     find_session_for_caller,
     load_session,
@@ -86,7 +87,9 @@ def voice_session(body: SessionCreate, settings: Settings) -> NewSession:
     )
 
 
-def voice_created(session: PaymentSession, settings: Settings) -> SessionCreateResponse:
+def voice_created(
+    session: OpenedSession | PaymentSession, settings: Settings
+) -> SessionCreateResponse:
     return SessionCreateResponse(
         session_id=session.id,
         status=session.status,
@@ -111,7 +114,9 @@ def chat_session(body: CreateWidgetSession, settings: Settings) -> NewSession:
     )
 
 
-def chat_created(session: PaymentSession, settings: Settings) -> WidgetSessionCreated:
+def chat_created(
+    session: OpenedSession | PaymentSession, settings: Settings
+) -> WidgetSessionCreated:
     return WidgetSessionCreated(
         session_id=session.id,
         status=session.status,
@@ -120,7 +125,7 @@ def chat_created(session: PaymentSession, settings: Settings) -> WidgetSessionCr
     )
 
 
-def _open(new: NewSession) -> PaymentSession:
+def _open(new: NewSession) -> OpenedSession:
     """Create a session for the calling key's account, in the key's mode."""
     services = current_services()
     caller = current_caller()

@@ -122,22 +122,22 @@ def find_account_project(tx: Tx, account_id: str, identifier: str) -> Project:
     return project
 
 
-def account_project_ref(tx: Tx, account_id: str, identifier: str) -> ProjectRef:
+def account_project_ref(db: Connection | Tx, account_id: str, identifier: str) -> ProjectRef:
     """`find_account_project`'s id, slug and settings, without loading the project."""
-    found = _find_account_project(tx, _PROJECT_REF_LOOKUPS, account_id, identifier)
+    found = _find_account_project(db, _PROJECT_REF_LOOKUPS, account_id, identifier)
     return ProjectRef(found.id, found.slug, found.settings)
 
 
 def _find_account_project(
-    tx: Tx, lookups: tuple[Select[Any], Select[Any]], account_id: str, identifier: str
+    db: Connection | Tx, lookups: tuple[Select[Any], Select[Any]], account_id: str, identifier: str
 ) -> Row[Any]:
     by_slug, by_slug_or_id = lookups
     try:
         project_id = str(uuid.UUID(identifier))
     except ValueError:  # not a UUID: the slug alone decides
-        found = tx.execute(by_slug, {"account_id": account_id, "slug": identifier}).first()
+        found = db.execute(by_slug, {"account_id": account_id, "slug": identifier}).first()
     else:
-        found = tx.execute(
+        found = db.execute(
             by_slug_or_id, {"account_id": account_id, "slug": identifier, "id": project_id}
         ).first()
     if found is None:

@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session as Tx
 
 from gateways import build_gateway
@@ -52,9 +52,9 @@ def set_credentials(
         row.updated_at = now
 
 
-def has_credentials(tx: Tx, project_id: str, gateway: str, environment: str) -> bool:
+def has_credentials(db: Connection | Tx, project_id: str, gateway: str, environment: str) -> bool:
     """Whether credentials are stored for this gateway and mode (without opening them)."""
-    found = tx.scalar(
+    found = db.scalar(
         select(GatewayCredential.id).where(
             GatewayCredential.project_id == project_id,
             GatewayCredential.gateway == gateway,

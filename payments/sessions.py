@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 import phonenumbers
-from sqlalchemy import Table, case, insert, select
+from sqlalchemy import Connection, Table, case, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as Tx
 from sqlalchemy.orm import make_transient_to_detached
@@ -55,7 +55,7 @@ ACCESS_CODE_DRAWS = 5
 CONFIRMATION_CODES = range(10_000_000, 100_000_000)  # eight digits, never a leading zero
 PREVIEW_DESCRIPTION = "Widget preview and test events (dashboard)"
 PREVIEW_AMOUNT_CENTS = 1000
-# A new session's two rows, written as plain INSERTs (`create_session`).
+# A new session's two rows, written as plain INSERTs (`_insert_session`).
 _INSERT_SESSION = insert(cast(Table, PaymentSession.__table__))
 _INSERT_SESSION_EVENT = insert(cast(Table, SessionEvent.__table__))
 
@@ -105,12 +105,12 @@ def _check_callback_country(callback: str | None, countries: list[str]) -> None:
 
 
 def _check_live_credentials(
-    tx: Tx, project: ProjectRef, gateway: Gateway, environment: Environment
+    db: Connection | Tx, project: ProjectRef, gateway: Gateway, environment: Environment
 ) -> None:
     """A live session needs the project's live credentials for its gateway; test mode falls back
     to the simulator. Refused here, before a caller keys a whole card for nothing."""
     if environment is not Environment.LIVE or has_credentials(
-        tx, project.id, gateway.value, environment.value
+        db, project.id, gateway.value, environment.value
     ):
         return
     log.warning(
@@ -126,12 +126,19 @@ def _check_live_credentials(
     )
 
 
-def create_session(
-    tx: Tx, *, account_id: str, environment: Environment, new: NewSession, now: datetime
-) -> PaymentSession:
-    project = account_project_ref(tx, account_id, new.project)
+def _insert_session(
+    db: Connection | Tx,
+    *,
+    account_id: str,
+    environment: Environment,
+    new: NewSession,
+    now: datetime,
+) -> dict[str, Any]:
+    """Write a new session's two rows as plain INSERTs; its column values. The unit of work's
+    flush of two new objects cost a create more CPU than the rest of its database work."""
+    project = account_project_ref(db, account_id, new.project)
     _check_callback_country(new.callback, project_settings(project).callback_countries)
-    _check_live_credentials(tx, project, new.gateway, environment)
+    _check_live_credentials(db, project, new.gateway, environment)
     values: dict[str, Any] = {
         "id": new_id(),
         "account_id": account_id,
@@ -156,10 +163,8 @@ def create_session(
         "updated_at": now,
         "expires_at": now + new.ttl,
     }
-    # Two plain INSERTs: the unit of work's flush of two new objects cost a create more CPU
-    # than the rest of its database work. The session joins `tx` as a loaded, persistent object.
-    tx.execute(_INSERT_SESSION, values)
-    tx.execute(
+    db.execute(_INSERT_SESSION, values)
+    db.execute(
         _INSERT_SESSION_EVENT,
         {
             "session_id": values["id"],
@@ -170,25 +175,53 @@ def create_session(
             "detail": None,
         },
     )
+    return values
+
+
+def create_session(
+    tx: Tx, *, account_id: str, environment: Environment, new: NewSession, now: datetime
+) -> PaymentSession:
+    """A new session in `tx`, which it joins as a loaded, persistent object."""
+    values = _insert_session(tx, account_id=account_id, environment=environment, new=new, now=now)
     session = PaymentSession(**values)
     make_transient_to_detached(session)
     tx.add(session)
     return session
 
 
+@dataclass(frozen=True)
+class OpenedSession:
+    """What the API answers about a session it has just opened."""
+
+    id: str
+    status: str
+    access_code: str | None
+    created_at: datetime
+    expires_at: datetime
+
+
 def open_session(
     db: Database, *, account_id: str, environment: Environment, new: NewSession, now: datetime
-) -> PaymentSession:
-    """`create_session` in a transaction of its own, drawing another access code on a clash."""
+) -> OpenedSession:
+    """A new session in a transaction of its own, drawing another access code on a clash. No
+    ORM session: a create is the API's busiest write, and one of those costs it a tenth."""
     for _ in range(ACCESS_CODE_DRAWS):
         try:
-            with db.transaction() as tx:
-                return create_session(
-                    tx, account_id=account_id, environment=environment, new=new, now=now
+            with db.begin() as connection:
+                values = _insert_session(
+                    connection, account_id=account_id, environment=environment, new=new, now=now
                 )
         except IntegrityError as error:
             if not access_code_taken(error):
                 raise
+        else:
+            return OpenedSession(
+                values["id"],
+                values["status"],
+                values["access_code"],
+                values["created_at"],
+                values["expires_at"],
+            )
     raise Conflict("No access code is free right now: too many sessions are open; retry shortly")
 
 

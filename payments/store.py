@@ -491,6 +491,13 @@ class Database:
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             yield connection
 
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """`transaction` for Core statements, without an ORM session (nor its after-commit
+        hooks): a connection in a transaction, committed at the end unless it raises."""
+        with self.engine.begin() as connection:
+            yield connection
+
     def warm(self) -> int:
         """Open the pool's connections now, at start-up, not in the first burst of traffic: each
         is a PostgreSQL backend forked, a cost that otherwise lands when every core is busy. The
