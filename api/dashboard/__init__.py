@@ -18,7 +18,9 @@ from functools import wraps
 from typing import ParamSpec, TypeVar
 
 from flask import Blueprint, Flask, Response, g, redirect, request, session, url_for
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask.typing import ResponseReturnValue
+from flask.wrappers import Request
 from flask_wtf.csrf import CSRFProtect
 
 from api.extension import current_services
@@ -43,6 +45,16 @@ bp = Blueprint(
 )
 
 
+class DashboardSessions(SecureCookieSessionInterface):
+    """Flask's signed-cookie session, opened only for a request carrying the cookie: every API
+    request and Twilio webhook would otherwise build a signing serializer for nothing."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if self.get_cookie_name(app) not in request.cookies:
+            return self.session_class()
+        return super().open_session(app, request)
+
+
 @dataclass(frozen=True)
 class User:
     id: str
@@ -59,6 +71,7 @@ def init_app(app: Flask, services: Services) -> None:
     """Cookie, CSRF and the blueprint; the cookie key is derived from PAYDIAL_SECRET_KEY."""
     secret = services.secrets.secret_key.encode()
     app.secret_key = hmac.new(secret, b"dashboard-session", hashlib.sha256).hexdigest()
+    app.session_interface = DashboardSessions()
     app.config.update(
         SESSION_COOKIE_NAME=COOKIE_NAME,
         SESSION_COOKIE_HTTPONLY=True,
