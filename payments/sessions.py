@@ -55,9 +55,10 @@ ACCESS_CODE_DRAWS = 5
 CONFIRMATION_CODES = range(10_000_000, 100_000_000)  # eight digits, never a leading zero
 PREVIEW_DESCRIPTION = "Widget preview and test events (dashboard)"
 PREVIEW_AMOUNT_CENTS = 1000
-# A new session's two rows, written as plain INSERTs (`_insert_session`).
+# A new session's two rows, written as plain INSERTs (`_insert_session`); the event's is inline:
+# nothing reads its generated id, so it needs no RETURNING and no result to process.
 _INSERT_SESSION = insert(cast(Table, PaymentSession.__table__))
-_INSERT_SESSION_EVENT = insert(cast(Table, SessionEvent.__table__))
+_INSERT_SESSION_EVENT = insert(cast(Table, SessionEvent.__table__)).inline()
 
 
 @dataclass(frozen=True)
