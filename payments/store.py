@@ -483,19 +483,13 @@ class Database:
     @contextmanager
     def lookup(self) -> Iterator[Connection]:
         """`read` for Core statements, without an ORM session: a connection, in autocommit on
-        PostgreSQL, in a transaction of its own on SQLite."""
+        PostgreSQL, in a transaction of its own on SQLite. For reads, and for writes that are one
+        statement on PostgreSQL (`sessions.open_session`)."""
         if self.engine.dialect.name == "sqlite":
             with self.engine.begin() as connection:
                 yield connection
             return
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            yield connection
-
-    @contextmanager
-    def begin(self) -> Iterator[Connection]:
-        """`transaction` for Core statements, without an ORM session (nor its after-commit
-        hooks): a connection in a transaction, committed at the end unless it raises."""
-        with self.engine.begin() as connection:
             yield connection
 
     def warm(self) -> int:

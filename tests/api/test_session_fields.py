@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import Connection, event, select
 
 from payments.services import Services
 from payments.sessions import ACCESS_CODE_DRAWS
-from payments.store import PaymentSession
+from payments.store import PaymentSession, SessionEvent
 
 VALID: dict[str, Any] = {
     "project": "acme",
@@ -277,3 +277,39 @@ def test_the_contract_describes_billing_address_as_the_code_uses_it(client: Flas
     for gateway in ("Stripe", "Authorize.net", "Braintree", "Shift4"):
         assert gateway in described
     assert "AVS answers 'U' (unavailable)" in described
+
+
+def test_a_create_writes_its_two_rows_in_one_statement_outside_a_transaction_on_postgresql(
+    client: FlaskClient, merchant: dict[str, str], services: Services
+) -> None:
+    """The API's busiest write: on PostgreSQL the key, the project and one INSERT of both rows,
+    each in autocommit, so no BEGIN and COMMIT go to the server; on SQLite, where an INSERT
+    cannot sit in a CTE, the two rows are two INSERTs in one transaction."""
+    sent: list[tuple[str, bool]] = []
+
+    def note(conn: Connection, _cursor: Any, statement: str, *_args: Any) -> None:
+        autocommit = getattr(conn.connection.dbapi_connection, "autocommit", False)
+        sent.append((statement.split(None, 1)[0], autocommit is True))
+
+    event.listen(services.db.engine, "before_cursor_execute", note)
+    try:
+        created = post(client, merchant["test"], VALID)
+    finally:
+        event.remove(services.db.engine, "before_cursor_execute", note)
+
+    assert created.status_code == 201
+    if services.db.engine.dialect.name == "postgresql":
+        assert sent == [("SELECT", True), ("SELECT", True), ("WITH", True)]
+    else:
+        assert [verb for verb, _ in sent if verb != "BEGIN"] == [
+            "SELECT",
+            "SELECT",
+            "INSERT",
+            "INSERT",
+        ]
+    with services.db.transaction() as tx:
+        stored = tx.get_one(PaymentSession, created.json["session_id"])
+        events = tx.scalars(select(SessionEvent).where(SessionEvent.session_id == stored.id))
+        assert [(e.from_status, e.to_status, e.cause, e.at, e.detail) for e in events] == [
+            (None, "pending", "created", stored.created_at, None)
+        ]
