@@ -138,8 +138,9 @@ def _insert_session(
     new: NewSession,
     now: datetime,
 ) -> dict[str, Any]:
-    """Write a new session's two rows as plain INSERTs; its column values. The unit of work's
-    flush of two new objects cost a create more CPU than the rest of its database work."""
+    """Check a new session against its project and write its rows (`_write_session_rows`); its
+    column values. Plain statements: the unit of work's flush of two new objects cost a create
+    more CPU than the rest of its database work."""
     project = account_project_ref(db, account_id, new.project)
     _check_callback_country(new.callback, project_settings(project).callback_countries)
     _check_live_credentials(db, project, new.gateway, environment)
@@ -191,8 +192,8 @@ def _insert_session_with_event(columns: tuple[str, ...]) -> Insert:
 def _write_session_rows(db: Connection | Tx, values: dict[str, Any]) -> None:
     """A new session's row and its `created` event. On PostgreSQL one statement, the session's
     INSERT in a CTE: atomic on its own, so `open_session` needs no BEGIN and COMMIT around it,
-    and a create makes two round trips to the database instead of five. SQLite has no INSERT in
-    a CTE: two INSERTs, in the transaction every SQLite connection here is in."""
+    and writes with one round trip instead of four. SQLite has no INSERT in a CTE: two INSERTs,
+    in the transaction every SQLite connection here is in."""
     dialect = db.dialect if isinstance(db, Connection) else db.get_bind().dialect
     if dialect.name == "postgresql":
         db.execute(_insert_session_with_event(tuple(values)), values)
