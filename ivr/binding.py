@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session as Tx
 
 from payments.errors import NotFound
@@ -39,7 +39,7 @@ from payments.sessions import (
     payment_in_flight,
     transition,
 )
-from payments.store import PaymentSession, Project
+from payments.store import Database, PaymentSession, Project
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _SIP_USER = re.compile(r"^<?sips?:([^@;?>]+)@", re.IGNORECASE)
@@ -215,6 +215,35 @@ def session_for_call(tx: Tx, call_sid: str, *, now: datetime) -> PaymentSession 
     if session is not None:
         expire_if_due(tx, session, now)
     return session
+
+
+_RECORD_TRANSFER = (
+    update(PaymentSession)
+    .where(PaymentSession.call_sid == bindparam("sid"))
+    .values(transfer_status=bindparam("dial_status"), updated_at=bindparam("now"))
+    .returning(PaymentSession.status, PaymentSession.expires_at)
+)
+
+
+def record_transfer(
+    db: Database, call_sid: str, dial_status: str | None, *, now: datetime
+) -> str | None:
+    """Keep how the transfer back went on the session bound to this CallSid; the session's status,
+    or None when the call has none. One UPDATE on a bare connection (`Database.lookup`): every
+    call that goes back to its agent ends here, and an ORM session around the change cost more
+    than the rest of the webhook. A session it finds still open past its time is then expired,
+    as every read of it would (`expire_if_due`)."""
+    with db.lookup() as connection:
+        row = connection.execute(
+            _RECORD_TRANSFER, {"sid": call_sid, "dial_status": dial_status, "now": now}
+        ).first()
+    if row is None:
+        return None
+    if row.status in ACTIVE and now >= row.expires_at:
+        with db.transaction() as tx:
+            session = session_for_call(tx, call_sid, now=now)
+            return session.status if session is not None else None
+    return str(row.status)
 
 
 def end_call(tx: Tx, call_sid: str, *, now: datetime) -> PaymentSession | None:

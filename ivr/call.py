@@ -27,6 +27,7 @@ from ivr.binding import (
     bind_call,
     ended_session_for,
     find_by_access_code,
+    record_transfer,
     session_for_call,
 )
 from ivr.callstate import CallServices, CallStates, HandBack, LiveCall
@@ -181,12 +182,10 @@ class Call:
     def dial_done(self) -> str:
         """The transfer back ended; keep how it went."""
         services = self.services
-        with services.db.transaction() as tx:
-            session = session_for_call(tx, self.call_sid, now=services.clock())
-            if session is not None:
-                session.transfer_status = self.form.get("DialCallStatus", "")[:24] or None
-                session.updated_at = services.clock()
-                self.session_status = session.status
+        dial_status = self.form.get("DialCallStatus", "")[:24] or None
+        self.session_status = record_transfer(
+            services.db, self.call_sid, dial_status, now=services.clock()
+        )
         language = catalog(DEFAULT_LANGUAGE)
         return render_twiml("goodbye", say=(), language=language.language, voice=language.voice)
 

@@ -138,10 +138,10 @@ _HOLD_POLL = (
 
 
 def attempt_result(services: Services, session_id: str, number: int) -> HoldPoll:
-    """The session and one attempt of it, in one indexed read (a hold poll, once there is
-    something to read: `ivr.call`)."""
-    with services.db.read() as tx:
-        row = tx.execute(_HOLD_POLL, {"session_id": session_id, "number": number}).one()
+    """The session and one attempt of it, in one indexed read on a bare connection (a hold poll,
+    once there is something to read: `ivr.call`)."""
+    with services.db.lookup() as connection:
+        row = connection.execute(_HOLD_POLL, {"session_id": session_id, "number": number}).one()
     status, attempt_count, confirmation, state, error_code, callback, memory = row
     answer = None  # running, or awaiting reconciliation: the caller keeps holding
     if state == AttemptState.SUCCEEDED:

@@ -13,7 +13,8 @@ from twilio.request_validator import RequestValidator
 from ivr.phone import Phone, ScriptedKeypad
 from payments import logs
 from payments.services import Services
-from tests.conftest import PUBLIC_URL, TEST_TWILIO_TOKEN
+from payments.sessions import CALL_BOUND
+from tests.conftest import PUBLIC_URL, TEST_TWILIO_TOKEN, Clock
 from tests.ivr.conftest import APPROVED, CVV, EXPIRY
 from tests.ivr.twilio_client import twiml
 
@@ -219,6 +220,24 @@ def test_the_dial_action_records_how_the_transfer_went(
 
     assert twiml(reply.body).find("Hangup") is not None
     assert read_session(created["session_id"])["transfer_status"] == "busy"
+
+
+def test_a_dial_action_after_the_sessions_time_records_the_transfer_and_closes_the_session(
+    new_session: Callable[..., dict[str, Any]],
+    phone: Callable[..., Phone],
+    read_session: Callable[[str], dict[str, Any]],
+    clock: Clock,
+) -> None:
+    created = new_session(callback="+14155550199")
+    call = phone(to=created["sip_uri"])
+    call.post(f"{PUBLIC_URL}/twilio/voice")  # bound, then the caller stays on the line for long
+    clock.advance(seconds=CALL_BOUND.total_seconds() + 1)
+
+    reply = call.post(f"{PUBLIC_URL}/twilio/dial", {"DialCallStatus": "completed"})
+
+    assert reply.headers["X-Paydial-Status"] == "abandoned"
+    session = read_session(created["session_id"])
+    assert (session["status"], session["transfer_status"]) == ("abandoned", "completed")
 
 
 def test_an_unbound_call_is_asked_for_its_access_code(client: FlaskClient) -> None:
