@@ -5,7 +5,10 @@ the same answer and the same `Retry-After` wherever its request lands. Without R
 live in the process, which is right for the one-process embedded setup. Requests without a
 bearer key (health, Twilio, the widget frame, the dashboard) are not counted by those, and
 blueprints no limit applies to (`init_app(unlimited=...)`: Twilio's webhooks, signed by Twilio
-rather than keyed by a merchant) are not looked at.
+rather than keyed by a merchant) are not looked at. An agent platform that calls with the
+project's integration token instead of a key (Retell's `?token=`, Vapi's `X-Vapi-Secret`) is
+counted the same way, under the token's mode, once its view has found the token good
+(`count_integration_request`).
 
 The widget's charge endpoint has no key and no caller, so card testing through it is counted by
 client address and by project instead (`guard_widget_charges`): every charge per address; only
@@ -33,7 +36,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
-from flask import Blueprint, Flask, Response, g, request
+from flask import Blueprint, Flask, Response, current_app, g, request
 from limits import RateLimitItem, parse_many
 from limits.errors import StorageError
 from limits.storage import MemoryStorage, RedisStorage
@@ -43,6 +46,7 @@ from werkzeug.exceptions import TooManyRequests
 from api.auth import bearer_token
 from api.extension import EXTENSION, current_services
 from payments.accounts import hash_key
+from payments.model import Environment
 from payments.services import Services
 from payments.sessions import project_of_session
 
@@ -140,6 +144,30 @@ def _refuse(
     raise TooManyRequests(message, retry_after=counts.seconds_to_reset(item, *identifiers))
 
 
+@dataclass(frozen=True)
+class KeyBudgets:
+    """Each mode's limits on a credential, per endpoint and method, and where they are counted."""
+
+    counts: Counts
+    live: list[RateLimitItem]
+    test: list[RateLimitItem]
+
+    def count(self, credential: str, environment: Environment) -> None:
+        """One request made with `credential` (its budget named by its hash); a 429 once any of
+        its mode's limits is full."""
+        identifiers = ("key:" + hash_key(credential), f"{request.endpoint}:{request.method}")
+        for item in self.live if environment is Environment.LIVE else self.test:
+            if not self.counts.hit(item, *identifiers):
+                _refuse(self.counts, item, identifiers, str(item))
+
+
+def count_integration_request(token: str, environment: Environment) -> None:
+    """Count a request an agent platform made with a good integration token of `environment`,
+    as a keyed request is counted: the token has a budget of its own under its mode's limits."""
+    budgets: KeyBudgets = current_app.extensions[LIMITS_EXTENSION]
+    budgets.count(token, environment)
+
+
 def _client_address() -> str:
     """The client's address: the peer's, or with PAYDIAL_TRUSTED_PROXIES what the proxies saw."""
     return "ip:" + (request.remote_addr or "unknown")
@@ -218,7 +246,9 @@ def init_app(app: Flask, *, unlimited: Iterable[Blueprint] = ()) -> Counts:
     services: Services = app.extensions[EXTENSION]
     settings = services.settings
     counts = Counts(settings.redis_url)
-    live, test = parse_many(settings.rate_limit_live), parse_many(settings.rate_limit_test)
+    budgets = KeyBudgets(
+        counts, parse_many(settings.rate_limit_live), parse_many(settings.rate_limit_test)
+    )
     skipped = frozenset(blueprint.name for blueprint in unlimited)
 
     @app.before_request
@@ -227,11 +257,9 @@ def init_app(app: Flask, *, unlimited: Iterable[Blueprint] = ()) -> Counts:
         token = bearer_token()
         if token is None or request.endpoint is None or request.blueprint in skipped:
             return
-        identifiers = ("key:" + hash_key(token), f"{request.endpoint}:{request.method}")
-        for item in live if token.startswith("mvn_live_") else test:
-            if not counts.hit(item, *identifiers):
-                _refuse(counts, item, identifiers, str(item))
+        live = token.startswith("mvn_live_")
+        budgets.count(token, Environment.LIVE if live else Environment.TEST)
 
-    app.extensions[LIMITS_EXTENSION] = counts
+    app.extensions[LIMITS_EXTENSION] = budgets
     guard_widget_charges(app, counts)
     return counts

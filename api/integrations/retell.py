@@ -23,6 +23,7 @@ from werkzeug.exceptions import Unauthorized
 
 from api.extension import current_services
 from api.integrations.tools import ToolError, integration_caller, platform_call
+from api.limits import count_integration_request
 from api.validation import parse_body
 from payments.integrations import RETELL_KEY_PURPOSE, authenticate_integration, retell_key
 
@@ -68,6 +69,7 @@ def retell_function(project: str) -> tuple[Response, int] | Response:
         int(time.time() * 1000),
     ):
         raise Unauthorized("Invalid X-Retell-Signature")
+    count_integration_request(request.args.get("token", ""), access.environment)
     body = parse_body(RetellFunctionCall)
     try:
         result = platform_call(

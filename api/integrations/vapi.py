@@ -21,6 +21,7 @@ from werkzeug.exceptions import Unauthorized
 from api.auth import bearer_token
 from api.extension import current_services
 from api.integrations.tools import ToolError, integration_caller, platform_call
+from api.limits import count_integration_request
 from api.validation import parse_body
 from payments.accounts import Caller, authenticate
 from payments.integrations import authenticate_integration
@@ -68,18 +69,19 @@ class VapiServerMessage(BaseModel):
 
 
 def _caller(project: str) -> Caller:
-    services = current_services()
-    with services.db.read() as tx:
-        token = bearer_token()
-        if token is not None:
-            caller = authenticate(tx, token)
-            if caller is not None:
-                return caller
-        secret = request.headers.get("X-Vapi-Secret")
-        if secret:
-            access = authenticate_integration(tx, project, secret)
-            if access is not None:
-                return integration_caller(access)
+    """Who calls: the key's merchant (counted like every keyed request), else the project's
+    integration, whose token is counted here (`api.limits`)."""
+    token, secret = bearer_token(), request.headers.get("X-Vapi-Secret", "")
+    with current_services().db.read() as tx:
+        caller = authenticate(tx, token) if token is not None else None
+        access = (
+            authenticate_integration(tx, project, secret) if caller is None and secret else None
+        )
+    if caller is not None:
+        return caller
+    if access is not None:
+        count_integration_request(secret, access.environment)
+        return integration_caller(access)
     raise Unauthorized(
         "Send the API key as a Bearer token or the integration token as X-Vapi-Secret"
     )

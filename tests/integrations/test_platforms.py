@@ -6,15 +6,18 @@ import hashlib
 import hmac
 import json
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
 
+from api import create_app
 from payments.integrations import RETELL_KEY_PURPOSE, issue_integration_token, set_retell_key
 from payments.model import Environment
 from payments.services import Services
+from tests.conftest import tuned
 from tests.integrations.test_mcp import session_count
 from tests.leakscan import LeakScan
 
@@ -222,3 +225,35 @@ def test_a_vapi_token_of_one_project_does_not_open_another(
         "/integrations/vapi/other", json=VAPI_REQUEST, headers={"X-Vapi-Secret": integration_token}
     )
     assert answer.status_code == 401
+
+
+@pytest.mark.parametrize("environment", [Environment.TEST, Environment.LIVE])
+def test_an_integration_token_is_rate_limited_under_its_mode_like_an_api_key(
+    environment: Environment, services: Services, merchant: dict[str, str]
+) -> None:
+    with services.db.transaction() as tx:
+        token = issue_integration_token(tx, "acme", environment, now=services.clock())
+    two, many = "2/hour", "50/hour"
+    live, test = (two, many) if environment is Environment.LIVE else (many, two)
+    limited = create_app(services=tuned(services, rate_limit_live=live, rate_limit_test=test))
+    client = limited.test_client()
+    lookup = {"session_id": str(uuid.uuid4())}  # any tool call counts, found or not
+    retell = {**RETELL_REQUEST, "name": "get_payment_session", "args": lookup}
+    vapi = json.loads(json.dumps(VAPI_REQUEST))
+    vapi["message"]["toolCallList"][0]["function"] = {
+        "name": "get_payment_session",
+        "arguments": lookup,
+    }
+
+    retells = [post_retell(client, token, retell) for _ in range(3)]
+    vapis = [post_vapi(client, vapi, **{"X-Vapi-Secret": token}) for _ in range(3)]
+
+    for answers in (retells, vapis):  # each endpoint has a budget of its own
+        assert [a.status_code == 429 for a in answers] == [False, False, True]
+        refused = answers[-1]
+        assert refused.get_json() == {"detail": "2 per 1 hour"}
+        assert 0 < int(refused.headers["Retry-After"]) <= 3600
+    # A token the view does not accept is refused as before, not counted against the good one.
+    assert post_retell(client, "whk_wrong", retell).status_code == 401
+    # The merchant's API key keeps its own budget on the same endpoint.
+    assert post_vapi(client, vapi, Authorization=merchant["test"]).status_code == 200
