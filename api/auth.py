@@ -34,7 +34,7 @@ def require_api_key(view: Callable[P, R]) -> Callable[P, R]:
         token = bearer_token()
         if token is None:
             raise _unauthorized("Not authenticated")
-        with current_services().db.lookup() as connection:
+        with current_services().db.statements() as connection:
             caller = authenticate(connection, token)
         if caller is None:
             raise _unauthorized("Invalid or revoked API key")

@@ -229,11 +229,11 @@ def record_transfer(
     db: Database, call_sid: str, dial_status: str | None, *, now: datetime
 ) -> str | None:
     """Keep how the transfer back went on the session bound to this CallSid; the session's status,
-    or None when the call has none. One UPDATE on a bare connection (`Database.lookup`): every
+    or None when the call has none. One UPDATE on a bare connection (`Database.statements`): every
     call that goes back to its agent ends here, and an ORM session around the change cost more
     than the rest of the webhook. A session it finds still open past its time is then expired,
     as every read of it would (`expire_if_due`)."""
-    with db.lookup() as connection:
+    with db.statements() as connection:
         row = connection.execute(
             _RECORD_TRANSFER, {"sid": call_sid, "dial_status": dial_status, "now": now}
         ).first()

@@ -140,7 +140,7 @@ _HOLD_POLL = (
 def attempt_result(services: Services, session_id: str, number: int) -> HoldPoll:
     """The session and one attempt of it, in one indexed read on a bare connection (a hold poll,
     once there is something to read: `ivr.call`)."""
-    with services.db.lookup() as connection:
+    with services.db.statements() as connection:
         row = connection.execute(_HOLD_POLL, {"session_id": session_id, "number": number}).one()
     status, attempt_count, confirmation, state, error_code, callback, memory = row
     answer = None  # running, or awaiting reconciliation: the caller keeps holding

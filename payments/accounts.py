@@ -214,8 +214,8 @@ def revoke_key(tx: Tx, prefix: str, *, now: datetime, account_id: str | None = N
 
 def authenticate(db: Connection | Tx, presented: str) -> Caller | None:
     """Who calls with the live key `presented`, or None: looked up by hash, compared in constant
-    time. `db` may be a bare connection (`Database.lookup`): every API request makes this look-up,
-    and an ORM session around it nearly doubles its cost."""
+    time. `db` may be a bare connection (`Database.statements`): every API request makes this
+    look-up, and an ORM session around it nearly doubles its cost."""
     if not presented.startswith(("mvn_test_", "mvn_live_")):
         return None
     digest = hash_key(presented)

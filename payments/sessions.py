@@ -238,10 +238,10 @@ def open_session(
     """A new session, drawing another access code on a clash. On a bare connection, without an
     ORM session (a create is the API's busiest write, and one of those cost it a tenth): in
     autocommit on PostgreSQL, where the rows are one statement (`_write_session_rows`), in a
-    transaction on SQLite (`Database.lookup`)."""
+    transaction on SQLite (`Database.statements`)."""
     for _ in range(ACCESS_CODE_DRAWS):
         try:
-            with db.lookup() as connection:
+            with db.statements() as connection:
                 values = _insert_session(
                     connection, account_id=account_id, environment=environment, new=new, now=now
                 )

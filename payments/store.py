@@ -477,14 +477,15 @@ class Database:
             with self.transaction() as session:
                 yield session
             return
-        with self.lookup() as connection, self._sessions(bind=connection) as session:
+        with self.statements() as connection, self._sessions(bind=connection) as session:
             yield session
 
     @contextmanager
-    def lookup(self) -> Iterator[Connection]:
-        """`read` for Core statements, without an ORM session: a connection, in autocommit on
-        PostgreSQL, in a transaction of its own on SQLite. For reads, and for writes that are one
-        statement on PostgreSQL (`sessions.open_session`)."""
+    def statements(self) -> Iterator[Connection]:
+        """A connection for Core statements that each stand on their own, without an ORM
+        session: in autocommit on PostgreSQL, in a transaction of its own on SQLite. For reads,
+        and for writes that are one statement on PostgreSQL (`sessions.open_session`,
+        `ivr.binding.record_transfer`)."""
         if self.engine.dialect.name == "sqlite":
             with self.engine.begin() as connection:
                 yield connection
