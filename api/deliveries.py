@@ -12,7 +12,12 @@ from api.extension import current_services
 from api.idempotency import idempotent
 from api.schemas import WebhookDeliveryList, WebhookDeliveryOut
 from api.validation import parse_query
-from payments.delivery import DeliveryView, deliveries_for_session, replay
+from payments.delivery import (
+    DeliveryView,
+    deliveries_for_project,
+    deliveries_for_session,
+    replay,
+)
 
 bp = Blueprint("deliveries", __name__, url_prefix="/v1")
 
@@ -49,6 +54,18 @@ def list_deliveries() -> Response:
         query.session_id,
         account_id=caller.account_id,
         environment=caller.environment,
+    )
+    return jsonify(WebhookDeliveryList(data=[_out(v) for v in views]).model_dump(mode="json"))
+
+
+@bp.get("/projects/<slug>/webhook-deliveries")
+@require_api_key
+def list_project_deliveries(slug: str) -> Response:
+    """The attempts for the events about the project itself (`widget-charges-paused`), which
+    belong to no session."""
+    caller = current_caller()
+    views = deliveries_for_project(
+        current_services(), slug, account_id=caller.account_id, environment=caller.environment
     )
     return jsonify(WebhookDeliveryList(data=[_out(v) for v in views]).model_dump(mode="json"))
 

@@ -417,6 +417,16 @@ OPERATIONS: list[Operation] = [
         },
     ),
     Operation(
+        "get",
+        "/v1/projects/{slug}/webhook-deliveries",
+        "list_project_webhook_deliveries_v1_projects__slug__webhook_deliveries_get",
+        "Webhook delivery attempts for the events about the project itself, which belong to no"
+        " session (`widget-charges-paused`)",
+        ("Webhooks",),
+        parameters=(path_param("slug"),),
+        responses={200: schemas.WebhookDeliveryList, **AUTH_ERRORS},
+    ),
+    Operation(
         "post",
         "/v1/webhook-deliveries/{delivery_id}/replay",
         "replay_webhook_delivery_v1_webhook_deliveries__delivery_id__replay_post",

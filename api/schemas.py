@@ -388,8 +388,11 @@ class WebhookDeliveryOut(BaseModel):
 
     id: str
     event_id: str
-    event_type: str = Field(description="The session status the event announces")
-    session_id: str
+    event_type: str = Field(
+        description="The session status the event announces, or what an event about the "
+        "project itself reports (`widget-charges-paused`)"
+    )
+    session_id: str | None = Field(description="Null for an event about the project itself")
     attempt: int = Field(description="1 for the first send of the event, then 2, 3, ...")
     url: str
     status_code: int | None = Field(description="The receiver's HTTP status; null when none came")

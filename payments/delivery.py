@@ -33,6 +33,7 @@ from sqlalchemy import ColumnElement, CursorResult, Update, select, update
 from sqlalchemy.orm import Session as Tx
 
 from payments import logs
+from payments.accounts import find_account_project
 from payments.errors import NotFound
 from payments.model import Environment
 from payments.outbox import (
@@ -338,6 +339,27 @@ def deliveries_for_session(
         return [DeliveryView(delivery, event) for delivery, event in rows]
 
 
+def deliveries_for_project(
+    services: Services, project: str, *, account_id: str, environment: Environment
+) -> list[DeliveryView]:
+    """Every attempt for the events about a project itself, not one of its sessions (the widget
+    breaker's `widget-charges-paused`), in one mode, oldest first; NotFound outside the key's
+    reach. `project` is its slug or id."""
+    with services.db.transaction() as tx:
+        found = find_account_project(tx, account_id, project)
+        rows = tx.execute(
+            select(WebhookDelivery, WebhookEvent)
+            .join(WebhookEvent, WebhookDelivery.event_id == WebhookEvent.id)
+            .where(
+                WebhookEvent.project_id == found.id,
+                WebhookEvent.session_id.is_(None),
+                WebhookEvent.environment == environment.value,
+            )
+            .order_by(WebhookDelivery.created_at, WebhookDelivery.attempt)
+        ).all()
+        return [DeliveryView(delivery, event) for delivery, event in rows]
+
+
 def send_test_event(services: Services, project_id: str) -> WebhookDelivery:
     """Record a `test` event on the project's preview session and send it now, signed.
 
@@ -365,11 +387,11 @@ def replay(
         row = tx.execute(
             select(WebhookEvent)
             .join(WebhookDelivery, WebhookDelivery.event_id == WebhookEvent.id)
-            .join(PaymentSession, PaymentSession.id == WebhookEvent.session_id)
+            .join(Project, Project.id == WebhookEvent.project_id)
             .where(
                 WebhookDelivery.id == delivery_id,
-                PaymentSession.account_id == account_id,
-                PaymentSession.environment == environment.value,
+                Project.account_id == account_id,
+                WebhookEvent.environment == environment.value,
             )
         ).scalar_one_or_none()
         if row is None:

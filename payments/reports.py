@@ -63,6 +63,14 @@ def _in_project(project: Project, environment: Environment) -> list[ColumnElemen
     ]
 
 
+def _events_of(project: Project, environment: Environment) -> list[ColumnElement[bool]]:
+    """The project's webhook events in one mode: its sessions' and its own (no session)."""
+    return [
+        WebhookEvent.project_id == project.id,
+        WebhookEvent.environment == environment.value,
+    ]
+
+
 def overview(tx: Tx, project: Project, environment: Environment, *, now: datetime) -> Overview:
     """Payments and approval rate per day for 30 days, totals, declines, what needs attention."""
     first = (now - timedelta(days=DAYS - 1)).date()
@@ -110,9 +118,8 @@ def overview(tx: Tx, project: Project, environment: Environment, *, now: datetim
     report.failing_events = list(
         tx.scalars(
             select(WebhookEvent)
-            .join(PaymentSession, PaymentSession.id == WebhookEvent.session_id)
             .where(
-                *_in_project(project, environment),
+                *_events_of(project, environment),
                 WebhookEvent.delivered.is_(False),
                 WebhookEvent.attempts > 0,
             )
@@ -221,8 +228,7 @@ def recent_deliveries(
     rows = tx.execute(
         select(WebhookDelivery, WebhookEvent)
         .join(WebhookEvent, WebhookDelivery.event_id == WebhookEvent.id)
-        .join(PaymentSession, PaymentSession.id == WebhookEvent.session_id)
-        .where(*_in_project(project, environment))
+        .where(*_events_of(project, environment))
         .order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.attempt.desc())
         .limit(limit)
     )

@@ -351,6 +351,8 @@ def replay_delivery(slug: str, delivery_id: str) -> ResponseReturnValue:
         _project(tx, slug)
     view = replay(services, delivery_id, account_id=current_user().account_id, environment=_mode())
     flash(f"Delivery sent again: {view.delivery.status_code or view.delivery.error}.")
+    if view.event.session_id is None:  # an event about the project: listed on its developers page
+        return _back("dashboard.developers", slug=slug)
     return _back("dashboard.session_page", slug=slug, session_id=view.event.session_id)
 
 

@@ -26,8 +26,9 @@ from gateways.simulator import SimulatorGateway
 from ivr.callstate import CallServices
 from payments.accounts import get_project_by_slug
 from payments.attempts import pay
+from payments.breaker import PAUSED_EVENT
 from payments.delivery import deliver_due
-from payments.outbox import SIGNATURE_HEADER, signature_header
+from payments.outbox import SIGNATURE_HEADER, record_project_event, signature_header
 from payments.projects import setting_changes
 from payments.refunds import MAX_LOOK_UPS, reconcile_operations, run_operation
 from payments.services import Services
@@ -301,6 +302,32 @@ def test_a_failing_delivery_is_shown_and_replayed_from_the_session_page(
     replayed = post(signed_in, replay, {"mode": "test"}, page=path)
     assert replayed.status_code == 302
     assert "HTTP 200" in signed_in.get(path).get_data(as_text=True)
+
+
+def test_a_failing_event_about_the_project_is_shown_and_replayed_from_the_developers_page(
+    signed_in: FlaskClient, services: Services, httpserver: HTTPServer
+) -> None:
+    set_project(services, "acme", webhook_url=httpserver.url_for("/hooks"))
+    httpserver.expect_oneshot_request("/hooks").respond_with_data("no", status=500)
+    httpserver.expect_oneshot_request("/hooks").respond_with_data("ok", status=200)
+    with services.db.transaction() as tx:  # as the widget's decline breaker tells the merchant
+        project = get_project_by_slug(tx, "acme")
+        record_project_event(tx, project, "test", PAUSED_EVENT, services.clock(), {})
+    deliver_due(services)
+
+    overview = signed_in.get("/dashboard/acme/").get_data(as_text=True)
+    assert f"<code>{PAUSED_EVENT}</code> not delivered after 1 attempts" in overview
+    assert 'href="/dashboard/acme/developers?mode=test">about the project</a>' in overview
+    page = "/dashboard/acme/developers"
+    html = signed_in.get(page).get_data(as_text=True)
+    assert re.search(rf"<td>{PAUSED_EVENT}</td>\s*<td>the project", html)
+    [delivery] = re.findall(r"/dashboard/acme/deliveries/([0-9a-f-]{36})/replay", html)
+    replayed = post(
+        signed_in, f"/dashboard/acme/deliveries/{delivery}/replay", {"mode": "test"}, page
+    )
+    assert replayed.status_code == 302
+    assert replayed.headers["Location"].endswith("/dashboard/acme/developers?mode=test")
+    assert "HTTP 200" in signed_in.get(page).get_data(as_text=True)
 
 
 def test_no_page_holds_card_digits_after_a_payment(

@@ -18,9 +18,12 @@ from werkzeug import Request, Response
 
 from gateways.base import Card
 from ivr.wiring import build_services
+from payments.accounts import get_project_by_slug
 from payments.attempts import pay
+from payments.breaker import PAUSED_EVENT
 from payments.delivery import RETRY_WINDOW, deliver_due
 from payments.model import Status
+from payments.outbox import record_project_event
 from payments.services import Services
 from payments.sessions import load_session, transition
 from payments.store import Database, WebhookDelivery, WebhookEvent
@@ -273,6 +276,58 @@ def test_deliveries_outside_the_keys_account_or_mode_are_not_found(
         assert replay.status_code == 404
         assert replay.get_json() == {"detail": "Delivery not found"}
     assert len(receiver.log) == 1
+
+
+def test_an_event_about_the_project_is_listed_by_project_and_replayed_in_its_mode_only(
+    services: Services,
+    hook_secret: str,
+    receiver: HTTPServer,
+    client: FlaskClient,
+    merchant: dict[str, str],
+    make_project: Callable[..., str],
+    make_key: Callable[..., str],
+) -> None:
+    answers = iter([503, 200])
+    receiver.expect_request("/hooks", method="POST").respond_with_handler(
+        lambda request: Response("", status=next(answers))
+    )
+    with services.db.transaction() as tx:  # as the widget's decline breaker tells the merchant
+        project = get_project_by_slug(tx, "acme")
+        record_project_event(
+            tx, project, "test", PAUSED_EVENT, services.clock(), {"reason": "decline_rate"}
+        )
+    deliver_due(services)
+    auth = {"Authorization": merchant["test"]}
+
+    listed = client.get("/v1/projects/acme/webhook-deliveries", headers=auth)
+    assert listed.status_code == 200
+    [first] = listed.get_json()["data"]
+    assert (first["event_type"], first["session_id"], first["status_code"]) == (
+        PAUSED_EVENT,
+        None,
+        503,
+    )
+    replayed = client.post(f"/v1/webhook-deliveries/{first['id']}/replay", headers=auth)
+    assert replayed.status_code == 201
+    assert (replayed.get_json()["status_code"], replayed.get_json()["event_delivered"]) == (
+        200,
+        True,
+    )
+    by_id = client.get(f"/v1/projects/{project.id}/webhook-deliveries", headers=auth)
+    assert [d["status_code"] for d in by_id.get_json()["data"]] == [503, 200]
+
+    # Another mode sees none of it; another account cannot reach the project or the delivery.
+    live = {"Authorization": merchant["live"]}
+    assert client.get("/v1/projects/acme/webhook-deliveries", headers=live).get_json() == {
+        "data": []
+    }
+    make_project("rival")
+    for headers in (live, {"Authorization": f"Bearer {make_key('rival')}"}):
+        replay = client.post(f"/v1/webhook-deliveries/{first['id']}/replay", headers=headers)
+        assert replay.status_code == 404
+    rival = {"Authorization": f"Bearer {make_key('rival')}"}
+    assert client.get("/v1/projects/acme/webhook-deliveries", headers=rival).status_code == 404
+    assert len(receiver.log) == 2
 
 
 def test_a_chat_session_event_says_source_chat_with_no_caller(
