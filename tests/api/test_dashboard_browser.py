@@ -24,9 +24,11 @@ from api import create_app
 from gateways.base import Card
 from ivr.phone import ScriptedKeypad, http_transport
 from ivr.wiring import build_services
-from payments.accounts import create_project, issue_key
+from payments.accounts import create_project, get_project_by_slug, issue_key
 from payments.attempts import pay
+from payments.breaker import PAUSED_EVENT
 from payments.model import Environment
+from payments.outbox import record_project_event
 from payments.services import Services
 from payments.store import Database
 from payments.users import create_user
@@ -244,6 +246,28 @@ def test_a_test_event_is_sent_from_the_developers_page_and_its_delivery_shown(
     expect(page.get_by_role("status")).to_contain_text("Test event sent: HTTP 200")
     assert site.receiver.wait()["event"] == "test"
     expect(page.locator("#deliveries tbody tr").first).to_contain_text("test")
+
+
+def test_a_failed_event_about_the_project_is_replayed_from_the_developers_page(
+    page: Page, site: Site
+) -> None:
+    set_project(site.services, "acme", webhook_url=site.hooks)
+    site.receiver.statuses[:] = [500]
+    with site.services.db.transaction() as tx:  # as the widget's decline breaker tells the merchant
+        project = get_project_by_slug(tx, "acme")
+        now, body = site.services.clock(), {"event": PAUSED_EVENT}
+        record_project_event(tx, project, "test", PAUSED_EVENT, now, body)
+    sent = site.receiver.wait()
+    assert sent["event"] == PAUSED_EVENT
+
+    page.goto(f"{site.url}/dashboard/acme/developers")
+    row = page.locator("#deliveries tbody tr").filter(has_text=PAUSED_EVENT)
+    expect(row).to_contain_text("the project")
+    expect(row.locator(".delivery-result")).to_contain_text("HTTP 500")
+    row.get_by_role("button", name="Replay").click()
+    expect(page.get_by_role("status")).to_contain_text("Delivery sent again: 200")
+    assert site.receiver.wait()["event_id"] == sent["event_id"]
+    expect(page.locator("#deliveries tbody tr").first).to_contain_text("HTTP 200")
 
 
 def test_the_settings_preview_is_the_real_frame_and_follows_the_theme_as_typed(
