@@ -60,6 +60,7 @@ from payments.sweeps import Task, run_once
 
 if TYPE_CHECKING:
     from redis import Redis
+    from rq import Queue
     from rq.job import Job
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,8 @@ class RQJobs:
         self._queue = Queue(QUEUE_NAME, connection=self._redis)
 
     def submit(self, job: PaymentJob) -> None:
-        self._payments.enqueue(
+        self._enqueue(
+            self._payments,
             rq_payment_job,
             job.session_id,
             job.attempt,
@@ -149,19 +151,27 @@ class RQJobs:
         worker = _worker
         if worker is not None and worker.webhooks.offer(lambda: rq_deliver_webhook(event_id)):
             return  # a worker's own payment committed it: its webhook lane sends it now
-        self._queue.enqueue(rq_deliver_webhook, event_id, result_ttl=0)
+        self._enqueue(self._queue, rq_deliver_webhook, event_id, result_ttl=0)
 
     def operate(self, operation_id: int) -> None:
-        self._queue.enqueue(
-            rq_operation, operation_id, job_id=f"op-{operation_id}", failure_ttl=86400
+        self._enqueue(
+            self._queue, rq_operation, operation_id, job_id=f"op-{operation_id}", failure_ttl=86400
         )
+
+    def _enqueue(self, queue: Queue, task: Callable[..., None], *args: Any, **options: Any) -> None:
+        """One round trip: on its own, RQ's enqueue names the queue in one pipeline and writes the
+        job and its place in the queue in a second; on ours, all of it goes in one MULTI/EXEC.
+        https://python-rq.org/docs/ ("Enqueueing jobs": `pipeline`)"""
+        with self._redis.pipeline() as pipe:
+            queue.enqueue(task, *args, pipeline=pipe, **options)
+            pipe.execute()
 
     def schedule(self, names: Iterable[str], *, every: float) -> list[str]:
         """Enqueue each periodic task at most once per `every` seconds across all workers."""
         enqueued = []
         for name in names:
             if self._redis.set(f"{QUEUE_NAME}:sweep:{name}", b"1", nx=True, px=int(every * 1000)):
-                self._queue.enqueue(rq_sweep, name, result_ttl=0)
+                self._enqueue(self._queue, rq_sweep, name, result_ttl=0)
                 enqueued.append(name)
         return enqueued
 

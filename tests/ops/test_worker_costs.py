@@ -18,6 +18,7 @@ import pytest
 import redis
 from flask import Flask
 from pytest_httpserver import HTTPServer
+from redis.connection import AbstractConnection
 from rq import Queue
 from sqlalchemy import event
 
@@ -26,8 +27,8 @@ from ivr.callstate import CARD_TTL
 from ivr.charge import run_payment_job
 from ivr.wiring import build_services
 from payments.attempts import pay
-from payments.jobs import QUEUE_NAME, RQJobs, run_worker
-from payments.services import Services
+from payments.jobs import PAYMENT_QUEUE, QUEUE_NAME, RQJobs, run_worker
+from payments.services import PaymentJob, Services
 from tests.ops.conftest import QueuedJobs
 from tests.ops.test_exactly_once import session_status
 from tests.ops.test_payment_lanes import DEADLINE, queue_payment
@@ -77,6 +78,37 @@ def test_a_payment_job_waits_no_longer_than_its_card_and_leaves_nothing_once_it_
 
     assert session_status(worker_services, session_id) == "payment-success"
     assert rq_keys(rq_redis) == []
+
+
+def test_each_job_is_queued_in_one_round_trip_to_redis(
+    redis_url: str, rq_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = RQJobs(redis_url)
+    jobs.submit(PaymentJob("first", 1, "CA-first"))  # its connection is open from here on
+    sent: list[bytes] = []
+    send = AbstractConnection.send_packed_command
+
+    def counted(connection: AbstractConnection, command: Any, check_health: bool = True) -> None:
+        sent.append(b"".join(command) if isinstance(command, list) else command)
+        send(connection, command, check_health)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counted)
+    jobs.submit(PaymentJob("second", 1, "CA-second"))
+    jobs.deliver("evt_0123")
+    jobs.operate(7)
+    monkeypatch.undo()
+
+    assert len(sent) == 3  # RQ on its own sends two pipelines per job
+    assert all(b"MULTI" in trip and b"EXEC" in trip for trip in sent)
+    payments, others = (
+        Queue(PAYMENT_QUEUE, connection=rq_redis),
+        Queue(QUEUE_NAME, connection=rq_redis),
+    )
+    assert payments.job_ids == ["pay-first-1", "pay-second-1"]
+    assert [job.func_name.rsplit(".", 1)[-1] for job in others.jobs] == [
+        "rq_deliver_webhook",
+        "rq_operation",
+    ]
 
 
 def test_a_lane_reads_a_payment_job_from_its_data_field_alone(
