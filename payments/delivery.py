@@ -330,13 +330,7 @@ def deliveries_for_session(
         )
         if session is None:
             raise NotFound("Session not found")
-        rows = tx.execute(
-            select(WebhookDelivery, WebhookEvent)
-            .join(WebhookEvent, WebhookDelivery.event_id == WebhookEvent.id)
-            .where(WebhookEvent.session_id == session_id)
-            .order_by(WebhookDelivery.created_at, WebhookDelivery.attempt)
-        ).all()
-        return [DeliveryView(delivery, event) for delivery, event in rows]
+        return _attempts(tx, WebhookEvent.session_id == session_id)
 
 
 def deliveries_for_project(
@@ -347,17 +341,23 @@ def deliveries_for_project(
     reach. `project` is its slug or id."""
     with services.db.transaction() as tx:
         found = find_account_project(tx, account_id, project)
-        rows = tx.execute(
-            select(WebhookDelivery, WebhookEvent)
-            .join(WebhookEvent, WebhookDelivery.event_id == WebhookEvent.id)
-            .where(
-                WebhookEvent.project_id == found.id,
-                WebhookEvent.session_id.is_(None),
-                WebhookEvent.environment == environment.value,
-            )
-            .order_by(WebhookDelivery.created_at, WebhookDelivery.attempt)
-        ).all()
-        return [DeliveryView(delivery, event) for delivery, event in rows]
+        return _attempts(
+            tx,
+            WebhookEvent.project_id == found.id,
+            WebhookEvent.session_id.is_(None),
+            WebhookEvent.environment == environment.value,
+        )
+
+
+def _attempts(tx: Tx, *events: ColumnElement[bool]) -> list[DeliveryView]:
+    """Every delivery attempt for the events these conditions pick, oldest first."""
+    rows = tx.execute(
+        select(WebhookDelivery, WebhookEvent)
+        .join(WebhookEvent, WebhookDelivery.event_id == WebhookEvent.id)
+        .where(*events)
+        .order_by(WebhookDelivery.created_at, WebhookDelivery.attempt)
+    ).all()
+    return [DeliveryView(delivery, event) for delivery, event in rows]
 
 
 def send_test_event(services: Services, project_id: str) -> WebhookDelivery:

@@ -322,10 +322,10 @@ def test_an_event_about_the_project_is_listed_by_project_and_replayed_in_its_mod
         "data": []
     }
     make_project("rival")
-    for headers in (live, {"Authorization": f"Bearer {make_key('rival')}"}):
+    rival = {"Authorization": f"Bearer {make_key('rival')}"}
+    for headers in (live, rival):
         replay = client.post(f"/v1/webhook-deliveries/{first['id']}/replay", headers=headers)
         assert replay.status_code == 404
-    rival = {"Authorization": f"Bearer {make_key('rival')}"}
     assert client.get("/v1/projects/acme/webhook-deliveries", headers=rival).status_code == 404
     assert len(receiver.log) == 2
 
