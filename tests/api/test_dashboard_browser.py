@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 import requests
 from playwright.sync_api import Browser, Page, expect
+from sqlalchemy import event, func, select
+from sqlalchemy.orm import Session as OrmSession
 from werkzeug.wrappers import Request as WsgiRequest
 from werkzeug.wrappers import Response as WsgiResponse
 
@@ -30,7 +32,7 @@ from payments.breaker import PAUSED_EVENT
 from payments.model import Environment
 from payments.outbox import record_project_event
 from payments.services import Services
-from payments.store import Database
+from payments.store import Database, WebhookDelivery
 from payments.users import create_user
 from tests.browser import ARTIFACTS, axe_violations, chromium, serving
 from tests.conftest import make_settings, set_project
@@ -72,6 +74,23 @@ class Site:
     receiver: Receiver
     services: Services
     key: str  # a test-mode API key of Acme Inc
+    committed: threading.Condition = field(default_factory=threading.Condition)
+
+    def recorded(self, event_id: str, attempts: int) -> None:
+        """Wait until the event's delivery attempts are written down: the receiver hears an
+        event before its sender records the answer. Woken by every commit of the app's."""
+
+        def done() -> bool:
+            with self.services.db.read() as tx:
+                count = select(func.count()).where(WebhookDelivery.event_id == event_id)
+                return tx.scalar(count) == attempts
+
+        with self.committed:
+            assert self.committed.wait_for(done, timeout=60), "the delivery was not recorded"
+
+    def on_commit(self, _: OrmSession) -> None:
+        with self.committed:
+            self.committed.notify_all()
 
     def api(self, method: str, path: str, key: str | None = None, **kwargs: Any) -> Any:
         headers = {"Authorization": f"Bearer {key or self.key}"}
@@ -103,10 +122,14 @@ def site(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     try:
         with serving(create_app(services=services)) as url, serving(receiver) as hooks:
             site = Site(url, f"{hooks}/hooks", receiver, services, key)
-            set_project(services, "acme", max_payment_attempts=1)  # a decline ends the session
-            for number in (APPROVED, APPROVED, DECLINED):
-                pay(services, site.new_session()["session_id"], Card(number, 12, 2030, "123"))
-            yield site
+            event.listen(OrmSession, "after_commit", site.on_commit)
+            try:
+                set_project(services, "acme", max_payment_attempts=1)  # a decline ends the session
+                for number in (APPROVED, APPROVED, DECLINED):
+                    pay(services, site.new_session()["session_id"], Card(number, 12, 2030, "123"))
+                yield site
+            finally:
+                event.remove(OrmSession, "after_commit", site.on_commit)
     finally:
         db.dispose()
 
@@ -228,7 +251,9 @@ def test_a_failed_delivery_is_replayed_and_a_session_cancelled_in_the_browser(
     expect(page.locator("#session-status")).to_have_text("cancelled")
     expect(page.get_by_role("button", name="Cancel this session")).to_have_count(0)
 
-    assert site.receiver.wait()["status"] == "cancelled"
+    sent = site.receiver.wait()
+    assert sent["status"] == "cancelled"
+    site.recorded(sent["event_id"], attempts=1)
     page.reload()
     expect(page.locator(".delivery-result")).to_contain_text("HTTP 500")
     page.get_by_role("button", name="Replay").first.click()
@@ -259,6 +284,7 @@ def test_a_failed_event_about_the_project_is_replayed_from_the_developers_page(
         record_project_event(tx, project, "test", PAUSED_EVENT, now, body)
     sent = site.receiver.wait()
     assert sent["event"] == PAUSED_EVENT
+    site.recorded(sent["event_id"], attempts=1)
 
     page.goto(f"{site.url}/dashboard/acme/developers")
     row = page.locator("#deliveries tbody tr").filter(has_text=PAUSED_EVENT)
