@@ -50,7 +50,7 @@ class DashboardSessions(SecureCookieSessionInterface):
     request and Twilio webhook would otherwise build a signing serializer for nothing."""
 
     def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
-        if self.get_cookie_name(app) not in request.cookies:
+        if "HTTP_COOKIE" not in request.environ or self.get_cookie_name(app) not in request.cookies:
             return self.session_class()
         return super().open_session(app, request)
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import date
 
 import pytest
@@ -565,8 +565,17 @@ def test_gather_without_a_step_parameter_has_no_expected_step() -> None:
 
 def test_state_roundtrips_through_bytes_with_the_card() -> None:
     state = replace(
-        at_confirm(make_context(require_postal_code=True)).state, tries=2, decline_code="x"
+        at_confirm(make_context(require_postal_code=True)).state,
+        session_id="s-1",
+        tries=2,
+        silences=1,
+        attempt=3,
+        polls=4,
+        decline_code="x",
     )
+    blank = CallState(Step.ACCESS_CODE)
+    unset = [f.name for f in fields(CallState) if getattr(state, f.name) == getattr(blank, f.name)]
+    assert unset == [], "every field differs from its default, so none can be dropped unseen"
     assert CallState.from_bytes(state.to_bytes()) == state
 
 
