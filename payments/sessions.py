@@ -17,10 +17,11 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 import phonenumbers
-from sqlalchemy import Connection, Insert, Table, bindparam, case, insert, literal, select
+from sqlalchemy import Connection, Insert, Table, bindparam, case, insert, inspect, literal, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as Tx
 from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 
 from payments.accounts import ProjectRef, account_project_ref
 from payments.credentials import has_credentials
@@ -328,6 +329,11 @@ def transition(
             detail=detail,
         )
     )
+    # A session that was still open has no refunds (they need a payment-success or -authorized
+    # session, and those never change status): the webhook body's list is known to be empty
+    # without the SELECT its first read would send.
+    if "refunds" in inspect(session).unloaded:
+        set_committed_value(session, "refunds", [])
     record_status_change(tx, session, to, now)
 
 

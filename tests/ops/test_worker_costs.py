@@ -8,6 +8,7 @@ merchant endpoint is a real HTTP server.
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import signal
 import threading
@@ -20,7 +21,7 @@ from flask import Flask
 from pytest_httpserver import HTTPServer
 from redis.connection import AbstractConnection
 from rq import Queue
-from sqlalchemy import event
+from sqlalchemy import event, select
 
 from api import maintenance_tasks
 from ivr.callstate import CARD_TTL
@@ -29,6 +30,7 @@ from ivr.wiring import build_services
 from payments.attempts import pay
 from payments.jobs import PAYMENT_QUEUE, QUEUE_NAME, RQJobs, run_worker
 from payments.services import PaymentJob, Services
+from payments.store import WebhookEvent
 from tests.ops.conftest import QueuedJobs
 from tests.ops.test_exactly_once import session_status
 from tests.ops.test_payment_lanes import DEADLINE, queue_payment
@@ -261,3 +263,22 @@ def test_a_payment_reads_the_session_with_its_project_and_the_failures_at_once(
     assert [s for s in selects if "\nFROM projects" in s] == []  # the project never on its own
     assert len([s for s in selects if "JOIN projects" in s]) == 2  # start, record
     assert len([s for s in selects if "velocity_events" in s]) == 1
+
+
+def test_the_webhook_body_of_a_status_change_lists_no_refunds_without_asking_for_them(
+    services: Services, queued: QueuedJobs, hook_secret: str, new_session: Callable[..., str]
+) -> None:
+    """A session that was open has no refunds: its payment-success event is written without a
+    read of money_operations, and its body still lists them (none)."""
+    session_id = new_session()
+    selects = selects_of_a_payment(services, session_id)
+
+    assert [s for s in selects if "money_operations" in s] == []
+    with services.db.transaction() as tx:
+        body = tx.scalars(select(WebhookEvent.payload).where(WebhookEvent.session_id == session_id))
+        [payload] = [json.loads(raw) for raw in body]
+    assert (payload["status"], payload["refunds"], payload["amount_refunded"]) == (
+        "payment-success",
+        [],
+        "0.00",
+    )
