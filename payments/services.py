@@ -68,6 +68,7 @@ class Services(Generic[C]):
     secrets: Secrets = field(init=False)
     # The widget's decline-rate breaker: in Redis when configured, shared by every process.
     breaker: Breaker = field(init=False)
+    _sealers: dict[str, Sealer] = field(init=False, default_factory=dict, repr=False)
 
     def __post_init__(self, runner: Callable[[Services[C]], JobRunner]) -> None:
         self.secrets = self.settings.secrets()
@@ -75,5 +76,9 @@ class Services(Generic[C]):
         self.jobs = runner(self)
 
     def sealer(self, purpose: str) -> Sealer:
-        """A sealer keyed by PAYDIAL_SECRET_KEY for one purpose (credentials, call state, ...)."""
-        return Sealer(self.secrets.secret_key, purpose)
+        """A sealer keyed by PAYDIAL_SECRET_KEY for one purpose (credentials, call state, ...),
+        its key derived once: a payment opens its gateway's credentials, a delivery signs."""
+        sealer = self._sealers.get(purpose)
+        if sealer is None:
+            sealer = self._sealers[purpose] = Sealer(self.secrets.secret_key, purpose)
+        return sealer
